@@ -1,0 +1,146 @@
+"""The allocator actor: the buddy zone behind its zone lock, serving batched requests.
+
+Clients (workload apps, the balloon kthread, compaction workers) never touch the zone's free
+lists directly: they send a request on the allocator's bounded inbox and wait for the
+completion on their own reply stream, like a queue with the zone lock behind it. Requests are
+served one at a time in arrival order, each charged virtual time from the cost model, so
+contention on the zone shows up as queueing delay. The pure allocator is ``buddy.Zone``.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from structlog.typing import FilteringBoundLogger
+
+from actors import schema
+from actors.costs import CostModel
+from actors.guest.buddy import Zone
+from actors.guest.views import VmStat
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Alloc:
+    client: str
+    n: int
+    order: int
+    gfp: int
+    owner: int
+    reply: MemoryObjectSendStream[Any]
+
+
+@dataclass(slots=True)
+class _Free:
+    client: str
+    pfns: Sequence[int]
+    order: int
+    reply: MemoryObjectSendStream[Any]
+
+
+@dataclass(slots=True)
+class _Call:
+    client: str
+    fn: Callable[[Zone], Any]
+    cost: float
+    reply: MemoryObjectSendStream[Any]
+
+
+_Request = _Alloc | _Free | _Call
+
+
+class AllocatorClient:
+    """One client's connection: its clone of the inbox and its own completion stream."""
+
+    def __init__(self, name: str, inbox: MemoryObjectSendStream[_Request]) -> None:
+        self.name = name
+        self._inbox = inbox
+        self._reply_send, self._reply_recv = anyio.create_memory_object_stream[Any](1)
+
+    async def alloc(self, n: int, order: int, gfp: int, owner: int) -> array.array[int]:
+        """Allocate up to ``n`` blocks of ``order``; fewer back means the allocator failed."""
+        await self._inbox.send(_Alloc(self.name, n, order, gfp, owner, self._reply_send))
+        result: array.array[int] = await self._reply_recv.receive()
+        return result
+
+    async def free(self, pfns: Sequence[int], order: int = 0) -> None:
+        """Return blocks of ``order`` to the buddy lists (the caller holds their last reference)."""
+        if not pfns:
+            return
+        await self._inbox.send(_Free(self.name, pfns, order, self._reply_send))
+        await self._reply_recv.receive()
+
+    async def call(self, fn: Callable[[Zone], T], cost: float = 0.0) -> T:
+        """Run ``fn(zone)`` under the zone lock (compaction's free scanner uses this)."""
+        await self._inbox.send(_Call(self.name, fn, cost, self._reply_send))
+        result: T = await self._reply_recv.receive()
+        return result
+
+    async def aclose(self) -> None:
+        """Disconnect; the allocator exits once every client has."""
+        await self._inbox.aclose()
+        await self._reply_send.aclose()
+        await self._reply_recv.aclose()
+
+
+class Allocator:
+    """Serves allocation requests against one zone until every client has disconnected."""
+
+    def __init__(
+        self,
+        zone: Zone,
+        vmstat: VmStat,
+        costs: CostModel,
+        log: FilteringBoundLogger,
+        *,
+        queue_depth: int = 64,
+    ) -> None:
+        self.zone = zone
+        self.vmstat = vmstat
+        self.costs = costs
+        self.log = log
+        self._send, self._recv = anyio.create_memory_object_stream[_Request](queue_depth)
+        self.requests = 0
+
+    def client(self, name: str) -> AllocatorClient:
+        """Connect a new client; call before ``run`` starts or while it runs."""
+        return AllocatorClient(name, self._send.clone())
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The actor loop: one request at a time, in arrival order, until the inbox ends."""
+        await self._send.aclose()  # only clients' clones keep the inbox open
+        task_status.started()
+        zone, costs, vmstat, log = self.zone, self.costs, self.vmstat, self.log
+        async with self._recv:
+            async for req in self._recv:
+                self.requests += 1
+                if isinstance(req, _Alloc):
+                    out: array.array[int] = array.array("I")
+                    got = zone.alloc_pages_bulk(req.n, req.order, req.gfp, req.owner, out)
+                    pages = got << req.order
+                    vmstat.inc("pgalloc", pages)
+                    if got < req.n:
+                        vmstat.inc("alloc_fail")
+                    log.debug(schema.ALLOC_BATCH, client=req.client, order=req.order,
+                              gfp=req.gfp, want=req.n, got=got)
+                    await anyio.sleep(costs.alloc_request + pages * costs.alloc_page)
+                    await req.reply.send(out)
+                elif isinstance(req, _Free):
+                    zone.free_pages_bulk(req.pfns, req.order)
+                    pages = len(req.pfns) << req.order
+                    vmstat.inc("pgfree", pages)
+                    log.debug(schema.FREE_BATCH, client=req.client, order=req.order,
+                              count=len(req.pfns))
+                    await anyio.sleep(costs.alloc_request + pages * costs.free_page)
+                    await req.reply.send(None)
+                else:
+                    result = req.fn(zone)
+                    await anyio.sleep(costs.alloc_request + req.cost)
+                    await req.reply.send(result)

@@ -1,0 +1,217 @@
+"""Seeded guest applications that fragment memory the way long-running guests do.
+
+Each app grows to its share of memory with a mix of movable (anonymous, page cache) and
+unmovable (kernel/slab) pages, then churns (frees random pages, allocates new ones), and at
+``drop_at`` drops part of its page cache and heap (a process exit, ``drop_caches``). It also
+faults transparent huge pages: an order-9 ``GFP_TRANSHUGE`` attempt that falls back to 512
+base pages, counted as ``thp_fault_alloc`` / ``thp_fault_fallback``. Randomly freed pages
+scatter free memory across pageblocks and unmovable allocations made while memory is tight
+steal small blocks from movable pageblocks: plenty of free memory, few 2 MiB blocks.
+
+``App`` is the pure decision logic (what to do this tick, which pages to give back);
+``run_app`` is the async shell that executes it against the allocator actor.
+"""
+
+from __future__ import annotations
+
+import array
+import random
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskStatus
+from structlog.typing import FilteringBoundLogger
+
+from actors import schema
+from actors.costs import CostModel
+from actors.guest import gfp as G
+from actors.guest import pages as P
+from actors.guest.allocator import AllocatorClient
+from actors.guest.views import VmStat
+
+HPAGE_ORDER = 9
+
+
+def _f(default: float, doc: str, unit: str = "") -> float:
+    return field(default=default, metadata={"doc": doc, "unit": unit})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadConfig:
+    """Shape of the guest workload (scenario table ``[workload]``)."""
+
+    apps: int = field(default=4, metadata={"doc": "number of guest applications"})
+    tick: float = _f(0.05, "virtual time between two steps of one app", "duration")
+    batch: int = field(default=256, metadata={"doc": "pages per allocation request"})
+    fill: float = _f(0.92, "fraction of guest memory the apps together grow to")
+    unmovable: float = _f(0.06, "fraction of allocations that are kernel/slab (unmovable)")
+    pagecache: float = _f(0.5, "fraction of movable allocations that are page cache")
+    churn: float = _f(0.5, "pages freed and reallocated per churn step, as a fraction of batch")
+    thp_rate: float = _f(0.2, "probability per step that an app faults a transparent huge page")
+    thp_max: float = _f(0.3, "largest fraction of an app's share held as huge pages")
+    drop_at: float = _f(0.5, "when (fraction of the session) apps drop caches and part of heap")
+    drop_fraction: float = _f(0.5, "fraction of movable pages dropped at drop_at")
+
+    def validate(self) -> list[tuple[str, str]]:
+        """(key, problem) pairs for values outside their meaningful range."""
+        problems = []
+        if self.apps < 0:
+            problems.append(("apps", "must be >= 0"))
+        if self.batch < 1 or self.batch > 4096:
+            problems.append(("batch", "must be between 1 and 4096"))
+        if self.tick <= 0:
+            problems.append(("tick", "must be > 0"))
+        for name in ("fill", "unmovable", "pagecache", "churn", "thp_rate", "thp_max",
+                     "drop_at", "drop_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                problems.append((name, f"must be between 0 and 1, got {v}"))
+        return problems
+
+
+# Kinds of memory an app holds, with the owner code and GFP mask they are allocated with.
+KERNEL, ANON, PAGECACHE = 0, 1, 2
+KIND_NAMES = ("kernel", "anon", "pagecache")
+KIND_OWNER = (P.OWNER_KERNEL, P.OWNER_ANON, P.OWNER_PAGECACHE)
+KIND_GFP = (G.GFP_KERNEL, G.GFP_HIGHUSER_MOVABLE, G.GFP_HIGHUSER_MOVABLE)
+
+
+@dataclass(slots=True)
+class Step:
+    """What an app does in one tick: frees first, then allocations, then maybe a THP fault."""
+
+    free: list[tuple[int, array.array[int]]] = field(default_factory=list)  # (kind, pfns)
+    free_thp: array.array[int] = field(default_factory=lambda: array.array("I"))
+    alloc: list[tuple[int, int]] = field(default_factory=list)  # (kind, count)
+    thp: bool = False
+    phase: str | None = None  # set when the app enters a new phase
+
+
+class App:
+    """Pure decision logic of one application; holds the PFNs it owns, in compact arrays."""
+
+    def __init__(self, name: str, share: int, cfg: WorkloadConfig, rng: random.Random,
+                 drop_time: float) -> None:
+        self.name = name
+        self.share = share
+        self.cfg = cfg
+        self.rng = rng
+        self.drop_time = drop_time
+        self.held: list[array.array[int]] = [array.array("I") for _ in KIND_NAMES]
+        self.thp: array.array[int] = array.array("I")
+        self.phase = "grow"
+        self.dropped = False
+        self.pressure = 0  # allocation requests that came back short
+
+    def pages(self) -> int:
+        """Pages this app holds (huge pages count 512 each)."""
+        return sum(len(h) for h in self.held) + (len(self.thp) << HPAGE_ORDER)
+
+    def _mix(self, n: int) -> list[tuple[int, int]]:
+        """Split ``n`` pages between kernel, anon and page cache as configured."""
+        rng, cfg = self.rng, self.cfg
+        kernel = sum(1 for _ in range(n) if rng.random() < cfg.unmovable) if n <= 64 else \
+            int(n * cfg.unmovable + rng.random())
+        movable = n - kernel
+        cache = int(movable * cfg.pagecache + rng.random())
+        cache = min(cache, movable)
+        return [(k, c) for k, c in ((KERNEL, kernel), (ANON, movable - cache),
+                                    (PAGECACHE, cache)) if c > 0]
+
+    def take_random(self, kind: int, n: int) -> array.array[int]:
+        """Remove ``n`` random pages of ``kind`` from the holdings (swap-remove, O(n))."""
+        held, rng = self.held[kind], self.rng
+        out: array.array[int] = array.array("I")
+        for _ in range(min(n, len(held))):
+            i = rng.randrange(len(held))
+            out.append(held[i])
+            held[i] = held[-1]
+            held.pop()
+        return out
+
+    def _set_phase(self, step: Step, phase: str) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            step.phase = phase
+
+    def step(self, now: float) -> Step:
+        """Decide this tick's frees and allocations."""
+        cfg, rng = self.cfg, self.rng
+        s = Step()
+        if not self.dropped and now >= self.drop_time:
+            self.dropped = True
+            self._set_phase(s, "drop")
+            for kind in (ANON, PAGECACHE):
+                n = int(len(self.held[kind]) * cfg.drop_fraction)
+                s.free.append((kind, self.take_random(kind, n)))
+            nthp = int(len(self.thp) * cfg.drop_fraction)
+            s.free_thp = self.thp[:nthp]
+            del self.thp[:nthp]
+            return s
+        if self.phase == "grow" and self.pages() + cfg.batch <= self.share:
+            s.alloc = self._mix(cfg.batch)
+        else:
+            self._set_phase(s, "steady" if self.dropped else "churn")
+            n = int(cfg.batch * cfg.churn)
+            if n:
+                weights = [len(h) for h in self.held]
+                total = sum(weights)
+                if total:
+                    pick = rng.random() * total
+                    kind = 0 if pick < weights[0] else 1 if pick < weights[0] + weights[1] else 2
+                    s.free.append((kind, self.take_random(kind, n)))
+                s.alloc = self._mix(n) if self.pages() <= self.share else []
+        if cfg.thp_rate and rng.random() < cfg.thp_rate:
+            if (len(self.thp) + 1) << HPAGE_ORDER > self.share * cfg.thp_max:
+                s.free_thp.append(self.thp.pop(0))
+            s.thp = True
+        return s
+
+
+async def run_app(
+    app: App,
+    allocator: AllocatorClient,
+    vmstat: VmStat,
+    costs: CostModel,
+    log: FilteringBoundLogger,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """The app's task: one step per tick until cancelled with its session."""
+    task_status.started()
+    tick = app.cfg.tick
+    # Stagger apps so they do not all wake at the same virtual instant.
+    await anyio.sleep(tick * app.rng.random())
+    while True:
+        step = app.step(anyio.current_time())
+        if step.phase is not None:
+            log.info(schema.WORKLOAD_PHASE, app=app.name, phase=step.phase, held=app.pages())
+        for _kind, pfns in step.free:
+            await allocator.free(pfns, 0)
+        if step.free_thp:
+            await allocator.free(step.free_thp, HPAGE_ORDER)
+        for kind, count in step.alloc:
+            got = await allocator.alloc(count, 0, KIND_GFP[kind], KIND_OWNER[kind])
+            app.held[kind].extend(got)
+            if len(got) < count:
+                app.pressure += 1
+        if step.thp:
+            await thp_fault(app, allocator, vmstat, costs, log)
+        await anyio.sleep(tick)
+
+
+async def thp_fault(app: App, allocator: AllocatorClient, vmstat: VmStat, costs: CostModel,
+                    log: FilteringBoundLogger) -> bool:
+    """do_huge_pmd_anonymous_page: try an order-9 page, else fall back to 512 base pages."""
+    got = await allocator.alloc(1, HPAGE_ORDER, G.GFP_TRANSHUGE, P.OWNER_THP)
+    if got:
+        vmstat.inc("thp_fault_alloc")
+        app.thp.extend(got)
+        log.debug(schema.THP_FAULT, app=app.name, ok=True)
+        await anyio.sleep(costs.thp_zero)
+        return True
+    vmstat.inc("thp_fault_fallback")
+    log.debug(schema.THP_FAULT, app=app.name, ok=False)
+    base = await allocator.alloc(1 << HPAGE_ORDER, 0, G.GFP_HIGHUSER_MOVABLE, P.OWNER_ANON)
+    app.held[ANON].extend(base)
+    return False

@@ -1,0 +1,160 @@
+"""The one vocabulary of log events, shared by every log writer and every log reader.
+
+Each event has a stable dotted name, a level, the fields it always carries and a one-line
+meaning. Actors log ``log.info(schema.VQ_ADD, ...)``; the log tools look the same names up
+here. A test checks that every record a session writes is declared here with its fields.
+Every record also carries ``t`` (virtual seconds), ``seq`` (global order), ``actor`` and
+``event``; those four are not repeated below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+Level = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """What one event name means and which fields every record of it has."""
+
+    name: str
+    level: Level
+    fields: tuple[str, ...]
+    doc: str
+
+
+EVENTS: dict[str, EventSpec] = {}
+
+
+def _event(name: str, level: Level, fields: tuple[str, ...], doc: str) -> str:
+    if name in EVENTS:
+        raise ValueError(f"event {name!r} declared twice")
+    EVENTS[name] = EventSpec(name, level, fields, doc)
+    return name
+
+
+# -- session -----------------------------------------------------------------------------------
+SESSION_START: Final = _event(
+    "session.start",
+    "info",
+    ("seed", "scenario", "versions", "git", "wall_start"),
+    "First record: everything needed to replay (resolved scenario, seed, versions).",
+)
+SESSION_END: Final = _event(
+    "session.end",
+    "info",
+    ("reason", "summary", "wall_end"),
+    "Last record, written even on error or Ctrl-C: why the session ended and its summary.",
+)
+SESSION_ERROR: Final = _event(
+    "session.error",
+    "error",
+    ("error", "where"),
+    "An exception escaped an actor; the session stops and the summary follows.",
+)
+VIOLATION: Final = _event(
+    "invariant.violation",
+    "error",
+    ("kind", "detail"),
+    "A broken invariant found while running (conservation, buddy, protocol, lockdep...).",
+)
+
+# -- allocator ---------------------------------------------------------------------------------
+ALLOC_BATCH: Final = _event(
+    "alloc.batch",
+    "debug",
+    ("client", "order", "gfp", "want", "got"),
+    "The allocator served a batched allocation request (got < want: it failed part way).",
+)
+FREE_BATCH: Final = _event(
+    "alloc.free",
+    "debug",
+    ("client", "order", "count"),
+    "The allocator freed a batch of blocks back to the buddy lists.",
+)
+
+# -- workload ----------------------------------------------------------------------------------
+WORKLOAD_PHASE: Final = _event(
+    "workload.phase",
+    "info",
+    ("app", "phase", "held"),
+    "A guest application entered a new phase (grow, churn, shrink, idle).",
+)
+THP_FAULT: Final = _event(
+    "workload.thp",
+    "debug",
+    ("app", "ok"),
+    "A transparent huge page fault: ok=True got an order-9 block, False fell back to 4 KiB.",
+)
+MEM_SNAPSHOT: Final = _event(
+    "mem.snapshot",
+    "info",
+    ("free", "buddyinfo", "frag9"),
+    "Periodic view of guest memory: free pages, buddyinfo, order-9 fragmentation index.",
+)
+
+
+def spec(name: str) -> EventSpec:
+    """The declaration of ``name``; KeyError names the unknown event."""
+    try:
+        return EVENTS[name]
+    except KeyError:
+        raise KeyError(f"unknown log event {name!r}") from None
+
+# -- kernel substrate (actors/kernel) ----------------------------------------------------------
+LOCK_ACQUIRE: Final = _event(
+    "lock.acquire",
+    "debug",
+    ("task", "lock", "kind", "waited"),
+    "A task took a lock (kind mutex|spin|page); waited = virtual seconds spent contending.",
+)
+LOCK_RELEASE: Final = _event(
+    "lock.release",
+    "debug",
+    ("task", "lock", "kind", "held"),
+    "A task released a lock it held for `held` virtual seconds.",
+)
+LOCK_CONTENDED: Final = _event(
+    "lock.contended",
+    "debug",
+    ("task", "lock", "kind", "owner"),
+    "A task found a lock taken by `owner` and started to wait or spin.",
+)
+PREEMPT: Final = _event(
+    "sched.preempt",
+    "debug",
+    ("task", "site", "delay"),
+    "The seeded perturbation policy preempted a task at a preemption point.",
+)
+WAIT_SLEEP: Final = _event(
+    "wait.sleep",
+    "debug",
+    ("task", "queue"),
+    "A task went to sleep on a wait queue (wait_event) because its condition was false.",
+)
+WAIT_WAKE: Final = _event(
+    "wait.wake",
+    "debug",
+    ("task", "queue", "woken"),
+    "wake_up() on a wait queue woke `woken` sleepers.",
+)
+LOCKDEP: Final = _event(
+    "lockdep.report",
+    "error",
+    ("kind", "task", "lock", "detail", "held_locks"),
+    "Lockdep found a problem: inversion, recursion, sleep-in-atomic, imbalance, held-at-exit.",
+)
+HUNG_TASK: Final = _event(
+    "watchdog.hung_task",
+    "error",
+    ("task", "waiting_on", "blocked_for", "all_locks"),
+    "A task was blocked longer than the hung-task timeout; all_locks is show_all_locks().",
+)
+SOFT_LOCKUP: Final = _event(
+    "watchdog.soft_lockup",
+    "error",
+    ("task", "spinning_on", "stuck_for", "all_locks"),
+    "A task ran or spun without sleeping longer than the soft-lockup threshold.",
+)

@@ -1,0 +1,161 @@
+"""The ``vballoon`` command: one entry point, subcommands, exit codes scripts can trust.
+
+0 ok, 1 the run or check found a problem, 2 bad usage or bad input (one clear line).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from run import scenario as scen
+from run.logs import LEVELS, PrettyConsole
+from run.session import EXIT_USAGE, Session, run_session
+
+
+class BadInput(click.ClickException):
+    """Bad usage or input: printed as one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"vballoon: error: {self.format_message()}", err=True)
+
+
+def _load(spec: str | None, sets: tuple[str, ...], duration: str | None) -> scen.Scenario:
+    overrides = list(sets)
+    if duration is not None:
+        overrides.append(f"duration={duration}")
+    try:
+        return scen.load(spec, overrides)
+    except scen.ScenarioError as e:
+        raise BadInput(str(e)) from None
+
+
+def _writable(path: Path | None, what: str) -> None:
+    if path is None:
+        return
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise BadInput(f"{what} {path}: directory {parent} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{what} {path}: is a directory")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vballoon")
+def main() -> None:
+    """vballoon: a simulator of Linux memory ballooning with balloon page compaction."""
+
+
+@main.command()
+@click.argument("scenario", required=False)
+@click.option("--seed", type=click.IntRange(min=0), help="Session seed (default: scenario's).")
+@click.option("--log", "log_path", type=click.Path(path_type=Path), help="Write the JSON-lines log here.")
+@click.option("--summary", "summary_path", type=click.Path(path_type=Path),
+              help="Write the summary as JSON here.")
+@click.option("--duration", help="Virtual duration, e.g. 30s (overrides the scenario).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario field, e.g. --set guest.memory=2GiB (repeatable).")
+@click.option("--level", type=click.Choice(list(LEVELS)), default="info", show_default=True,
+              help="Lowest log level recorded.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print log records to the console.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio",
+              show_default=True,
+              help="trio: virtual time, deterministic. asyncio: real time, not deterministic.")
+def run(scenario: str | None, seed: int | None, log_path: Path | None,
+        summary_path: Path | None, duration: str | None, sets: tuple[str, ...], level: str,
+        verbose: bool, as_json: bool, backend: str) -> None:
+    """Run a SCENARIO (built-in name or TOML path; default: 'default') and summarise it."""
+    sc = _load(scenario, sets, duration)
+    _writable(log_path, "--log")
+    _writable(summary_path, "--summary")
+    out = Console(stderr=as_json)
+    pretty = PrettyConsole(Console(stderr=True)) if verbose else None
+    progress = None
+    on_snapshot = None
+    if out.is_terminal and not verbose:
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[status]}"), console=out, transient=True)
+        task = progress.add_task(f"{sc.name}", total=sc.duration, status="")
+
+        def on_snapshot(session: Session) -> None:
+            z = session.guests[0].zone
+            assert progress is not None
+            progress.update(task, completed=session.now,
+                            status=f"t={session.now:.1f}s free={z.free_pages}")
+
+        progress.start()
+    try:
+        outcome = run_session(sc, seed=seed, log_path=log_path, level=level, console=pretty,
+                              backend=backend, on_snapshot=on_snapshot)
+    except OSError as e:
+        raise BadInput(f"cannot write: {e}") from None
+    finally:
+        if progress is not None:
+            progress.stop()
+    summary = outcome.summary
+    if summary_path is not None:
+        summary_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        from run.report import print_summary
+
+        print_summary(out, summary)
+    if outcome.error:
+        click.echo(f"vballoon: session error: {outcome.error}", err=True)
+    if outcome.reason == "interrupted":
+        sys.exit(130)
+    if outcome.exit_code:
+        click.echo(f"reproduce: vballoon run {scenario or 'default'} --seed {summary['seed']}"
+                   + "".join(f" --set {s}" for s in sets), err=True)
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.option("--show", metavar="NAME", help="Print the TOML of one built-in scenario.")
+def scenarios(show: str | None) -> None:
+    """List the built-in scenarios (or print one with --show)."""
+    names = scen.builtin_names()
+    if show is not None:
+        if show not in names:
+            raise BadInput(f"no built-in scenario {show!r}; built-ins: {', '.join(names)}")
+        click.echo(scen.builtin_text(show), nl=False)
+        return
+    from rich.table import Table
+
+    table = Table("name", "description", title="built-in scenarios", title_justify="left")
+    for name in names:
+        table.add_row(name, scen.load(name).description)
+    Console().print(table)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the figures as JSON here.")
+@click.option("--quick", is_flag=True, help="Smaller sizes, for a smoke run.")
+def bench(names: tuple[str, ...], json_path: Path | None, quick: bool) -> None:
+    """Run named benchmarks (default: all) and print their figures."""
+    from run import bench as benchmod
+
+    known = list(benchmod.BENCHMARKS)
+    for n in names:
+        if n not in known:
+            raise BadInput(f"unknown benchmark {n!r}; known: {', '.join(known)}")
+    _writable(json_path, "--json")
+    results = benchmod.run_benchmarks(list(names) or known, quick=quick, console=Console())
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

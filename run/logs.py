@@ -1,0 +1,158 @@
+"""One structured-log pipeline per session: stamp, render, fan out to sinks.
+
+structlog is configured per session (never globally) so that tests, ``compare`` and ``fuzz``
+can run many sessions in one process. Every record gets ``t`` (virtual seconds), ``seq``
+(global order), ``actor`` and ``event`` first, in that order, so logs diff cleanly. Records
+below the session's level are dropped by structlog's filtering bound logger before any
+processor runs, so ``debug`` logging costs one no-op method call when off.
+"""
+
+from __future__ import annotations
+
+import array
+import enum
+from collections import deque
+from collections.abc import Callable, MutableMapping
+from typing import IO, Any
+
+import orjson
+import structlog
+from rich.console import Console
+from structlog.typing import FilteringBoundLogger
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+Record = dict[str, Any]
+
+
+def _default(obj: object) -> object:
+    """orjson fallback for the few non-JSON types actors log (PFN arrays, enums, sets)."""
+    if isinstance(obj, array.array):
+        return obj.tolist()
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot log value of type {type(obj).__name__}")
+
+
+def dumps(record: Record) -> bytes:
+    """One JSON line (with newline) exactly as the file sink writes it."""
+    return orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+
+
+class FlightRecorder:
+    """Keeps the last ``capacity`` records in memory: a cheap log for fuzzing and tests."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.records: deque[Record] = deque(maxlen=capacity)
+
+    def write(self, record: Record) -> None:
+        self.records.append(record)
+
+
+class JsonLinesFile:
+    """Writes records as orjson lines to a binary file, flushed when the session closes."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    def write(self, record: Record) -> None:
+        self.stream.write(dumps(record))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class PrettyConsole:
+    """Human-readable records on a rich console (``vballoon run -v``)."""
+
+    _STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def write(self, record: Record) -> None:
+        head = f"{record['t']:12.6f} {record['seq']:>7} {record['actor']:<18} {record['event']:<22}"
+        rest = " ".join(
+            f"{k}={v}" for k, v in record.items() if k not in ("t", "seq", "actor", "event", "level")
+        )
+        if len(rest) > 200:
+            rest = rest[:197] + "..."
+        self.console.print(head, rest, style=self._STYLE.get(record.get("level", "info"), ""),
+                           markup=False, highlight=False)
+
+
+_NOTHING: tuple[tuple[()], dict[str, Any]] = ((), {})
+
+
+class _NullLogger:
+    """The wrapped logger: the stamping processor already wrote the record to every sink."""
+
+    def _discard(self) -> None:
+        return None
+
+    debug = info = warning = error = msg = _discard
+
+
+Sink = FlightRecorder | JsonLinesFile | PrettyConsole
+
+
+class SessionLog:
+    """The session's logger factory: ``log.logger("guest0.balloon").info(EVENT, k=v)``."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        level: str = "info",
+        sinks: list[Sink] | None = None,
+        validate: Callable[[Record], None] | None = None,
+    ) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"unknown log level {level!r} (one of {', '.join(LEVELS)})")
+        self.level = level
+        self.clock = clock
+        self.sinks: list[Sink] = list(sinks or [])
+        self.seq = 0
+        self._validate = validate
+        self._wrapper = structlog.make_filtering_bound_logger(LEVELS[level])
+        self.closed = False
+
+    def _stamp(self, _logger: object, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        self.seq += 1
+        record: Record = {
+            "t": round(self.clock(), 9),
+            "seq": self.seq,
+            "actor": event_dict.pop("actor", "session"),
+            "event": event_dict.pop("event"),
+        }
+        if method != "info":
+            record["level"] = method
+        record.update(event_dict)
+        if self._validate is not None:
+            self._validate(record)
+        for sink in self.sinks:
+            sink.write(record)
+        return _NOTHING
+
+    def logger(self, actor: str) -> FilteringBoundLogger:
+        """A bound logger stamping records as coming from ``actor``."""
+        logger: FilteringBoundLogger = structlog.wrap_logger(
+            _NullLogger(),
+            processors=[self._stamp],
+            wrapper_class=self._wrapper,
+            actor=actor,
+        ).bind()
+        return logger
+
+    def enabled(self, level: str) -> bool:
+        """Whether records of ``level`` are kept: guard expensive field computations with it."""
+        return LEVELS[level] >= LEVELS[self.level]
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, JsonLinesFile):
+                sink.flush()

@@ -1,0 +1,248 @@
+"""Session wiring: build the actors a scenario describes, run them, summarise, always log.
+
+A session is: guest(s) + (later) host, a snapshot ticker that checks invariants, and the
+log. On the trio backend it runs on virtual time with a seeded scheduler, so the same
+scenario, seed and code give a byte-identical log. ``session.start`` is the first record and
+``session.end`` (with the summary) the last, also when an actor crashes or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import trio
+from anyio.abc import TaskStatus
+
+from actors import schema
+from actors.guest.guest import Guest
+from run import determinism
+from run.logs import FlightRecorder, JsonLinesFile, PrettyConsole, SessionLog, Sink
+from run.scenario import Scenario, to_dict
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of every package whose behaviour shapes the log."""
+    out = {"python": platform.python_version()}
+    for pkg in ("vballoon", "trio", "anyio", "structlog", "orjson"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def git_revision() -> str | None:
+    """The source tree's git revision, if it is a checkout (recorded for replay)."""
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+@dataclass
+class Violation:
+    """A broken invariant found during the run."""
+
+    t: float
+    kind: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"t": self.t, "kind": self.kind, "detail": self.detail}
+
+
+@dataclass
+class Outcome:
+    """What a finished session hands back to its caller."""
+
+    summary: dict[str, Any]
+    reason: str
+    violations: list[Violation] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.reason == "completed" and not self.violations else EXIT_PROBLEM
+
+
+class Session:
+    """One run of one scenario with one seed."""
+
+    def __init__(self, scenario: Scenario, *, seed: int | None = None, log: SessionLog,
+                 backend: str = "trio", on_snapshot: Callable[[Session], None] | None = None
+                 ) -> None:
+        self.scenario = scenario
+        self.seed = scenario.seed if seed is None else seed
+        self.log = log
+        self.backend = backend
+        self.streams = determinism.RandomStreams(self.seed)
+        self.violations: list[Violation] = []
+        self.on_snapshot = on_snapshot
+        self.now = 0.0
+        self.wall_start = time.time()
+        self._wall0 = time.perf_counter()
+        self._slog = log.logger("session")
+        self.guests = [
+            Guest("guest0", scenario.guest, scenario.workload, scenario.costs,
+                  logger=log.logger, rng=self.streams.get, duration=scenario.duration)
+        ]
+
+    # -- invariants ----------------------------------------------------------------------------
+    def violation(self, kind: str, detail: str) -> None:
+        """Record and log a broken invariant; the run will exit 1."""
+        v = Violation(round(self.now, 9), kind, detail)
+        self.violations.append(v)
+        self._slog.error(schema.VIOLATION, kind=kind, detail=detail)
+
+    def check(self, *, full: bool = False) -> None:
+        """Cheap cross-checks every snapshot; the full buddy walk at the end (small guests)."""
+        for guest in self.guests:
+            problem = guest.conservation_problem()
+            if problem:
+                self.violation("conservation", f"{guest.name}: {problem}")
+            if full:
+                try:
+                    guest.zone.check_invariants()
+                except AssertionError as e:
+                    self.violation("buddy", f"{guest.name}: {e}")
+
+    # -- actors --------------------------------------------------------------------------------
+    async def _snapshots(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                         ) -> None:
+        task_status.started()
+        interval = self.scenario.snapshot_interval
+        while True:
+            await anyio.sleep(interval)
+            self.now = anyio.current_time()
+            for guest in self.guests:
+                s = guest.zone
+                from actors.guest import views
+
+                self.log.logger(guest.name).info(
+                    schema.MEM_SNAPSHOT, free=s.free_pages, buddyinfo=views.buddyinfo(s),
+                    frag9=views.fragmentation_index(s, 9))
+            self.check()
+            if self.on_snapshot is not None:
+                self.on_snapshot(self)
+
+    async def main(self) -> None:
+        """Start every actor, let the scenario's duration pass, then stop them all."""
+        async with anyio.create_task_group() as tg:
+            for guest in self.guests:
+                await tg.start(guest.run)
+            await tg.start(self._snapshots)
+            await anyio.sleep(self.scenario.duration)
+            self.now = anyio.current_time()
+            tg.cancel_scope.cancel()
+
+    # -- summary -------------------------------------------------------------------------------
+    def summary(self, reason: str) -> dict[str, Any]:
+        guest = self.guests[0]
+        g = guest.summary()
+        return {
+            "seed": self.seed,
+            "scenario": self.scenario.name,
+            "reason": reason,
+            "virtual_seconds": round(self.now, 9),
+            "wall_seconds": round(time.perf_counter() - self._wall0, 3),
+            "guest": {"pages": g["pages"], "page_size": g["page_size"],
+                      "memory_bytes": g["memory_bytes"], "free_pages": g["free_pages"],
+                      "owners": g["owners"], "allocation_pressure": g["allocation_pressure"]},
+            "vmstat": g["vmstat"],
+            "buddyinfo": g["buddyinfo"],
+            "pagetypeinfo": g["pagetypeinfo"],
+            "fragmentation_index": g["fragmentation_index"],
+            "unusable_free_index": g["unusable_free_index"],
+            "thp": g["thp"],
+            "violations": [v.as_dict() for v in self.violations],
+        }
+
+    def start_record(self) -> None:
+        self._slog.info(schema.SESSION_START, seed=self.seed, scenario=to_dict(self.scenario),
+                        versions=versions(), git=git_revision(), wall_start=self.wall_start,
+                        backend=self.backend)
+
+    def end_record(self, summary: dict[str, Any], reason: str) -> None:
+        self._slog.info(schema.SESSION_END, reason=reason, summary=_loggable(summary),
+                        wall_end=time.time())
+
+
+def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary minus wall-clock figures, which live only in the header/footer fields."""
+    return {k: v for k, v in summary.items() if k != "wall_seconds"}
+
+
+def _clock_for(backend: str) -> Callable[[], float]:
+    last = [0.0]
+    now_fn = trio.current_time if backend == "trio" else anyio.current_time
+
+    def clock() -> float:
+        try:
+            last[0] = now_fn()
+        except RuntimeError:
+            pass
+        return last[0]
+
+    return clock
+
+
+def run_session(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    log_path: Path | None = None,
+    level: str = "info",
+    console: PrettyConsole | None = None,
+    recorder: FlightRecorder | None = None,
+    backend: str = "trio",
+    validate: Callable[[dict[str, Any]], None] | None = None,
+    on_snapshot: Callable[[Session], None] | None = None,
+) -> Outcome:
+    """Run one session to completion and return its outcome; the log is always closed."""
+    sinks: list[Sink] = []
+    stream = None
+    if log_path is not None:
+        stream = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
+        sinks.append(JsonLinesFile(stream))
+    if recorder is not None:
+        sinks.append(recorder)
+    if console is not None:
+        sinks.append(console)
+    log = SessionLog(clock=_clock_for(backend), level=level, sinks=sinks, validate=validate)
+    session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot)
+    reason, error = "completed", None
+    try:
+        session.start_record()
+        if backend == "trio":
+            determinism.seed_scheduler(session.seed)
+            trio.run(session.main, clock=determinism.virtual_clock())
+        else:
+            anyio.run(session.main, backend=backend)
+        session.check(full=session.guests[0].frames.nr_pages <= 1 << 20)
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    except Exception as exc:  # an actor crashed: log it, still close the log with a summary
+        reason = "error"
+        error = "".join(traceback.format_exception_only(exc)).strip()
+        session._slog.error(schema.SESSION_ERROR, error=error,
+                            where=traceback.format_exc(limit=-3))
+    finally:
+        summary = session.summary(reason)
+        session.end_record(summary, reason)
+        log.flush()
+        if stream is not None:
+            stream.close()
+    return Outcome(summary=summary, reason=reason, violations=session.violations, error=error)
