@@ -317,7 +317,7 @@ class DriverQueue(Generic[TokenT]):
             head = free.pop()
             descs = None
         else:
-            descs = free[-n:]
+            descs = free[: -n - 1 : -1]  # in allocation order: head first
             del free[-n:]
             head = descs[0]
             state = q._state

@@ -185,6 +185,15 @@ def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k != "wall_seconds"}
 
 
+def _describe(exc: BaseException) -> str:
+    """The innermost real exception(s) of a crash, one line each (task groups nest them)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
 def _clock_for(backend: str) -> Callable[[], float]:
     last = [0.0]
     now_fn = trio.current_time if backend == "trio" else anyio.current_time
@@ -236,7 +245,7 @@ def run_session(
         reason = "interrupted"
     except Exception as exc:  # an actor crashed: log it, still close the log with a summary
         reason = "error"
-        error = "".join(traceback.format_exception_only(exc)).strip()
+        error = _describe(exc)
         session._slog.error(schema.SESSION_ERROR, error=error,
                             where=traceback.format_exc(limit=-3))
     finally:

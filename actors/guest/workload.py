@@ -162,8 +162,8 @@ class App:
                     s.free.append((kind, self.take_random(kind, n)))
                 s.alloc = self._mix(n) if self.pages() <= self.share else []
         if cfg.thp_rate and rng.random() < cfg.thp_rate:
-            if (len(self.thp) + 1) << HPAGE_ORDER > self.share * cfg.thp_max:
-                s.free_thp.append(self.thp.pop(0))
+            if (len(self.thp) + 1) << HPAGE_ORDER > self.share * cfg.thp_max and self.thp:
+                s.free_thp.append(self.thp.pop(0))  # keep huge pages within thp_max
             s.thp = True
         return s
 

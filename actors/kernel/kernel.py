@@ -1,0 +1,203 @@
+"""The per-guest kernel context shared by all of that guest's kernel tasks.
+
+A ``Kernel`` holds what every primitive needs and nothing else: the logger, the cost model,
+the seeded perturbation policy, lockdep, the task table, the clock, and the session's
+``report`` callback. Every lockdep or watchdog finding is both an error-level log record and a
+``report(kind, detail, **fields)`` call, so the session can count it as a violation.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from actors import schema
+from actors.costs import CostModel
+from actors.kernel.lockdep import Lockdep
+from actors.kernel.preempt import Perturbation
+from actors.kernel.task import (
+    DEAD,
+    SLEEPING,
+    KTask,
+    TaskScope,
+    current,
+    current_name,
+    current_or_none,
+)
+
+
+class Logger(Protocol):
+    """The part of structlog's FilteringBoundLogger the kernel uses (tests may fake it)."""
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
+ReportFn = Callable[..., None]
+
+
+@dataclass(frozen=True, slots=True)
+class KernelReport:
+    """One lockdep or watchdog finding, as handed to the session."""
+
+    kind: str
+    detail: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _ignore(kind: str, detail: str, **fields: Any) -> None:
+    return None
+
+
+class Kernel:
+    """One guest kernel: the context shared by its tasks, locks and watchdogs."""
+
+    def __init__(
+        self,
+        *,
+        log: Logger,
+        costs: CostModel | None = None,
+        rng: random.Random | None = None,
+        report: ReportFn = _ignore,
+        strength: float = 0.0,
+        max_delay: float = 1e-6,
+        perturb: Perturbation | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+        name: str = "kernel",
+    ) -> None:
+        self.name = name
+        self.log = log
+        self.costs = CostModel() if costs is None else costs
+        self.rng = random.Random(0) if rng is None else rng
+        self.perturb = (
+            Perturbation(self.rng, strength, max_delay) if perturb is None else perturb
+        )
+        self.now = clock
+        self._report = report
+        #: Every finding so far, in order (the callback sees the same).
+        self.reports: list[KernelReport] = []
+        #: Live kernel tasks by name, in creation order (show_all_locks order).
+        self.tasks: dict[str, KTask] = {}
+        self._names_used: set[str] = set()
+        #: Whether debug records are kept: guards building their fields on hot paths.
+        enabled = getattr(log, "is_enabled_for", None)
+        self.debug: bool = bool(enabled(logging.DEBUG)) if callable(enabled) else True
+        self.lockdep = Lockdep(self)
+        #: Page lock bookkeeping (one PageFrames per kernel): owner and FIFO waiters by PFN.
+        self.page_owner: dict[int, KTask] = {}
+        self.page_waiters: dict[int, list[tuple[KTask, anyio.Event]]] = {}
+
+    # -- findings ------------------------------------------------------------------------------
+    def report(self, kind: str, detail: str, **fields: Any) -> None:
+        """Record a finding and pass it to the session's callback."""
+        self.reports.append(KernelReport(kind, detail, fields))
+        self._report(kind, detail, **fields)
+
+    def show_all_locks(self) -> list[dict[str, Any]]:
+        """Every task's state, wait target and held locks (lockdep's show_all_locks)."""
+        return self.lockdep.show_all_locks()
+
+    # -- tasks ---------------------------------------------------------------------------------
+    def new_task(self, name: str) -> KTask:
+        """Create and register a kernel task; a taken name gets a ``-N`` suffix."""
+        unique = name
+        n = 1
+        while unique in self._names_used:
+            unique = f"{name}-{n}"
+            n += 1
+        self._names_used.add(unique)
+        t = KTask(self, unique, self.now())
+        self.tasks[unique] = t
+        return t
+
+    def task(self, name: str) -> TaskScope:
+        """``with kernel.task("vballoon"):`` makes the enclosing coroutine that kernel task."""
+        return TaskScope(self.new_task(name))
+
+    def task_exit(self, t: KTask, *, clean: bool) -> None:
+        """A task's scope ended: check held locks (on a clean exit) and unregister it."""
+        if clean:
+            self.lockdep.held_at_exit(t)
+        t.state = DEAD
+        if self.tasks.get(t.name) is t:
+            del self.tasks[t.name]
+
+    def spawn(
+        self, tg: TaskGroup, name: str, fn: Callable[..., Awaitable[Any]], *args: Any
+    ) -> KTask:
+        """Start ``fn(*args)`` in ``tg`` as a new kernel task, named now (not when it runs)."""
+        t = self.new_task(name)
+
+        async def body() -> None:
+            with TaskScope(t):
+                await fn(*args)
+
+        tg.start_soon(body, name=t.name)
+        return t
+
+    async def start(
+        self, tg: TaskGroup, name: str, fn: Callable[..., Awaitable[Any]], *args: Any
+    ) -> Any:
+        """``tg.start(fn, *args)`` as a new kernel task: fn calls ``task_status.started()``."""
+        t = self.new_task(name)
+
+        async def body(*, task_status: anyio.abc.TaskStatus[Any]) -> None:
+            with TaskScope(t):
+                await fn(*args, task_status=task_status)
+
+        return await tg.start(body, name=t.name)
+
+    # -- scheduling ----------------------------------------------------------------------------
+    async def preempt(self, site: str) -> None:
+        """A point where another CPU could interleave: maybe yield or delay (seeded)."""
+        p = self.perturb
+        if not p.active:
+            return
+        delay = p.decide(site)
+        if delay is None:
+            return
+        if self.debug:
+            self.log.debug(schema.PREEMPT, task=current_name(), site=site, delay=delay)
+        await anyio.sleep(delay)
+
+    async def cpu_relax(self) -> None:
+        """One busy-wait iteration (retry loops): costs spin_relax, is not a sleep."""
+        t = current_or_none()
+        if t is not None:
+            t.ops += 1
+        await anyio.sleep(self.costs.spin_relax)
+
+    async def msleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of virtual time (a sleeping primitive: atomic context is a bug)."""
+        t = current()
+        if t.atomic:
+            self.lockdep.might_sleep(t, "msleep", "msleep")
+        t.wait(SLEEPING, "msleep", self.now())
+        try:
+            await anyio.sleep(seconds)
+        finally:
+            t.run(self.now(), slept=True)
+
+    @contextmanager
+    def sleeping(self, what: str) -> Iterator[KTask]:
+        """Mark a wait outside the substrate (an inbox, an interrupt) as a voluntary sleep."""
+        t = current()
+        if t.atomic:
+            self.lockdep.might_sleep(t, what, "schedule")
+        t.wait(SLEEPING, what, self.now())
+        try:
+            yield t
+        finally:
+            t.run(self.now(), slept=True)
+
+
+async def msleep(kernel: Kernel, seconds: float) -> None:
+    """``msleep`` in C argument order (but in seconds, like every duration here)."""
+    await kernel.msleep(seconds)

@@ -1,0 +1,50 @@
+"""Preemption points: the seeded perturbation that makes a second CPU's interleavings reachable.
+
+Under a cooperative scheduler, code between two awaits is atomic; on a two-CPU guest it is
+not. Translated kernel code calls ``await kernel.preempt(site)`` wherever another CPU could
+interleave, and every blocking lock acquisition passes one. At each point the policy decides,
+from its own seeded ``random.Random``, to do nothing, to yield (``anyio.sleep(0)``: other
+runnable tasks run first) or to add a small virtual delay. ``decide`` is the single place the
+choice is made, so a subclass can record or force the sequence of choices.
+"""
+
+from __future__ import annotations
+
+import random
+
+
+class Perturbation:
+    """Seeded choice, at each preemption point, between nothing, a yield and a small delay."""
+
+    __slots__ = ("active", "max_delay", "rng", "strength", "yield_share")
+
+    def __init__(
+        self,
+        rng: random.Random,
+        strength: float = 0.0,
+        max_delay: float = 1e-6,
+        yield_share: float = 0.5,
+    ) -> None:
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"perturbation strength {strength} not in [0, 1]")
+        if max_delay < 0.0:
+            raise ValueError(f"perturbation max_delay {max_delay} is negative")
+        if not 0.0 <= yield_share <= 1.0:
+            raise ValueError(f"perturbation yield_share {yield_share} not in [0, 1]")
+        self.rng = rng
+        self.strength = strength
+        self.max_delay = max_delay
+        self.yield_share = yield_share
+        #: Whether ``decide`` must be consulted at all; False makes a point cost one check.
+        #: A recording/forcing subclass sets it True to see every point.
+        self.active = strength > 0.0
+
+    def decide(self, site: str) -> float | None:
+        """None: run on; 0.0: yield to other runnable tasks; > 0: that many virtual seconds."""
+        r = self.rng.random()  # one draw per point keeps the stream aligned with the points
+        if r >= self.strength:
+            return None
+        u = r / self.strength  # uniform in [0, 1) given that the point fires
+        if u < self.yield_share:
+            return 0.0
+        return self.max_delay * (u - self.yield_share) / (1.0 - self.yield_share)

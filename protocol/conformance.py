@@ -1,0 +1,623 @@
+"""The balloon spec's normative rules as a pure monitor: feed events, get violations back.
+
+Nothing here raises on a broken rule: the monitor reports, as the host's conformance checker
+and the log tools want, and keeps going.  Events are frozen dataclasses; PFN-carrying events
+take whole batches (a buffer's worth) so a session feeds one event per virtqueue buffer.
+
+Units: inflate/deflate events carry **wire PFNs** (4 KiB units, exactly what the buffer holds);
+:class:`PageUsed` carries **guest PFNs** (what the guest touched).  ``num_pages`` and ``actual``
+are in 4 KiB units, as in config space.  The monitor tracks guest pages; a buffer that names only
+part of a guest page is reported (``driver.split-guest-page``) and that part is ignored.
+
+Rules checked (ids are stable; see :class:`Rule`):
+
+* ``driver.use-before-inflate-ack`` — a page used between its inflate buffer and the ack.
+* ``driver.use-while-ballooned`` — a page used while in the balloon and never deflated.
+* ``driver.use-before-deflate-ack`` — with MUST_TELL_HOST, a page used before its deflate ack.
+* ``driver.deflate-unacked-inflate`` — a page deflated before its inflate was acknowledged.
+* ``driver.deflate-not-in-balloon`` — a page deflated that is not in the balloon.
+* ``driver.deflate-below-target`` — without DEFLATE_ON_OOM, a deflate that takes the balloon
+  below every target the device set since the driver last reported ``actual`` (so a target
+  raised while the driver was already leaking is not blamed on it).
+* ``driver.inflate-in-balloon`` — a page inflated again while in the balloon.
+* ``driver.split-guest-page`` — a buffer that names part of a guest page.
+* ``driver.actual-not-updated`` — at :class:`Quiescent`, ``actual`` differs from the pages the
+  device holds.
+* ``driver.stats-without-feature`` / ``driver.stats-second-buffer`` /
+  ``driver.stats-tags-changed`` / ``driver.stats-no-buffer`` (at :class:`Quiescent`).
+* ``device.ack-without-request`` — an inflate/deflate ack naming a page nobody asked about.
+* ``device.stats-used-without-buffer`` — the device used a stats buffer it did not hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from .errors import ProtocolError
+from .features import BalloonFeature
+from .pfns import wire_to_guest_pfns
+
+__all__ = [
+    "ActualWritten",
+    "ConfigTarget",
+    "Conformance",
+    "DeflateAcked",
+    "DeflateAdded",
+    "Event",
+    "InflateAcked",
+    "InflateAdded",
+    "PageUsed",
+    "Quiescent",
+    "Reset",
+    "Rule",
+    "StatsBufferAdded",
+    "StatsBufferUsed",
+    "StatsTags",
+    "Violation",
+]
+
+
+class Rule(StrEnum):
+    """Stable rule ids, ``"<role>.<what>"``; the value is what logs and tests match on."""
+
+    USE_BEFORE_INFLATE_ACK = "driver.use-before-inflate-ack"
+    USE_WHILE_BALLOONED = "driver.use-while-ballooned"
+    USE_BEFORE_DEFLATE_ACK = "driver.use-before-deflate-ack"
+    DEFLATE_UNACKED_INFLATE = "driver.deflate-unacked-inflate"
+    DEFLATE_NOT_IN_BALLOON = "driver.deflate-not-in-balloon"
+    DEFLATE_BELOW_TARGET = "driver.deflate-below-target"
+    INFLATE_IN_BALLOON = "driver.inflate-in-balloon"
+    SPLIT_GUEST_PAGE = "driver.split-guest-page"
+    ACTUAL_NOT_UPDATED = "driver.actual-not-updated"
+    STATS_WITHOUT_FEATURE = "driver.stats-without-feature"
+    STATS_SECOND_BUFFER = "driver.stats-second-buffer"
+    STATS_TAGS_CHANGED = "driver.stats-tags-changed"
+    STATS_NO_BUFFER = "driver.stats-no-buffer"
+    ACK_WITHOUT_REQUEST = "device.ack-without-request"
+    STATS_USED_WITHOUT_BUFFER = "device.stats-used-without-buffer"
+
+    @property
+    def role(self) -> str:
+        """The side that broke the rule: "driver" or "device"."""
+        return self.value.split(".", 1)[0]
+
+
+# ---------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigTarget:
+    """The device set ``num_pages`` (target balloon size, 4 KiB units)."""
+
+    num_pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActualWritten:
+    """The driver wrote ``actual`` (pages in the balloon, 4 KiB units)."""
+
+    actual: int
+
+
+@dataclass(frozen=True, slots=True)
+class InflateAdded:
+    """The driver added an inflate buffer naming these wire PFNs."""
+
+    pfns: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class InflateAcked:
+    """The device used (acknowledged) an inflate buffer naming these wire PFNs."""
+
+    pfns: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeflateAdded:
+    """The driver added a deflate buffer naming these wire PFNs."""
+
+    pfns: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeflateAcked:
+    """The device used (acknowledged) a deflate buffer naming these wire PFNs."""
+
+    pfns: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class PageUsed:
+    """The guest touched these guest pages (guest PFNs, not wire PFNs)."""
+
+    guest_pfns: Sequence[int]
+
+
+@dataclass(frozen=True, slots=True)
+class StatsBufferAdded:
+    """The driver made a stats buffer available, optionally with the tags it carries."""
+
+    tags: frozenset[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatsBufferUsed:
+    """The device used the stats buffer it held (a stats request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatsTags:
+    """The device decoded a stats buffer carrying these tags."""
+
+    tags: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Quiescent:
+    """Nothing is in flight and the driver has caught up: end-of-round checks run here."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The device was reset: every page is the guest's again and all tracking restarts."""
+
+
+Event = (
+    ConfigTarget
+    | ActualWritten
+    | InflateAdded
+    | InflateAcked
+    | DeflateAdded
+    | DeflateAcked
+    | PageUsed
+    | StatsBufferAdded
+    | StatsBufferUsed
+    | StatsTags
+    | Quiescent
+    | Reset
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule: stable ``rule`` id, the ``role`` at fault, a human ``detail``.
+
+    ``pfns`` are the guest PFNs concerned (sorted; wire PFNs for ``split-guest-page``), and
+    ``event`` the event that revealed the violation.
+    """
+
+    rule: Rule
+    role: str
+    detail: str
+    pfns: tuple[int, ...] = ()
+    event: Event | None = field(default=None, repr=False, compare=False)
+
+
+# ------------------------------------------------------------------------------------- monitor
+
+_INFLATING: Final = 1
+_INFLATED: Final = 2
+_DEFLATING: Final = 3
+_PAGE_STATE_NAMES: Final = ("not-in-balloon", "inflating", "inflated", "deflating")
+
+
+def _show(pfns: Sequence[int], limit: int = 8) -> str:
+    head = ", ".join(str(p) for p in pfns[:limit])
+    return f"[{head}, ... {len(pfns)} in all]" if len(pfns) > limit else f"[{head}]"
+
+
+class Conformance:
+    """A pure monitor of the balloon's normative rules for one device instance.
+
+    ``features`` is the negotiated feature bitmask; ``pages_per_page`` the wire PFNs per guest
+    page (1 for 4 KiB guest pages).  Call :meth:`feed` with each event, in the order the system
+    performed them; it returns the violations that event revealed (usually none).
+    """
+
+    __slots__ = (
+        "_actual",
+        "_deflate_on_oom",
+        "_floor",
+        "_must_tell_host",
+        "_n_deflating",
+        "_n_inflated",
+        "_n_inflating",
+        "_num_pages",
+        "_pages",
+        "_ppp",
+        "_stats_outstanding",
+        "_stats_tags",
+        "_stats_vq",
+        "features",
+    )
+
+    def __init__(self, features: int, pages_per_page: int = 1) -> None:
+        if not isinstance(pages_per_page, int) or pages_per_page < 1:
+            raise ProtocolError(
+                "pages_per_page must be a positive int",
+                queue="config",
+                role="driver",
+                state="monitor setup",
+                value=pages_per_page,
+            )
+        self.features = features
+        self._ppp = pages_per_page
+        self._must_tell_host = bool(features >> BalloonFeature.MUST_TELL_HOST & 1)
+        self._deflate_on_oom = bool(features >> BalloonFeature.DEFLATE_ON_OOM & 1)
+        self._stats_vq = bool(features >> BalloonFeature.STATS_VQ & 1)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pages: dict[int, int] = {}  # guest pfn -> _INFLATING/_INFLATED/_DEFLATING
+        self._n_inflating = 0
+        self._n_inflated = 0
+        self._n_deflating = 0
+        self._num_pages = 0
+        self._actual = 0
+        self._floor = 0  # lowest target since the driver last wrote actual
+        self._stats_outstanding = False
+        self._stats_tags: frozenset[int] | None = None
+
+    # -- introspection ---------------------------------------------------------------------
+
+    @property
+    def num_pages(self) -> int:
+        """The latest target the device set (4 KiB units)."""
+        return self._num_pages
+
+    @property
+    def actual(self) -> int:
+        """The latest ``actual`` the driver wrote (4 KiB units)."""
+        return self._actual
+
+    @property
+    def device_pages(self) -> int:
+        """Pages the device holds: inflate acked, deflate not yet acked (4 KiB units)."""
+        return (self._n_inflated + self._n_deflating) * self._ppp
+
+    def page_state(self, guest_pfn: int) -> str:
+        """A guest page's balloon state: not-in-balloon, inflating, inflated or deflating."""
+        return _PAGE_STATE_NAMES[self._pages.get(guest_pfn, 0)]
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> list[Violation]:
+        """Apply one event; return the violations it reveals, in rule order."""
+        if isinstance(event, PageUsed):
+            return self._page_used(event)
+        if isinstance(event, InflateAdded):
+            return self._inflate_added(event)
+        if isinstance(event, InflateAcked):
+            return self._inflate_acked(event)
+        if isinstance(event, DeflateAdded):
+            return self._deflate_added(event)
+        if isinstance(event, DeflateAcked):
+            return self._deflate_acked(event)
+        if isinstance(event, ConfigTarget):
+            self._num_pages = event.num_pages
+            self._floor = min(self._floor, event.num_pages)
+            return []
+        if isinstance(event, ActualWritten):
+            self._actual = event.actual
+            self._floor = self._num_pages
+            return []
+        if isinstance(event, StatsBufferAdded):
+            return self._stats_added(event)
+        if isinstance(event, StatsBufferUsed):
+            return self._stats_used(event)
+        if isinstance(event, StatsTags):
+            return self._stats_tags_seen(event.tags, event)
+        if isinstance(event, Quiescent):
+            return self._quiescent(event)
+        if isinstance(event, Reset):
+            self._reset()
+            return []
+        raise TypeError(f"not a conformance event: {event!r}")
+
+    def feed_all(self, events: Iterable[Event]) -> list[Violation]:
+        """Feed events in order; all violations, in order."""
+        out: list[Violation] = []
+        for event in events:
+            out.extend(self.feed(event))
+        return out
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def _guests(self, pfns: Sequence[int], event: Event, out: list[Violation]) -> list[int]:
+        guests, strays = wire_to_guest_pfns(pfns, self._ppp)
+        if strays:
+            out.append(
+                Violation(
+                    Rule.SPLIT_GUEST_PAGE,
+                    "driver",
+                    f"buffer names wire PFNs {_show(strays)} that do not form whole "
+                    f"{self._ppp * 4} KiB guest pages",
+                    tuple(strays),
+                    event,
+                )
+            )
+        return guests
+
+    def _inflate_added(self, event: InflateAdded) -> list[Violation]:
+        out: list[Violation] = []
+        guests = self._guests(event.pfns, event, out)
+        pages = self._pages
+        again: list[int] = []
+        for g in guests:
+            if g in pages:
+                again.append(g)
+            else:
+                pages[g] = _INFLATING
+        self._n_inflating += len(guests) - len(again)
+        if again:
+            again.sort()
+            states = sorted({self.page_state(g) for g in again})
+            out.append(
+                Violation(
+                    Rule.INFLATE_IN_BALLOON,
+                    "driver",
+                    f"inflate of guest pages {_show(again)} already in the balloon "
+                    f"(state {', '.join(states)})",
+                    tuple(again),
+                    event,
+                )
+            )
+        return out
+
+    def _inflate_acked(self, event: InflateAcked) -> list[Violation]:
+        out: list[Violation] = []
+        guests = self._guests(event.pfns, event, out)
+        pages = self._pages
+        unknown: list[int] = []
+        acked = 0
+        for g in guests:
+            st = pages.get(g)
+            if st == _INFLATING:
+                pages[g] = _INFLATED
+                acked += 1
+            elif st is None:
+                unknown.append(g)
+            # inflated/deflating: a re-inflate already reported against the driver
+        self._n_inflating -= acked
+        self._n_inflated += acked
+        if unknown:
+            unknown.sort()
+            out.append(
+                Violation(
+                    Rule.ACK_WITHOUT_REQUEST,
+                    "device",
+                    f"inflate ack names guest pages {_show(unknown)} no inflate buffer asked for",
+                    tuple(unknown),
+                    event,
+                )
+            )
+        return out
+
+    def _deflate_added(self, event: DeflateAdded) -> list[Violation]:
+        out: list[Violation] = []
+        guests = self._guests(event.pfns, event, out)
+        pages = self._pages
+        unacked: list[int] = []
+        absent: list[int] = []
+        moved = 0
+        for g in guests:
+            st = pages.get(g)
+            if st == _INFLATED:
+                pages[g] = _DEFLATING
+                moved += 1
+            elif st == _INFLATING:
+                unacked.append(g)
+            else:
+                absent.append(g)
+        self._n_inflated -= moved
+        self._n_deflating += moved
+        if unacked:
+            unacked.sort()
+            out.append(
+                Violation(
+                    Rule.DEFLATE_UNACKED_INFLATE,
+                    "driver",
+                    f"deflate of guest pages {_show(unacked)} whose inflate is not acknowledged",
+                    tuple(unacked),
+                    event,
+                )
+            )
+        if absent:
+            absent.sort()
+            out.append(
+                Violation(
+                    Rule.DEFLATE_NOT_IN_BALLOON,
+                    "driver",
+                    f"deflate of guest pages {_show(absent)} that are not in the balloon "
+                    "(never inflated, or already being deflated)",
+                    tuple(absent),
+                    event,
+                )
+            )
+        if moved and not self._deflate_on_oom:
+            left = (self._n_inflating + self._n_inflated) * self._ppp
+            if left < self._floor:
+                out.append(
+                    Violation(
+                        Rule.DEFLATE_BELOW_TARGET,
+                        "driver",
+                        f"without DEFLATE_ON_OOM, deflate leaves {left} pages in the balloon, "
+                        f"below target {self._floor} (num_pages={self._num_pages})",
+                        (),
+                        event,
+                    )
+                )
+        return out
+
+    def _deflate_acked(self, event: DeflateAcked) -> list[Violation]:
+        out: list[Violation] = []
+        guests = self._guests(event.pfns, event, out)
+        pages = self._pages
+        unknown: list[int] = []
+        acked = 0
+        for g in guests:
+            st = pages.get(g)
+            if st == _DEFLATING:
+                del pages[g]
+                acked += 1
+            elif st is None:
+                unknown.append(g)
+            # inflating/inflated: a bad deflate already reported against the driver
+        self._n_deflating -= acked
+        if unknown:
+            unknown.sort()
+            out.append(
+                Violation(
+                    Rule.ACK_WITHOUT_REQUEST,
+                    "device",
+                    f"deflate ack names guest pages {_show(unknown)} no deflate buffer asked for",
+                    tuple(unknown),
+                    event,
+                )
+            )
+        return out
+
+    def _page_used(self, event: PageUsed) -> list[Violation]:
+        pages = self._pages
+        if not pages:
+            return []
+        hits = sorted(pages.keys() & set(event.guest_pfns))
+        if not hits:
+            return []
+        inflating: list[int] = []
+        inflated: list[int] = []
+        deflating: list[int] = []
+        for g in hits:
+            st = pages[g]
+            if st == _INFLATING:
+                inflating.append(g)
+            elif st == _INFLATED:
+                inflated.append(g)
+            else:
+                deflating.append(g)
+        out: list[Violation] = []
+        if inflating:
+            out.append(
+                Violation(
+                    Rule.USE_BEFORE_INFLATE_ACK,
+                    "driver",
+                    f"guest pages {_show(inflating)} used after being added to an inflate "
+                    "buffer and before the device acknowledged it",
+                    tuple(inflating),
+                    event,
+                )
+            )
+        if inflated:
+            out.append(
+                Violation(
+                    Rule.USE_WHILE_BALLOONED,
+                    "driver",
+                    f"guest pages {_show(inflated)} used while in the balloon, never deflated",
+                    tuple(inflated),
+                    event,
+                )
+            )
+        if deflating and self._must_tell_host:
+            out.append(
+                Violation(
+                    Rule.USE_BEFORE_DEFLATE_ACK,
+                    "driver",
+                    f"with MUST_TELL_HOST, guest pages {_show(deflating)} used before the "
+                    "device acknowledged their deflate",
+                    tuple(deflating),
+                    event,
+                )
+            )
+        return out
+
+    def _stats_added(self, event: StatsBufferAdded) -> list[Violation]:
+        out: list[Violation] = []
+        if not self._stats_vq:
+            out.append(
+                Violation(
+                    Rule.STATS_WITHOUT_FEATURE,
+                    "driver",
+                    "stats buffer added but STATS_VQ was not negotiated",
+                    (),
+                    event,
+                )
+            )
+        if self._stats_outstanding:
+            out.append(
+                Violation(
+                    Rule.STATS_SECOND_BUFFER,
+                    "driver",
+                    "a second stats buffer was made available while the device holds one",
+                    (),
+                    event,
+                )
+            )
+        self._stats_outstanding = True
+        if event.tags is not None:
+            out.extend(self._stats_tags_seen(event.tags, event))
+        return out
+
+    def _stats_used(self, event: StatsBufferUsed) -> list[Violation]:
+        if self._stats_outstanding:
+            self._stats_outstanding = False
+            return []
+        return [
+            Violation(
+                Rule.STATS_USED_WITHOUT_BUFFER,
+                "device",
+                "device used a stats buffer while none was available",
+                (),
+                event,
+            )
+        ]
+
+    def _stats_tags_seen(self, tags: frozenset[int], event: Event) -> list[Violation]:
+        tags = frozenset(tags)
+        first = self._stats_tags
+        if first is None:
+            self._stats_tags = tags
+            return []
+        if tags == first:
+            return []
+        added = sorted(tags - first)
+        missing = sorted(first - tags)
+        return [
+            Violation(
+                Rule.STATS_TAGS_CHANGED,
+                "driver",
+                f"stats buffer carries a different subset of tags: added {added}, "
+                f"missing {missing} (first buffer had {sorted(first)})",
+                (),
+                event,
+            )
+        ]
+
+    def _quiescent(self, event: Quiescent) -> list[Violation]:
+        out: list[Violation] = []
+        held = self.device_pages
+        if self._actual != held:
+            out.append(
+                Violation(
+                    Rule.ACTUAL_NOT_UPDATED,
+                    "driver",
+                    f"actual={self._actual} but the device holds {held} pages (4 KiB units)",
+                    (),
+                    event,
+                )
+            )
+        if self._stats_vq and not self._stats_outstanding:
+            out.append(
+                Violation(
+                    Rule.STATS_NO_BUFFER,
+                    "driver",
+                    "STATS_VQ negotiated but no stats buffer is available to the device",
+                    (),
+                    event,
+                )
+            )
+        self._floor = self._num_pages
+        return out

@@ -1,0 +1,71 @@
+"""Shared helpers for the kernel substrate tests: a cheap Kernel with a recorded log."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+
+from actors import schema
+from actors.costs import CostModel
+from actors.kernel import Kernel, KernelReport
+from run.logs import FlightRecorder, Record, SessionLog
+
+
+def _clock() -> float:
+    try:
+        return trio.current_time()
+    except RuntimeError:
+        return 0.0
+
+
+def _validate(record: Record) -> None:
+    """Every record the substrate writes is a declared event carrying its declared fields."""
+    spec = schema.spec(str(record["event"]))
+    missing = set(spec.fields) - set(record)
+    assert not missing, f"{record['event']} record lacks {sorted(missing)}: {record}"
+
+
+@dataclass
+class Rig:
+    """A kernel plus what it logged and reported."""
+
+    kernel: Kernel
+    recorder: FlightRecorder
+    reports: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def records(self, event: str) -> list[Record]:
+        """The logged records of one event, in order."""
+        return [r for r in self.recorder.records if r["event"] == event]
+
+    def kinds(self) -> list[str]:
+        """The kinds of every report handed to the session callback, in order."""
+        return [kind for kind, _, _ in self.reports]
+
+
+def make_rig(*, strength: float = 0.0, seed: int = 0, level: str = "debug",
+             costs: CostModel | None = None, max_delay: float = 1e-6) -> Rig:
+    """A kernel logging to a flight recorder and collecting reports, for one test."""
+    recorder = FlightRecorder()
+    log = SessionLog(clock=_clock, level=level, sinks=[recorder], validate=_validate)
+    reports: list[tuple[str, str, dict[str, Any]]] = []
+
+    def report(kind: str, detail: str, **fields: Any) -> None:
+        reports.append((kind, detail, fields))
+
+    kernel = Kernel(log=log.logger("guest0.kernel"), costs=costs or CostModel(),
+                    rng=random.Random(seed), report=report, strength=strength,
+                    max_delay=max_delay, name="guest0")
+    return Rig(kernel, recorder, reports)
+
+
+@pytest.fixture
+def rig() -> Rig:
+    """A kernel with no perturbation and debug logging on."""
+    return make_rig()
+
+
+__all__ = ["KernelReport", "Rig", "make_rig"]

@@ -1,0 +1,369 @@
+"""Mutex, spinlock, page lock, wait queue and atomic semantics on virtual time."""
+
+from __future__ import annotations
+
+from array import array
+from types import SimpleNamespace
+
+import anyio
+import pytest
+import trio
+
+from actors import schema
+from actors.costs import CostModel
+from actors.kernel import (
+    PG_LOCKED,
+    Atomic,
+    BadUnlockError,
+    Mutex,
+    SpinLock,
+    WaitQueue,
+    lock_page,
+    mutex_lock,
+    mutex_unlock,
+    spin_lock,
+    spin_unlock,
+    trylock_page,
+    unlock_page,
+    wait_event,
+    wake_up,
+)
+from tests.actors.kernel.conftest import Rig, make_rig
+
+N_TASKS, ROUNDS = 8, 20
+
+
+def _frames(n: int = 16) -> SimpleNamespace:
+    return SimpleNamespace(flags=array("H", bytes(2 * n)))
+
+
+async def _increment_all(rig: Rig, *, locked: bool) -> int:
+    """N tasks each do ROUNDS read-preempt-write increments of one shared counter."""
+    k = rig.kernel
+    m = Mutex(k, "counter_lock")
+    box = [0]
+
+    async def worker() -> None:
+        for _ in range(ROUNDS):
+            if locked:
+                await m.mutex_lock()
+            v = box[0]
+            await k.preempt("between read and write")
+            box[0] = v + 1
+            if locked:
+                m.mutex_unlock()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(N_TASKS):
+            k.spawn(tg, f"worker{i}", worker)
+    return box[0]
+
+
+async def test_mutex_excludes_under_full_perturbation(autojump_clock: trio.abc.Clock) -> None:
+    """With a preemption point inside the critical section, the mutex loses no update."""
+    with trio.fail_after(60):
+        rig = make_rig(strength=1.0, seed=7)
+        assert await _increment_all(rig, locked=True) == N_TASKS * ROUNDS
+        assert rig.records(schema.LOCK_CONTENDED)  # the perturbation made them contend
+        assert rig.reports == []
+
+
+async def test_unlocked_counter_loses_updates_when_perturbed(autojump_clock: trio.abc.Clock
+                                                             ) -> None:
+    """Without the lock, strength 1.0 preemption between read and write loses updates."""
+    with trio.fail_after(60):
+        rig = make_rig(strength=1.0, seed=7)
+        assert await _increment_all(rig, locked=False) < N_TASKS * ROUNDS
+        assert rig.records(schema.PREEMPT)
+
+
+async def test_unlocked_counter_is_atomic_at_strength_zero(autojump_clock: trio.abc.Clock
+                                                           ) -> None:
+    """At strength 0 a read-preempt-write never interleaves: no update is lost."""
+    with trio.fail_after(60):
+        rig = make_rig(strength=0.0)
+        assert await _increment_all(rig, locked=False) == N_TASKS * ROUNDS
+        assert rig.records(schema.PREEMPT) == []
+
+
+async def test_mutex_hands_off_fifo(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """Waiters get a contended mutex in arrival order, each after the previous releases."""
+    k = rig.kernel
+    m = Mutex(k, "vb->balloon_lock")
+    got: list[tuple[str, float]] = []
+
+    async def holder() -> None:
+        await mutex_lock(m)
+        await anyio.sleep(1.0)
+        mutex_unlock(m)
+
+    async def waiter(delay: float) -> None:
+        await anyio.sleep(delay)
+        await m.mutex_lock()
+        got.append((current_name(), anyio.current_time()))
+        await anyio.sleep(0.5)
+        m.mutex_unlock()
+
+    from actors.kernel.task import current_name
+
+    with trio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            k.spawn(tg, "holder", holder)
+            for name, delay in (("w1", 0.1), ("w2", 0.2), ("w3", 0.3)):
+                k.spawn(tg, name, waiter, delay)
+            await anyio.sleep(0.5)
+            assert [(t.name, t.state, t.waiting_on) for t in k.tasks.values()][1:] == [
+                ("w1", "blocked", "vb->balloon_lock"),
+                ("w2", "blocked", "vb->balloon_lock"),
+                ("w3", "blocked", "vb->balloon_lock"),
+            ]
+    assert got == [("w1", 1.0), ("w2", 1.5), ("w3", 2.0)]
+    acquires = [(r["task"], r["waited"]) for r in rig.records(schema.LOCK_ACQUIRE)]
+    assert acquires == [("holder", 0.0), ("w1", pytest.approx(0.9)),
+                        ("w2", pytest.approx(1.3)), ("w3", pytest.approx(1.7))]
+    contended = rig.records(schema.LOCK_CONTENDED)
+    assert [(r["task"], r["owner"]) for r in contended] == [
+        ("w1", "holder"), ("w2", "holder"), ("w3", "holder")]
+    assert [r["held"] for r in rig.records(schema.LOCK_RELEASE)] == [
+        1.0, pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5)]
+    assert rig.reports == [] and m.owner is None
+
+
+async def test_cancelled_waiter_does_not_lose_the_mutex(rig: Rig,
+                                                        autojump_clock: trio.abc.Clock) -> None:
+    """A waiter cancelled while queued leaves the queue; the next waiter still gets the lock."""
+    k = rig.kernel
+    m = Mutex(k, "m")
+    order: list[str] = []
+
+    async def holder() -> None:
+        await m.mutex_lock()
+        await anyio.sleep(2.0)
+        m.mutex_unlock()
+
+    async def waiter(name: str) -> None:
+        await m.mutex_lock()
+        order.append(name)
+        m.mutex_unlock()
+
+    with trio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            k.spawn(tg, "holder", holder)
+            await anyio.sleep(0.1)
+            with anyio.CancelScope() as doomed:
+                async with anyio.create_task_group() as inner:
+                    k.spawn(inner, "doomed", waiter, "doomed")
+                    await anyio.sleep(0.1)
+                    k.spawn(tg, "patient", waiter, "patient")
+                    await anyio.sleep(0.1)
+                    doomed.cancel()
+    assert order == ["patient"]
+    assert m.owner is None and not m._waiters
+
+
+async def test_mutex_trylock(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """mutex_trylock takes a free mutex and fails, without sleeping, on a held one."""
+    k = rig.kernel
+    m = Mutex(k, "m")
+    with trio.fail_after(10), k.task("a"):
+        assert m.mutex_trylock()
+        assert not m.mutex_trylock()  # own mutex: trylock fails, it is not a deadlock
+        m.mutex_unlock()
+        assert not m.mutex_is_locked()
+    assert rig.reports == []
+
+
+async def test_unlock_of_unheld_mutex_reports_and_raises(rig: Rig,
+                                                         autojump_clock: trio.abc.Clock) -> None:
+    """Releasing a mutex the task does not hold is an imbalance report and a BadUnlockError."""
+    k = rig.kernel
+    m = Mutex(k, "vb->balloon_lock")
+    with trio.fail_after(10), k.task("vballoon"), pytest.raises(BadUnlockError,
+                                                               match="held by nobody"):
+        m.mutex_unlock()
+    (kind, detail, fields), = rig.reports
+    assert kind == "imbalance" and fields["lock"] == "vb->balloon_lock"
+    assert detail.startswith("bad unlock balance detected: vballoon")
+
+
+async def test_uncontended_spin_lock_costs_no_time(rig: Rig, autojump_clock: trio.abc.Clock
+                                                   ) -> None:
+    """An uncontended spin_lock/spin_unlock pair takes no virtual time and makes the task atomic."""
+    k = rig.kernel
+    s = SpinLock(k, "vb->pages_lock")
+    with trio.fail_after(10), k.task("a") as t:
+        await spin_lock(s)
+        assert t.atomic == 1 and t.held_names() == ["vb->pages_lock"]
+        spin_unlock(s)
+        assert t.atomic == 0 and t.held == []
+        assert anyio.current_time() == 0.0
+
+
+async def test_spin_contention_advances_virtual_time(rig: Rig, autojump_clock: trio.abc.Clock
+                                                     ) -> None:
+    """A contended spinner spins (state spinning) until release, then pays one spin_relax."""
+    k = rig.kernel
+    s = SpinLock(k, "vb->pages_lock")
+    relax = k.costs.spin_relax
+    acquired: list[float] = []
+
+    async def holder() -> None:
+        await s.spin_lock()
+        await anyio.sleep(1e-6)  # work inside the critical section
+        s.spin_unlock()
+
+    async def spinner() -> None:
+        await s.spin_lock()
+        acquired.append(anyio.current_time())
+        s.spin_unlock()
+
+    with trio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            k.spawn(tg, "holder", holder)
+            await anyio.sleep(0)
+            sp = k.spawn(tg, "spinner", spinner)
+            await anyio.sleep(0.5e-6)
+            assert (sp.state, sp.spinning_on, sp.atomic) == ("spinning", "vb->pages_lock", 0)
+    assert acquired == [pytest.approx(1e-6 + relax, abs=1e-12)]
+    waited = [r["waited"] for r in rig.records(schema.LOCK_ACQUIRE) if r["task"] == "spinner"]
+    assert waited == [pytest.approx(1e-6 + relax, abs=1e-12)]
+    assert rig.records(schema.LOCK_CONTENDED)[0]["kind"] == "spin"
+
+
+async def test_spin_costs_follow_the_cost_model(autojump_clock: trio.abc.Clock) -> None:
+    """The spin cost is the scenario's spin_relax: three spinners queue, each paying it."""
+    rig = make_rig(costs=CostModel(spin_relax=0.25))
+    k = rig.kernel
+    s = SpinLock(k, "l")
+    times: list[tuple[str, float]] = []
+
+    async def spinner(name: str) -> None:
+        await s.spin_lock()
+        times.append((name, anyio.current_time()))
+        s.spin_unlock()
+
+    with trio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            with k.task("holder"):
+                await s.spin_lock()
+                for name in ("a", "b", "c"):  # arrive 0.1 s apart: tickets a, b, c
+                    k.spawn(tg, name, spinner, name)
+                    await anyio.sleep(0.1)
+                await anyio.sleep(0.7)
+                s.spin_unlock()
+    assert times == [("a", 1.25), ("b", 1.5), ("c", 1.75)]
+
+
+async def test_page_lock_semantics(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """trylock_page sets PG_locked once; a second trylock fails; lock_page sleeps until unlock."""
+    k = rig.kernel
+    frames = _frames()
+    got: list[float] = []
+
+    async def locker() -> None:
+        assert not trylock_page(k, frames, 5)
+        await lock_page(k, frames, 5)
+        got.append(anyio.current_time())
+        unlock_page(k, frames, 5)
+
+    with trio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            with k.task("compaction") as t:
+                assert trylock_page(k, frames, 5)
+                assert frames.flags[5] == PG_LOCKED
+                assert not trylock_page(k, frames, 5)  # not even its holder can retake it
+                assert t.held_names() == ["page:5"]
+                lk = k.spawn(tg, "leak", locker)
+                await anyio.sleep(3.0)
+                assert (lk.state, lk.waiting_on) == ("blocked", "page:5")
+                assert k.page_waiters == {5: [(lk, k.page_waiters[5][0][1])]}
+                unlock_page(k, frames, 5)
+                assert frames.flags[5] == PG_LOCKED  # handed straight to the sleeper
+                assert t.held == []
+    assert got == [3.0]
+    assert frames.flags[5] == 0 and k.page_owner == {} and k.page_waiters == {}
+    assert [(r["task"], r["lock"], r["kind"]) for r in rig.records(schema.LOCK_ACQUIRE)] == [
+        ("compaction", "page:5", "page"), ("leak", "page:5", "page")]
+    assert rig.reports == []
+
+
+async def test_unlock_page_not_locked_reports_and_raises(rig: Rig,
+                                                         autojump_clock: trio.abc.Clock) -> None:
+    """unlock_page on an unlocked page is an imbalance report and a BadUnlockError."""
+    k = rig.kernel
+    with trio.fail_after(10), k.task("a"), pytest.raises(BadUnlockError):
+        unlock_page(k, _frames(), 3)
+    assert rig.kinds() == ["imbalance"] and rig.reports[0][2]["lock"] == "page:3"
+
+
+async def test_pg_locked_matches_page_frames(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """The substrate's PG_LOCKED is the page model's PG_locked bit, set on real PageFrames."""
+    pages = pytest.importorskip("actors.guest.pages")
+    assert pages.PG_locked == PG_LOCKED
+    frames = pages.PageFrames(1024, 4096)
+    with trio.fail_after(10), rig.kernel.task("a"):
+        assert trylock_page(rig.kernel, frames, 700)
+        assert frames.flags[700] & pages.PG_locked
+        unlock_page(rig.kernel, frames, 700)
+        assert not frames.flags[700] & pages.PG_locked
+
+
+async def test_wait_event_wakes_only_when_condition_true(rig: Rig,
+                                                         autojump_clock: trio.abc.Clock) -> None:
+    """wait_event sleeps through a wake_up while the condition is false, returns once it holds."""
+    k = rig.kernel
+    q = WaitQueue(k, "vb->config_change")
+    flag = [False]
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        await wait_event(q, lambda: flag[0])
+        woke.append(anyio.current_time())
+
+    with trio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            with k.task("host-irq"):
+                s = k.spawn(tg, "leak", sleeper)
+                await anyio.sleep(1.0)
+                assert wake_up(q) == 1  # condition still false
+                await anyio.sleep(1.0)
+                assert (s.state, s.waiting_on, woke) == ("blocked", "vb->config_change", [])
+                flag[0] = True
+                await anyio.sleep(1.0)
+                assert woke == []  # a true condition alone wakes nobody
+                assert q.wake_up() == 1
+    assert woke == [3.0]
+    assert [r["woken"] for r in rig.records(schema.WAIT_WAKE)] == [1, 1]
+    assert len(rig.records(schema.WAIT_SLEEP)) == 2  # slept, re-checked, slept again
+    assert s.last_sleep == 3.0
+
+
+async def test_wait_event_true_condition_does_not_sleep(rig: Rig,
+                                                        autojump_clock: trio.abc.Clock) -> None:
+    """wait_event on a condition already true returns at once without sleeping."""
+    k = rig.kernel
+    q = WaitQueue(k, "q")
+    with trio.fail_after(10), k.task("a"), trio.testing.assert_no_checkpoints():
+        await q.wait_event(lambda: True)
+    assert rig.records(schema.WAIT_SLEEP) == []
+
+
+async def test_wake_up_outside_kernel_task(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """wake_up works from code that is no kernel task (an interrupt), logged as task '-'."""
+    q = WaitQueue(rig.kernel, "vb->acked")
+    assert q.wake_up() == 0
+    assert rig.records(schema.WAIT_WAKE)[0]["task"] == "-"
+
+
+def test_atomic_ops() -> None:
+    """atomic_t operations with kernel names act on a plain int."""
+    a = Atomic()
+    a.atomic_set(5)
+    a.atomic_add(3)
+    a.atomic_sub(2)
+    a.atomic_inc()
+    a.atomic_dec()
+    assert a.atomic_read() == 6 and a.counter == 6
+    assert not a.atomic_dec_and_test()
+    a.atomic_set(1)
+    assert a.atomic_dec_and_test()
