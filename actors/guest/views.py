@@ -102,6 +102,7 @@ VMSTAT_NAMES: Final[tuple[str, ...]] = (
     "allocstall",
     "thp_fault_alloc",
     "thp_fault_fallback",
+    "thp_split_page",
     "compact_stall",
     "compact_fail",
     "compact_success",

@@ -15,6 +15,7 @@ steal small blocks from movable pageblocks: plenty of free memory, few 2 MiB blo
 from __future__ import annotations
 
 import array
+import functools
 import random
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from actors.costs import CostModel
 from actors.guest import gfp as G
 from actors.guest import pages as P
 from actors.guest.allocator import AllocatorClient
+from actors.guest.buddy import Zone
 from actors.guest.views import VmStat
 
 HPAGE_ORDER = 9
@@ -84,6 +86,7 @@ class Step:
     free_thp: array.array[int] = field(default_factory=lambda: array.array("I"))
     alloc: list[tuple[int, int]] = field(default_factory=list)  # (kind, count)
     thp: bool = False
+    split_thp: int = -1  # head of a huge page to split, half of it then unmapped
     phase: str | None = None  # set when the app enters a new phase
 
 
@@ -147,12 +150,17 @@ class App:
             nthp = int(len(self.thp) * cfg.drop_fraction)
             s.free_thp = self.thp[:nthp]
             del self.thp[:nthp]
+            # The working set shrank for good: from now on the app stays at its new size.
+            self.share = self.pages()  # the frees above are already out of the holdings
             return s
         if self.phase == "grow" and self.pages() + cfg.batch <= self.share:
             s.alloc = self._mix(cfg.batch)
         else:
             self._set_phase(s, "steady" if self.dropped else "churn")
             n = int(cfg.batch * cfg.churn)
+            excess = self.pages() - self.share
+            if excess > 0:  # over its working set (THP fallbacks): give memory back
+                n += min(excess, cfg.batch)
             if n:
                 weights = [len(h) for h in self.held]
                 total = sum(weights)
@@ -160,10 +168,10 @@ class App:
                     pick = rng.random() * total
                     kind = 0 if pick < weights[0] else 1 if pick < weights[0] + weights[1] else 2
                     s.free.append((kind, self.take_random(kind, n)))
-                s.alloc = self._mix(n) if self.pages() <= self.share else []
+                s.alloc = self._mix(int(cfg.batch * cfg.churn)) if excess <= 0 else []
         if cfg.thp_rate and rng.random() < cfg.thp_rate:
             if (len(self.thp) + 1) << HPAGE_ORDER > self.share * cfg.thp_max and self.thp:
-                s.free_thp.append(self.thp.pop(0))  # keep huge pages within thp_max
+                s.split_thp = self.thp.pop(0)  # keep huge pages within thp_max
             s.thp = True
         return s
 
@@ -195,9 +203,26 @@ async def run_app(
             app.held[kind].extend(got)
             if len(got) < count:
                 app.pressure += 1
+        if step.split_thp >= 0:
+            await allocator.call(functools.partial(split_huge_page, head=step.split_thp))
+            vmstat.inc("thp_split_page")
+            base = list(range(step.split_thp, step.split_thp + (1 << HPAGE_ORDER)))
+            app.rng.shuffle(base)
+            half = len(base) // 2
+            await allocator.free(base[:half], 0)  # a partial munmap after the split
+            app.held[ANON].extend(base[half:])
         if step.thp:
             await thp_fault(app, allocator, vmstat, costs, log)
         await anyio.sleep(tick)
+
+
+def split_huge_page(zone: Zone, head: int) -> None:
+    """split_huge_page: a compound THP becomes 512 independent anonymous base pages."""
+    frames = zone.frames
+    frames.flags[head] &= ~P.PG_head
+    size = 1 << HPAGE_ORDER
+    frames.mapping[head : head + size] = bytes((P.OWNER_ANON,)) * size
+    zone.split_page(head, HPAGE_ORDER)
 
 
 async def thp_fault(app: App, allocator: AllocatorClient, vmstat: VmStat, costs: CostModel,

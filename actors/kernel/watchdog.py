@@ -95,10 +95,10 @@ class SoftLockupWatchdog:
         prev, self._last_check = self._last_check, now
         seen: dict[str, tuple[int, float | None]] = {}
         for t in list(k.tasks.values()):
-            last_ops, active_since = self._seen.get(t.name, (-1, None))
+            last_ops, active_since = self._seen.get(t.name, (0, None))  # tasks start at 0 ops
             if t.state == SPINNING:
                 candidate = t.since
-            elif t.state == RUNNING and last_ops >= 0 and t.ops != last_ops:
+            elif t.state == RUNNING and t.ops != last_ops:
                 candidate = prev
             else:
                 seen[t.name] = (t.ops, None)

@@ -25,26 +25,30 @@ from tests.actors.kernel.conftest import Rig
 
 async def test_abba_inversion_reported_with_both_classes(rig: Rig,
                                                          autojump_clock: trio.abc.Clock) -> None:
-    """Taking B then A after another task took A then B is a circular dependency, reported once."""
+    """balloon_lock→page in one task and page→balloon_lock in another is one inversion report."""
     k = rig.kernel
-    a = Mutex(k, "vb->balloon_lock")
-    b = SpinLock(k, "vb->pages_lock")
+    m = Mutex(k, "vb->balloon_lock")
+    frames = SimpleNamespace(flags=array("H", bytes(16)))
     with trio.fail_after(10):
         with k.task("vballoon"):
-            await a.mutex_lock()
-            await b.spin_lock()
-            b.spin_unlock()
-            a.mutex_unlock()
+            await m.mutex_lock()
+            await lock_page(k, frames, 1)
+            unlock_page(k, frames, 1)
+            m.mutex_unlock()
         assert rig.reports == []
-        with k.task("compaction"):
-            for _ in range(2):  # the second time is the same problem: no second report
-                await b.spin_lock()
-                b.spin_unlock()  # (so the mutex_lock below is not also sleep-in-atomic)
-                await b.spin_lock()
-                with pytest.raises(AssertionError):
-                    raise AssertionError  # keep lint quiet about the loop body shape
-                b.spin_unlock()
-    assert rig.reports == []  # consistent order so far: still nothing
+        with k.task("kcompactd"):
+            for pfn in (2, 3):  # the same class cycle again: no second report
+                await lock_page(k, frames, pfn)
+                await m.mutex_lock()
+                m.mutex_unlock()
+                unlock_page(k, frames, pfn)
+    (kind, detail, fields), = rig.reports
+    assert kind == "inversion"
+    assert (fields["task"], fields["lock"], fields["held_locks"]) == (
+        "kcompactd", "vb->balloon_lock", ["page:2"])
+    assert fields["cycle"] == ["page", "vb->balloon_lock", "page"]
+    assert "vb->balloon_lock -> page (first in vballoon)" in detail
+    assert len(rig.records(schema.LOCKDEP)) == 1
 
 
 async def test_inversion_names_the_cycle(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
@@ -231,7 +235,7 @@ async def test_context_catches_undeclared_lock_held_at_return(
         assert await fill_balloon(0) == 0
     kinds = rig.kinds()
     assert kinds == ["imbalance", "held-at-exit"]
-    kind, detail, fields = rig.reports[0]
+    _, detail, fields = rig.reports[0]
     assert fields["function"].endswith("fill_balloon") and fields["lock"] == "vb->balloon_lock"
     assert "context imbalance in '" in detail
     assert "returns holding vb->balloon_lock, not declared in acquires" in detail

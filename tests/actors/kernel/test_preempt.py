@@ -1,0 +1,139 @@
+"""Preemption points: seeded, reproducible, and free at strength 0."""
+
+from __future__ import annotations
+
+import random
+
+import anyio
+import pytest
+import trio
+import trio.testing
+
+from actors import schema
+from actors.kernel import Mutex, Perturbation, SpinLock, WaitQueue
+from run import determinism
+from tests.actors.kernel.conftest import Rig, make_rig
+
+
+def _interleaving(seed: int) -> list[str]:
+    """One fresh run of three tasks through locks and preemption points: the event order."""
+    order: list[str] = []
+
+    async def main() -> None:
+        rig = make_rig(strength=0.5, seed=seed)
+        k = rig.kernel
+        m = Mutex(k, "m")
+        s = SpinLock(k, "s")
+
+        async def worker(name: str) -> None:
+            for i in range(6):
+                await k.preempt("top")
+                order.append(f"{name}{i}")
+                await m.mutex_lock()
+                await k.preempt("inside")
+                order.append(f"{name}{i}m")
+                m.mutex_unlock()
+                await s.spin_lock()
+                order.append(f"{name}{i}s")
+                s.spin_unlock()
+
+        with trio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for name in "abc":
+                    k.spawn(tg, name, worker, name)
+
+    determinism.seed_scheduler(1)  # trio's own choices fixed: only the perturbation varies
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return order
+
+
+def test_same_seed_same_interleaving() -> None:
+    """Two runs with one perturbation seed interleave the tasks identically."""
+    assert _interleaving(11) == _interleaving(11)
+
+
+def test_different_seeds_different_interleavings() -> None:
+    """Different perturbation seeds (same scheduler seed) interleave the tasks differently."""
+    assert _interleaving(11) != _interleaving(12)
+
+
+async def test_strength_zero_never_yields(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """At strength 0, preempt and uncontended lock operations never checkpoint nor take time."""
+    k = rig.kernel
+    m, s, q = Mutex(k, "m"), SpinLock(k, "s"), WaitQueue(k, "q")
+    state = k.rng.getstate()
+    with trio.fail_after(10), k.task("t"), trio.testing.assert_no_checkpoints():
+        for _ in range(100):
+            await k.preempt("anywhere")
+            await m.mutex_lock()
+            await s.spin_lock()
+            s.spin_unlock()
+            m.mutex_unlock()
+            await q.wait_event(lambda: True)
+    assert anyio.current_time() == 0.0
+    assert k.rng.getstate() == state  # not even a random draw
+    assert rig.records(schema.PREEMPT) == []
+
+
+async def test_full_strength_preempts_every_point(autojump_clock: trio.abc.Clock) -> None:
+    """At strength 1, every preemption point yields or delays, and is logged."""
+    rig = make_rig(strength=1.0, seed=3, max_delay=1e-3)
+    k = rig.kernel
+    with trio.fail_after(10), k.task("t"):
+        for _ in range(50):
+            with trio.testing.assert_checkpoints():
+                await k.preempt("p")
+    recs = rig.records(schema.PREEMPT)
+    assert len(recs) == 50 and {r["site"] for r in recs} == {"p"}
+    delays = [r["delay"] for r in recs]
+    assert any(d == 0.0 for d in delays) and any(d > 0.0 for d in delays)
+    assert all(0.0 <= d <= 1e-3 for d in delays)
+    assert anyio.current_time() == pytest.approx(sum(delays))
+
+
+def test_decide_is_seeded_and_bounded() -> None:
+    """decide() draws one number per point: same seed, same choices; rates follow strength."""
+    a = Perturbation(random.Random(5), strength=0.3, max_delay=2e-6)
+    b = Perturbation(random.Random(5), strength=0.3, max_delay=2e-6)
+    da = [a.decide("x") for _ in range(2000)]
+    assert da == [b.decide("x") for _ in range(2000)]
+    fired = [d for d in da if d is not None]
+    assert 0.25 < len(fired) / len(da) < 0.35
+    assert all(0.0 <= d < 2e-6 for d in fired)
+    assert not Perturbation(random.Random(0)).active
+
+
+def test_decide_can_be_overridden_to_force_choices() -> None:
+    """A subclass overriding decide() sees every point and forces the choice."""
+
+    class Forced(Perturbation):
+        def __init__(self) -> None:
+            super().__init__(random.Random(0))
+            self.active = True
+            self.sites: list[str] = []
+
+        def decide(self, site: str) -> float | None:
+            self.sites.append(site)
+            return 0.5
+
+    async def main() -> float:
+        rig = make_rig()
+        k = rig.kernel
+        k.perturb = Forced()
+        with k.task("t"):
+            m = Mutex(k, "vb->balloon_lock")
+            await m.mutex_lock()
+            m.mutex_unlock()
+            await k.preempt("leak_balloon:after-list_first_entry")
+        assert isinstance(k.perturb, Forced)
+        assert k.perturb.sites == ["mutex_lock(vb->balloon_lock)",
+                                   "leak_balloon:after-list_first_entry"]
+        return trio.current_time()
+
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == 1.0
+
+
+def test_bad_strength_rejected() -> None:
+    """A strength outside [0, 1] is an error naming the value."""
+    with pytest.raises(ValueError, match=r"strength 1\.5 not in"):
+        Perturbation(random.Random(0), strength=1.5)
