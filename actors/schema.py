@@ -158,3 +158,111 @@ SOFT_LOCKUP: Final = _event(
     ("task", "spinning_on", "stuck_for", "all_locks"),
     "A task ran or spun without sleeping longer than the soft-lockup threshold.",
 )
+
+# -- virtio handshakes (actors/transport, guest driver, host device) ---------------------------
+VQ_ADD: Final = _event(
+    "vq.add",
+    "info",
+    ("queue", "hs", "pfns"),
+    "Driver added a buffer (PFNs in 4 KiB units; empty for stats) and notified the device.",
+)
+HOST_POP: Final = _event(
+    "host.pop",
+    "info",
+    ("queue", "hs", "len"),
+    "Device popped handshake `hs` from the available ring (`len` bytes of driver data).",
+)
+HOST_INFLATE_DONE: Final = _event(
+    "host.inflate.done",
+    "info",
+    ("hs", "pfns", "rejected"),
+    "Device discarded the PFNs of an inflate and returned the buffer; rejected = invalid PFNs.",
+)
+HOST_DEFLATE_DONE: Final = _event(
+    "host.deflate.done",
+    "info",
+    ("hs", "pfns", "rejected"),
+    "Device took the PFNs of a deflate out of its ballooned set and returned the buffer.",
+)
+HOST_STATS: Final = _event(
+    "host.stats",
+    "info",
+    ("hs", "stats"),
+    "Device read a stats buffer (tag name → value) and holds it until the next poll.",
+)
+VQ_ACK: Final = _event(
+    "vq.ack",
+    "info",
+    ("queue", "hs"),
+    "Driver got its used buffer back: the handshake is complete.",
+)
+HOST_VIOLATION: Final = _event(
+    "host.violation",
+    "error",
+    ("rule", "role", "detail", "pfns"),
+    "A buffer or behaviour broke a virtio rule; the host returned the buffer and carried on.",
+)
+CONFIG_TARGET: Final = _event(
+    "config.num_pages",
+    "info",
+    ("num_pages", "previous"),
+    "Device wrote a new balloon target (4 KiB pages) to config space and raised a config irq.",
+)
+CONFIG_ACTUAL: Final = _event(
+    "config.actual",
+    "info",
+    ("actual",),
+    "Driver wrote `actual` (pages in the balloon, 4 KiB units) to config space.",
+)
+HOST_REFAULT: Final = _event(
+    "host.refault",
+    "debug",
+    ("pages",),
+    "The guest touched discarded pages: the host faulted them back in (RSS grows).",
+)
+
+# -- balloon driver (actors/guest/balloon) -----------------------------------------------------
+BALLOON_FILL: Final = _event(
+    "balloon.fill",
+    "info",
+    ("pfns", "num_pages"),
+    "fill_balloon put these guest pages on vb->pages; num_pages after (4 KiB units).",
+)
+BALLOON_LEAK: Final = _event(
+    "balloon.leak",
+    "info",
+    ("pfns", "num_pages"),
+    "leak_balloon took these guest pages off vb->pages; num_pages after (4 KiB units).",
+)
+BALLOON_RELEASE: Final = _event(
+    "balloon.release",
+    "info",
+    ("pfns",),
+    "release_pages_by_pfn freed these guest pages back to the buddy allocator.",
+)
+BALLOON_PUFF: Final = _event(
+    "balloon.out_of_puff",
+    "warning",
+    ("wanted", "got"),
+    "fill_balloon's allocation failed: 'Out of puff! Can't get N pages', then msleep(200).",
+)
+BALLOON_TOTALRAM: Final = _event(
+    "balloon.totalram",
+    "debug",
+    ("totalram",),
+    "totalram_pages (MemTotal) after a balloon change.",
+)
+
+# -- host policy -------------------------------------------------------------------------------
+POLICY_DECISION: Final = _event(
+    "policy.decision",
+    "info",
+    ("policy", "targets", "overrides"),
+    "The host policy's decision (balloon targets, 4 KiB pages) after the safety shell.",
+)
+POLICY_ERROR: Final = _event(
+    "policy.error",
+    "error",
+    ("policy", "error"),
+    "The policy raised or returned nonsense; the previous targets stay.",
+)

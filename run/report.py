@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
-from run.units import format_size
+from actors.units import format_size
 
 
 def _kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:

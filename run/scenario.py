@@ -21,7 +21,7 @@ from typing import Any
 from actors.costs import CostModel
 from actors.guest.config import GuestConfig
 from actors.guest.workload import WorkloadConfig
-from run.units import UnitError, parse_duration, parse_size
+from actors.units import UnitError, parse_duration, parse_size
 
 
 class ScenarioError(ValueError):

@@ -15,7 +15,9 @@ Model decisions, all documented where they live:
   boundary), onto the free list of the freed page's pageblock migratetype, with the 2.6.33..5.x
   "buddy of the next order is free: add to the tail" heuristic;
 * watermarks: kernel ``min_free_kbytes`` sizing, ``__zone_watermark_ok``; no reclaim is
-  modelled, see :meth:`Zone.alloc_pages` for how GFP flags pick the mark.
+  modelled, see :meth:`Zone.alloc_pages` for how GFP flags pick the mark;
+* MIGRATE_ISOLATE pageblocks are honoured minimally: pages freed there go on the ISOLATE
+  lists, which are never allocated from, but they stay counted in ``free_pages``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import math
 from array import array
 from collections.abc import Iterable, MutableSequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Final
 
 from actors.guest.gfp import (
@@ -790,29 +793,21 @@ class Zone:
         nr_free = self.nr_free
         bad_flags = PAGE_FLAGS_CHECK_AT_FREE
         seq: list[int] | array[int] = pfns if isinstance(pfns, list | array) else list(pfns)
-        n = len(seq)
-        i = 0
+        nexts = list(seq[1:])
+        nexts.append(-2)  # no successor for the last pfn
+        steps = enumerate(zip(seq, nexts, strict=True))
         done = 0  # blocks freed, runs included
         single = 0  # of which freed by this loop (runs do their own accounting)
         try:
-            while i < n:
-                pfn = seq[i]
-                i += 1
-                if i < n:
-                    nx = seq[i]
-                    if (nx == pfn + 1 and not pfn & 1) or (nx == pfn - 1 and pfn & 1):
-                        size = self._free_run(seq, i - 1, pfn, nx > pfn)
-                        if size:
-                            i += size - 1
-                            done += size
-                            continue
-                if (
-                    pfn < 0
-                    or refc[pfn] != 1
-                    or flags[pfn] & bad_flags
-                    or porder[pfn]
-                    or not mapping[pfn]
-                ):
+            for i, (pfn, nx) in steps:
+                if (nx == pfn + 1 and not pfn & 1) or (nx == pfn - 1 and pfn & 1):
+                    size = self._free_run(seq, i, pfn, nx > pfn)
+                    if size:
+                        next(islice(steps, size - 2, None), None)  # skip the rest of the run
+                        done += size
+                        continue
+                # Free pages have refcount 0, so this also catches double frees.
+                if refc[pfn] != 1 or pfn < 0 or flags[pfn] & bad_flags or porder[pfn]:
                     raise self._bad_free(pfn, 0, done)
                 refc[pfn] = 0
                 flags[pfn] = 0

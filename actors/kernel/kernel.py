@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from actors import schema
 from actors.costs import CostModel
@@ -126,8 +126,7 @@ class Kernel:
         if clean:
             self.lockdep.held_at_exit(t)
         t.state = DEAD
-        if self.tasks.get(t.name) is t:
-            del self.tasks[t.name]
+        self.tasks.pop(t.name, None)
 
     def spawn(
         self, tg: TaskGroup, name: str, fn: Callable[..., Awaitable[Any]], *args: Any
@@ -148,7 +147,7 @@ class Kernel:
         """``tg.start(fn, *args)`` as a new kernel task: fn calls ``task_status.started()``."""
         t = self.new_task(name)
 
-        async def body(*, task_status: anyio.abc.TaskStatus[Any]) -> None:
+        async def body(*, task_status: TaskStatus[Any]) -> None:
             with TaskScope(t):
                 await fn(*args, task_status=task_status)
 

@@ -66,12 +66,9 @@ def _missing() -> KTask:
 
 
 def _pop_held(t: KTask, key: object) -> float:
-    """Remove ``key``'s entry from the held stack (usually the top); its acquire time."""
+    """Remove ``key``'s entry from below the top of the held stack; its acquire time."""
     held = t.held
-    top = held[-1][0] if held else None
-    if top is key or top == key:
-        return held.pop()[3]
-    for i in range(len(held) - 2, -1, -1):
+    for i in range(len(held) - 1, -1, -1):
         if held[i][0] == key:
             return held.pop(i)[3]
     raise AssertionError(f"{key!r} not on {t.name}'s held stack")
@@ -86,10 +83,14 @@ async def _sleep_forever(t: KTask, state: State, what: str, now: float) -> None:
         t.run(t.kernel.now(), slept=state != SPINNING)
 
 
-class Mutex:
-    """``struct mutex``: sleeping, non-recursive, FIFO hand-off."""
+class _OwnedLock:
+    """What a mutex and a spinlock share: an owner, a FIFO of waiters, hand-off, bad unlocks."""
 
     __slots__ = ("_site", "_waiters", "kernel", "lock_class", "name", "owner")
+
+    KIND = MUTEX
+    #: How a waiter waits: sleeping (blocked) for a mutex, busy (spinning) for a spinlock.
+    WAIT_STATE: State = BLOCKED
 
     def __init__(self, kernel: Kernel, name: str, lock_class: str | None = None) -> None:
         self.kernel = kernel
@@ -97,7 +98,82 @@ class Mutex:
         self.lock_class = name if lock_class is None else lock_class
         self.owner: KTask | None = None
         self._waiters: deque[tuple[KTask, anyio.Event]] = deque()
-        self._site = f"mutex_lock({name})"
+        self._site = f"{self.KIND}_lock({name})"
+
+    async def _wait_turn(self, t: KTask) -> float:
+        """Queue behind the owner until handed the lock; the virtual time waited."""
+        k = self.kernel
+        owner = self.owner
+        assert owner is not None
+        start = k.now()
+        if k.debug:
+            k.log.debug(schema.LOCK_CONTENDED, task=t.name, lock=self.name, kind=self.KIND,
+                        owner=owner.name)
+        state = self.WAIT_STATE
+        if owner is t:  # recursion already reported by lockdep: hang like the kernel
+            await _sleep_forever(t, state, self.name, start)
+        ev = anyio.Event()
+        entry = (t, ev)
+        self._waiters.append(entry)
+        t.wait(state, self.name, start)
+        try:
+            await ev.wait()
+            if state == SPINNING:
+                await anyio.sleep(k.costs.spin_relax)  # the cpu_relax() that sees our ticket
+        except BaseException:
+            if self.owner is t:  # handed to us as we were cancelled: pass it on
+                self._release()
+            else:
+                self._waiters.remove(entry)
+            raise
+        finally:
+            t.run(k.now(), slept=state != SPINNING)
+        now = k.now()
+        t.held.append((self, self.lock_class, self.KIND, now))
+        if k.debug:
+            k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=self.KIND,
+                        waited=now - start)
+        return now - start
+
+    def _trylock(self) -> bool:
+        if self.owner is not None:
+            return False
+        k = self.kernel
+        t = _CURRENT.get() or _missing()
+        t.ops += 1
+        self.owner = t
+        if self.KIND == SPIN:
+            t.atomic += 1
+        t.held.append((self, self.lock_class, self.KIND, k.now() if k.debug else 0.0))
+        if k.debug:
+            k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=self.KIND,
+                        waited=0.0)
+        return True
+
+    def _bad_unlock(self, t: KTask) -> BadUnlockError:
+        owner = None if self.owner is None else self.owner.name
+        self.kernel.lockdep.bad_unlock(t, self.name, self.lock_class, owner)
+        return BadUnlockError(f"{t.name} released {self.KIND} {self.name} held by "
+                              f"{'nobody' if owner is None else owner}")
+
+    def _release(self) -> None:
+        if self._waiters:
+            nxt, ev = self._waiters.popleft()
+            self.owner = nxt
+            ev.set()
+        else:
+            self.owner = None
+
+    def __repr__(self) -> str:
+        owner = None if self.owner is None else self.owner.name
+        return (f"<{type(self).__name__} {self.name} owner={owner} "
+                f"waiters={len(self._waiters)}>")
+
+
+class Mutex(_OwnedLock):
+    """``struct mutex``: sleeping, non-recursive, FIFO hand-off."""
+
+    __slots__ = ()
 
     def mutex_is_locked(self) -> bool:
         """Whether some task holds the mutex."""
@@ -123,93 +199,36 @@ class Mutex:
             else:
                 t.held.append((self, self.lock_class, MUTEX, 0.0))
             return
-        await self._lock_slow(t)
-
-    async def _lock_slow(self, t: KTask) -> None:
-        k = self.kernel
-        owner = self.owner
-        assert owner is not None
-        start = k.now()
-        if k.debug:
-            k.log.debug(schema.LOCK_CONTENDED, task=t.name, lock=self.name, kind=MUTEX,
-                        owner=owner.name)
-        if owner is t:  # recursion already reported by lockdep: hang like the kernel
-            await _sleep_forever(t, BLOCKED, self.name, start)
-        ev = anyio.Event()
-        entry = (t, ev)
-        self._waiters.append(entry)
-        t.wait(BLOCKED, self.name, start)
-        try:
-            await ev.wait()
-        except BaseException:
-            if self.owner is t:  # handed to us as we were cancelled: pass it on
-                self._release()
-            else:
-                self._waiters.remove(entry)
-            raise
-        finally:
-            t.run(k.now(), slept=True)
-        now = k.now()
-        t.held.append((self, self.lock_class, MUTEX, now))
-        if k.debug:
-            k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=MUTEX,
-                        waited=now - start)
+        await self._wait_turn(t)
 
     def mutex_trylock(self) -> bool:
         """Take the mutex if free; never sleeps, never deadlocks (so no lockdep ordering)."""
-        if self.owner is not None:
-            return False
-        k = self.kernel
-        t = _CURRENT.get() or _missing()
-        t.ops += 1
-        self.owner = t
-        t.held.append((self, self.lock_class, MUTEX, k.now() if k.debug else 0.0))
-        if k.debug:
-            k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=MUTEX, waited=0.0)
-        return True
+        return self._trylock()
 
     def mutex_unlock(self) -> None:
         """Release the mutex, handing it to the first waiter if any."""
         k = self.kernel
         t = _CURRENT.get() or _missing()
         if self.owner is not t:
-            owner = self.owner
-            k.lockdep.bad_unlock(t, self.name, self.lock_class, None if owner is None
-                                 else owner.name)
-            raise BadUnlockError(f"{t.name} released mutex {self.name} held by "
-                                 f"{'nobody' if owner is None else owner.name}")
-        t0 = _pop_held(t, self)
-        t.ops += 1
+            raise self._bad_unlock(t)
+        held = t.held
+        t0 = held.pop()[3] if held[-1][0] is self else _pop_held(t, self)
         if k.debug:
             k.log.debug(schema.LOCK_RELEASE, task=t.name, lock=self.name, kind=MUTEX,
                         held=k.now() - t0)
-        self._release()
-
-    def _release(self) -> None:
         if self._waiters:
-            nxt, ev = self._waiters.popleft()
-            self.owner = nxt
-            ev.set()
+            self._release()
         else:
             self.owner = None
 
-    def __repr__(self) -> str:
-        owner = None if self.owner is None else self.owner.name
-        return f"<Mutex {self.name} owner={owner} waiters={len(self._waiters)}>"
 
-
-class SpinLock:
+class SpinLock(_OwnedLock):
     """``spinlock_t``: a FIFO ticket lock; holding it makes the task atomic."""
 
-    __slots__ = ("_site", "_waiters", "kernel", "lock_class", "name", "owner")
+    __slots__ = ()
 
-    def __init__(self, kernel: Kernel, name: str, lock_class: str | None = None) -> None:
-        self.kernel = kernel
-        self.name = name
-        self.lock_class = name if lock_class is None else lock_class
-        self.owner: KTask | None = None
-        self._waiters: deque[tuple[KTask, anyio.Event]] = deque()
-        self._site = f"spin_lock({name})"
+    KIND = SPIN
+    WAIT_STATE = SPINNING
 
     def spin_is_locked(self) -> bool:
         """Whether some task holds the lock."""
@@ -234,83 +253,29 @@ class SpinLock:
             else:
                 t.held.append((self, self.lock_class, SPIN, 0.0))
             return
-        await self._spin(t)
-
-    async def _spin(self, t: KTask) -> None:
-        k = self.kernel
-        owner = self.owner
-        assert owner is not None
-        start = k.now()
-        if k.debug:
-            k.log.debug(schema.LOCK_CONTENDED, task=t.name, lock=self.name, kind=SPIN,
-                        owner=owner.name)
-        if owner is t:  # recursion already reported: spin forever, like the kernel
-            await _sleep_forever(t, SPINNING, self.name, start)
-        ev = anyio.Event()
-        entry = (t, ev)
-        self._waiters.append(entry)
-        t.wait(SPINNING, self.name, start)
-        try:
-            await ev.wait()  # our ticket comes up
-            await anyio.sleep(k.costs.spin_relax)  # the cpu_relax() that notices it
-        except BaseException:
-            if self.owner is t:
-                self._release()
-            else:
-                self._waiters.remove(entry)
-            raise
-        finally:
-            t.run(k.now(), slept=False)
-        now = k.now()
+        await self._wait_turn(t)
         t.atomic += 1
-        t.held.append((self, self.lock_class, SPIN, now))
-        if k.debug:
-            k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=SPIN,
-                        waited=now - start)
 
     def spin_trylock(self) -> bool:
         """Take the lock if free; never spins."""
-        if self.owner is not None:
-            return False
-        k = self.kernel
-        t = _CURRENT.get() or _missing()
-        t.ops += 1
-        self.owner = t
-        t.atomic += 1
-        t.held.append((self, self.lock_class, SPIN, k.now() if k.debug else 0.0))
-        if k.debug:
-            k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=SPIN, waited=0.0)
-        return True
+        return self._trylock()
 
     def spin_unlock(self) -> None:
         """Release the lock to the next ticket, if any; the task leaves atomic context."""
         k = self.kernel
         t = _CURRENT.get() or _missing()
         if self.owner is not t:
-            owner = self.owner
-            k.lockdep.bad_unlock(t, self.name, self.lock_class, None if owner is None
-                                 else owner.name)
-            raise BadUnlockError(f"{t.name} released spinlock {self.name} held by "
-                                 f"{'nobody' if owner is None else owner.name}")
-        t0 = _pop_held(t, self)
+            raise self._bad_unlock(t)
+        held = t.held
+        t0 = held.pop()[3] if held[-1][0] is self else _pop_held(t, self)
         t.atomic -= 1
-        t.ops += 1
         if k.debug:
             k.log.debug(schema.LOCK_RELEASE, task=t.name, lock=self.name, kind=SPIN,
                         held=k.now() - t0)
-        self._release()
-
-    def _release(self) -> None:
         if self._waiters:
-            nxt, ev = self._waiters.popleft()
-            self.owner = nxt
-            ev.set()
+            self._release()
         else:
             self.owner = None
-
-    def __repr__(self) -> str:
-        owner = None if self.owner is None else self.owner.name
-        return f"<SpinLock {self.name} owner={owner} spinners={len(self._waiters)}>"
 
 
 # -- page lock ---------------------------------------------------------------------------------
@@ -355,10 +320,10 @@ async def lock_page(kernel: Kernel, frames: Frames, pfn: int, *, nested: bool = 
         else:
             t.held.append((pfn, PAGE, PAGE, 0.0))
         return
-    await _lock_page_slow(kernel, t, pfn)
+    await _lock_page_slow(kernel, frames, t, pfn)
 
 
-async def _lock_page_slow(kernel: Kernel, t: KTask, pfn: int) -> None:
+async def _lock_page_slow(kernel: Kernel, frames: Frames, t: KTask, pfn: int) -> None:
     name = f"page:{pfn}"
     start = kernel.now()
     owner = kernel.page_owner.get(pfn)
@@ -376,8 +341,7 @@ async def _lock_page_slow(kernel: Kernel, t: KTask, pfn: int) -> None:
         await ev.wait()
     except BaseException:
         if kernel.page_owner.get(pfn) is t:  # handed over as we were cancelled
-            del kernel.page_owner[pfn]
-            _page_release(kernel, pfn)
+            _page_release(kernel, frames, pfn)
         else:
             waiters.remove(entry)
             if not waiters:
@@ -405,21 +369,25 @@ def unlock_page(kernel: Kernel, frames: Frames, pfn: int) -> None:
         kernel.lockdep.bad_unlock(t, name, PAGE, None if owner is None else owner.name)
         raise BadUnlockError(f"{t.name} unlocked {name} held by "
                              f"{'nobody' if owner is None else owner.name}")
-    t0 = _pop_held(t, pfn)
-    t.ops += 1
+    held = t.held
+    t0 = held.pop()[3] if held[-1][0] == pfn else _pop_held(t, pfn)
     if kernel.debug:
         kernel.log.debug(schema.LOCK_RELEASE, task=t.name, lock=f"page:{pfn}", kind=PAGE,
                          held=kernel.now() - t0)
-    del kernel.page_owner[pfn]
     if pfn in kernel.page_waiters:
-        _page_release(kernel, pfn)
+        _page_release(kernel, frames, pfn)
     else:
+        del kernel.page_owner[pfn]
         flags[pfn] &= ~PG_LOCKED
 
 
-def _page_release(kernel: Kernel, pfn: int) -> None:
-    """Hand a page lock (PG_locked stays set) to its first waiter (or clear it: see caller)."""
-    waiters = kernel.page_waiters[pfn]
+def _page_release(kernel: Kernel, frames: Frames, pfn: int) -> None:
+    """Hand a page lock (PG_locked stays set) to its first sleeper, or clear PG_locked."""
+    waiters = kernel.page_waiters.get(pfn)
+    if waiters is None:
+        del kernel.page_owner[pfn]
+        frames.flags[pfn] &= ~PG_LOCKED
+        return
     nxt, ev = waiters.pop(0)
     if not waiters:
         del kernel.page_waiters[pfn]

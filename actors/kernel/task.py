@@ -104,8 +104,9 @@ class KTask:
         """Leave the CPU (block, spin or sleep) on ``what``: one new watchdog episode."""
         if self.state != RUNNING:
             raise TaskSharingError(
-                f"kernel task {self.name!r} is already {self.state} on {self.waiting_on!r} in "
-                f"another anyio task; declare each anyio task with kernel.task() or kernel.spawn()"
+                f"kernel task {self.name!r} is already {self.state} on {self.waiting_on!r}, in "
+                f"another anyio task (declare each anyio task with kernel.task() or "
+                f"kernel.spawn()) or inside kernel.sleeping() (leave it before blocking)"
             )
         self.state = state
         self.waiting_on = what

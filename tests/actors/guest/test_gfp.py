@@ -20,7 +20,7 @@ from actors.guest import gfp as G
     ],
 )
 def test_gfp_migratetype_table(mask: int, expected: int) -> None:
-    """gfp_migratetype maps __GFP_MOVABLE/__GFP_RECLAIMABLE to their migratetypes, else UNMOVABLE."""
+    """gfp_migratetype maps __GFP_MOVABLE/__GFP_RECLAIMABLE to their types, else UNMOVABLE."""
     assert G.gfp_migratetype(mask) == expected
 
 

@@ -367,3 +367,32 @@ def test_atomic_ops() -> None:
     assert not a.atomic_dec_and_test()
     a.atomic_set(1)
     assert a.atomic_dec_and_test()
+
+
+async def test_cancelled_page_waiter_leaves_the_queue(rig: Rig, autojump_clock: trio.abc.Clock
+                                                      ) -> None:
+    """A lock_page sleeper cancelled before its turn leaves; the page unlocks cleanly after."""
+    k = rig.kernel
+    frames = _frames()
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await lock_page(k, frames, 9)
+        order.append(name)
+        unlock_page(k, frames, 9)
+
+    with trio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            with k.task("holder"):
+                assert trylock_page(k, frames, 9)
+                with anyio.CancelScope() as doomed:
+                    async with anyio.create_task_group() as inner:
+                        k.spawn(inner, "doomed", waiter, "doomed")
+                        await anyio.sleep(0.1)
+                        k.spawn(tg, "patient", waiter, "patient")
+                        await anyio.sleep(0.1)
+                        doomed.cancel()
+                assert [w.name for w, _ in k.page_waiters[9]] == ["patient"]
+                unlock_page(k, frames, 9)
+    assert order == ["patient"]
+    assert frames.flags[9] == 0 and k.page_owner == {} and k.page_waiters == {}

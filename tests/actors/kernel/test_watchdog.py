@@ -135,7 +135,7 @@ async def test_soft_lockup_for_busy_loop_without_sleep(autojump_clock: trio.abc.
             k.spawn(tg, "parked", parked)
             k.spawn(tg, "polite", polite)
             k.spawn(tg, "leak", livelock)
-            await anyio.sleep(10)
+            await anyio.sleep(4)
             tg.cancel_scope.cancel()
     (rec,) = rig.records(schema.SOFT_LOCKUP)
     assert (rec["t"], rec["task"], rec["spinning_on"], rec["stuck_for"]) == (

@@ -2,7 +2,7 @@
 
 import pytest
 
-from run.units import UnitError, format_size, parse_duration, parse_size
+from actors.units import UnitError, format_size, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

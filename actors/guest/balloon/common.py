@@ -1,0 +1,311 @@
+"""``struct virtio_balloon`` and the driver functions the seed patch leaves unchanged.
+
+drivers/virtio/virtio_balloon.c as of v3.6 (the patch's base): ``tell_host``,
+``set_page_pfns``, ``release_pages_by_pfn``, ``balloon_ack``, ``update_balloon_stats``,
+``stats_request``, ``virtballoon_changed``, ``init_vqs`` and the ``balloon`` kthread. The
+variants (``legacy``, ``v9``, ``fixed``) subclass it and supply the functions the patch changes.
+A "page" here is a guest PFN; its ``struct page`` is the row of the guest's ``PageFrames``.
+
+Modelling notes that apply to every variant:
+- ``alloc_page`` goes through the allocator actor. ``fill_balloon`` asks for its whole round
+  in one batched request and then runs the C loop body over the pages it got, taking the
+  C ``if (!page)`` branch where the batch came back short.
+- Kicks, config writes and interrupts are messages on the transport (``actors.transport``); the
+  rings are shared memory, so the host's conformance monitor sees adds as they happen.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskStatus
+from structlog.typing import FilteringBoundLogger
+
+from actors import schema
+from actors.costs import CostModel
+from actors.guest import gfp as G
+from actors.guest import pages as P
+from actors.guest.allocator import AllocatorClient
+from actors.guest.pages import PageFrames, PageList
+from actors.guest.views import VmStat
+from actors.kernel.kernel import Kernel
+from actors.kernel.locks import Atomic, WaitQueue
+from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
+from protocol import conformance as C
+from protocol.balloon import (
+    VIRTIO_BALLOON_ARRAY_PFNS_MAX,
+    BalloonQueue,
+    StatTag,
+    encode_pfns,
+    encode_stats,
+    pages_per_page,
+)
+from protocol.errors import QueueFull
+
+INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
+_QUEUE_NAMES = {q: BalloonQueue(q).queue_name for q in (INFLATEQ, DEFLATEQ, STATSQ)}
+
+
+class KernelBug(RuntimeError):
+    """A BUG()/BUG_ON() fired in translated kernel code: the guest kernel would oops here."""
+
+
+@dataclass
+class MemInfo:
+    """``totalram_pages`` (MemTotal) as the driver adjusts it."""
+
+    totalram: int
+
+
+class VirtioBalloon:
+    """``struct virtio_balloon`` plus the functions every variant shares."""
+
+    #: The allocation mask of balloon pages (v9/fixed: the mapping's, i.e. movable).
+    gfp_mask: int = int(G.GFP_HIGHUSER)
+    #: Whether compaction may isolate and migrate this driver's pages.
+    movable: bool = False
+
+    def __init__(
+        self,
+        *,
+        kernel: Kernel,
+        frames: PageFrames,
+        allocator: AllocatorClient,
+        transport: Transport,
+        meminfo: MemInfo,
+        vmstat: VmStat,
+        costs: CostModel,
+        log: FilteringBoundLogger,
+        freeram: Callable[[], int],
+    ) -> None:
+        self.kernel = kernel
+        self.freeram = freeram
+        self.frames = frames
+        self.allocator = allocator
+        self.vdev = transport
+        self.meminfo = meminfo
+        self.vmstat = vmstat
+        self.costs = costs
+        self.log = log
+        self.PAGES_PER_PAGE = pages_per_page(frames.page_size)
+        # struct virtio_balloon (the fields of the base driver)
+        self.config_change = WaitQueue(kernel, "vb->config_change")
+        self.acked = WaitQueue(kernel, "vb->acked")
+        self.num_pages = Atomic(0)  # v3.6: unsigned int; v9: atomic_t (same ops here)
+        self.pages = PageList(frames)
+        self.num_pfns = 0
+        self.pfns = array.array("I", bytes(4 * VIRTIO_BALLOON_ARRAY_PFNS_MAX))
+        self.need_stats_update = 0
+        self.stats: dict[int, int] = {}
+        self.should_stop = False
+        # bookkeeping for the summary (not in the C struct)
+        self.inflated = 0
+        self.deflated = 0
+        self.out_of_puff = 0
+        self._hs: dict[int, int] = {}
+
+    # -- helpers with kernel names -------------------------------------------------------------
+    def page_to_balloon_pfn(self, page: int) -> int:
+        """Convert pfn from Linux page size to balloon page size (4 KiB)."""
+        return page * self.PAGES_PER_PAGE
+
+    def balloon_pfn_to_page(self, pfn: int) -> int:
+        if pfn % self.PAGES_PER_PAGE:  # BUG_ON(pfn % VIRTIO_BALLOON_PAGES_PER_PAGE);
+            raise KernelBug(f"balloon_pfn_to_page: pfn {pfn} not page aligned")
+        return pfn // self.PAGES_PER_PAGE
+
+    def set_page_pfns(self, pfns: array.array[int], at: int, page: int) -> None:
+        """Set balloon pfns pointing at this page; the first pfn points at its start."""
+        base = self.page_to_balloon_pfn(page)
+        for i in range(self.PAGES_PER_PAGE):
+            pfns[at + i] = base + i
+
+    def guest_pages(self, pfns: array.array[int], num: int) -> list[int]:
+        """The guest PFNs behind the first ``num`` balloon PFNs (for logs)."""
+        ppp = self.PAGES_PER_PAGE
+        return [pfns[i] // ppp for i in range(0, num, ppp)]
+
+    # -- virtqueue handshakes ------------------------------------------------------------------
+    async def tell_host(self, vq: int) -> None:
+        """tell_host(): add vb->pfns[0..num_pfns) to ``vq``, kick, sleep until it is used."""
+        transport = self.vdev
+        num = self.num_pfns
+        # sg_init_one(&sg, vb->pfns, sizeof(vb->pfns[0]) * vb->num_pfns);
+        data = encode_pfns(self.pfns[:num], queue=_QUEUE_NAMES[vq])
+        # /* We should always be able to add one buffer to an empty queue. */
+        # if (virtqueue_add_buf(vq, &sg, 1, 0, vb, GFP_KERNEL) < 0) BUG();
+        try:
+            hs, _head = transport.add_outbuf(vq, data, self)
+        except QueueFull as e:
+            raise KernelBug(f"tell_host: virtqueue_add_buf failed: {e}") from None
+        pfns = self.pfns[:num].tolist()
+        self.log.info(schema.VQ_ADD, queue=_QUEUE_NAMES[vq], hs=hs, pfns=pfns)
+        transport.observe(C.InflateAdded(pfns) if vq == INFLATEQ else C.DeflateAdded(pfns))
+        # virtqueue_kick(vq);
+        if transport.vqs[vq].driver.kick():
+            await transport.to_device.send(Notify(vq))
+        # /* When host has read buffer, this completes via balloon_ack */
+        # wait_event(vb->acked, virtqueue_get_buf(vq, &len));
+        driver = transport.vqs[vq].driver
+        await self.acked.wait_event(lambda: driver.get_buf() is not None)
+        self.log.info(schema.VQ_ACK, queue=_QUEUE_NAMES[vq], hs=hs)
+
+    def balloon_ack(self) -> None:
+        """Interrupt callback of the inflate and deflate queues."""
+        self.acked.wake_up()
+
+    async def release_pages_by_pfn(self, pfns: array.array[int], num: int) -> None:
+        """Find pfns pointing at start of each page, get pages and free them."""
+        pages = self.guest_pages(pfns, num)
+        # __free_page(balloon_pfn_to_page(pfns[i])); totalram_pages++;  (one batch)
+        self.meminfo.totalram += len(pages)
+        self.log.info(schema.BALLOON_RELEASE, pfns=pages)
+        await self.allocator.free(pages, 0)
+
+    async def alloc_pages(self, num: int, gfp: int) -> array.array[int]:
+        """The round's ``alloc_page()`` calls as one batched allocator request."""
+        return await self.allocator.alloc(num, 0, gfp, P.OWNER_BALLOON)
+
+    # -- stats ---------------------------------------------------------------------------------
+    def update_balloon_stats(self) -> None:
+        """update_balloon_stats(): the 2012 driver's six tags, from the guest memory model."""
+        page_size = self.frames.page_size
+        vm = self.vmstat
+        free = self.freeram()  # si_meminfo(): read without the zone lock, as the kernel does
+        self.stats = {
+            StatTag.SWAP_IN: 0,  # pages_to_bytes(events[PSWPIN]): no swap modelled
+            StatTag.SWAP_OUT: 0,
+            StatTag.MAJFLT: 0,
+            StatTag.MINFLT: vm.get("pgalloc"),  # events[PGFAULT]: one fault per page handed out
+            StatTag.MEMFREE: free * page_size,
+            StatTag.MEMTOT: self.meminfo.totalram * page_size,
+        }
+
+    def stats_request(self) -> None:
+        """Interrupt callback of the stats queue: the host used our buffer, wants fresh stats."""
+        self.need_stats_update = 1
+        self.config_change.wake_up()
+
+    async def add_stats_buf(self) -> None:
+        """virtqueue_add_buf(vq, &sg(vb->stats), 1, 0, vb, GFP_KERNEL) + virtqueue_kick(vq)."""
+        transport = self.vdev
+        data = encode_stats(self.stats)
+        try:
+            hs, _ = transport.add_outbuf(STATSQ, data, self)
+        except QueueFull as e:
+            raise KernelBug(f"stats: virtqueue_add_buf failed: {e}") from None
+        self.log.info(schema.VQ_ADD, queue="statsq", hs=hs, pfns=[])
+        if transport.vqs[STATSQ].driver.kick():
+            await transport.to_device.send(Notify(STATSQ))
+
+    async def stats_handle_request(self) -> None:
+        """stats_handle_request() (v3.6): refill and re-add the buffer the host handed back."""
+        await self._stats_handle_request_body()
+
+    async def _stats_handle_request_body(self) -> bool:
+        """The v3.6 body; False where the C code takes its early ``return``."""
+        # vb->need_stats_update = 0;
+        self.need_stats_update = 0
+        # update_balloon_stats(vb);
+        self.update_balloon_stats()
+        # vq = vb->stats_vq; if (!virtqueue_get_buf(vq, &len)) return;
+        if self.vdev.vqs[STATSQ].driver.get_buf() is None:
+            return False
+        # sg_init_one(&sg, vb->stats, sizeof(vb->stats));
+        # if (virtqueue_add_buf(vq, &sg, 1, 0, vb, GFP_KERNEL) < 0) BUG(); virtqueue_kick(vq);
+        await self.add_stats_buf()
+        return True
+
+    def virtballoon_changed(self) -> None:
+        """Config-change interrupt: the host set a new target."""
+        self.config_change.wake_up()
+
+    # -- config space --------------------------------------------------------------------------
+    def read_num_pages(self) -> int:
+        """vb->vdev->config->get(vb->vdev, offsetof(..., num_pages), &v, sizeof(v))."""
+        return self.vdev.config.num_pages
+
+    async def write_actual(self, actual: int) -> None:
+        """vb->vdev->config->set(vb->vdev, offsetof(..., actual), &actual, sizeof(actual))."""
+        self.log.info(schema.CONFIG_ACTUAL, actual=actual)
+        self.vdev.observe(C.ActualWritten(actual))
+        await self.vdev.to_device.send(ConfigWrite(actual))
+
+    # -- variant hooks -------------------------------------------------------------------------
+    def towards_target(self) -> int:
+        raise NotImplementedError
+
+    async def fill_balloon(self, num: int) -> None:
+        raise NotImplementedError
+
+    async def leak_balloon(self, num: int) -> None:
+        raise NotImplementedError
+
+    async def update_balloon_size(self) -> None:
+        raise NotImplementedError
+
+    # -- the kthread and the interrupt handler -------------------------------------------------
+    async def init_vqs(self) -> None:
+        """init_vqs(): prime the stats queue with one buffer so the host can signal us."""
+        if self.vdev.stats_vq:
+            self.update_balloon_stats()
+            await self.add_stats_buf()
+
+    async def balloon(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                      ) -> None:
+        """The "vballoon" kthread: chase the target until stopped."""
+        with self.kernel.task("vballoon"):
+            await self.init_vqs()
+            task_status.started()
+            diff = 0
+
+            def woken() -> bool:
+                nonlocal diff
+                diff = self.towards_target()
+                return diff != 0 or bool(self.need_stats_update) or self.should_stop
+
+            while not self.should_stop:  # while (!kthread_should_stop()) {
+                # wait_event_interruptible(vb->config_change, (diff = towards_target(vb)) != 0
+                #     || vb->need_stats_update || kthread_should_stop() || freezing(current));
+                await self.config_change.wait_event_interruptible(woken)
+                if self.need_stats_update:
+                    await self.stats_handle_request()
+                if diff > 0:
+                    await self.fill_balloon(diff)
+                elif diff < 0:
+                    await self.leak_balloon(-diff)
+                await self.update_balloon_size()
+
+    async def interrupts(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                         ) -> None:
+        """vring_interrupt / virtio config interrupt: dispatch to the driver's callbacks."""
+        with self.kernel.task("irq/virtio-balloon"):
+            task_status.started()
+            async with self.vdev.driver_inbox:
+                async for msg in self.vdev.driver_inbox:
+                    if isinstance(msg, Interrupt):
+                        if msg.queue == STATSQ:
+                            self.stats_request()
+                        else:
+                            self.balloon_ack()
+                    elif isinstance(msg, ConfigChanged):
+                        self.virtballoon_changed()
+
+    # -- views ---------------------------------------------------------------------------------
+    def isolated(self) -> int:
+        return 0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "target": self.read_num_pages(),
+            "actual": self.num_pages.atomic_read(),
+            "pages_in_list": len(self.pages),
+            "isolated": self.isolated(),
+            "inflated": self.inflated,
+            "deflated": self.deflated,
+            "out_of_puff": self.out_of_puff,
+            "totalram": self.meminfo.totalram,
+        }

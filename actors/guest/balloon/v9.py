@@ -1,0 +1,308 @@
+"""The seed patch, exactly as written, defects included: [PATCH v9 3/5] virtio_balloon.
+
+Function by function, with the C lines each block models in comments. Nothing here is fixed:
+its value is that it behaves like the patch (corrections live in ``fixed.py``). Preemption
+points (``kernel.preempt``) mark where another CPU could interleave in the real kernel.
+"""
+
+from __future__ import annotations
+
+import array
+
+from actors import schema
+from actors.guest import gfp as G
+from actors.guest.balloon.common import DEFLATEQ, INFLATEQ, VirtioBalloon
+from actors.guest.balloon.compaction_mm import (
+    BALLOON_MIGRATION_RETURN,
+    assign_balloon_mapping,
+    clear_balloon_mapping,
+)
+from actors.kernel.lockdep import context
+from actors.kernel.locks import Atomic, Mutex, SpinLock, trylock_page, unlock_page
+from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
+
+CONFIG_BALLOON_COMPACTION = True
+
+
+class KernelBugOn(RuntimeError):
+    """BUG_ON() fired: the kernel would oops."""
+
+
+class V9Balloon(VirtioBalloon):
+    """virtio_balloon.c with [PATCH v9 3/5] applied."""
+
+    movable = True
+    # gfp_t vb_gfp_mask = mapping_gfp_mask(vb->mapping);  (balloon_mapping_gfp_mask())
+    gfp_mask = int(G.GFP_HIGHUSER_MOVABLE)
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        k = self.kernel
+        # mutex_init(&vb->balloon_lock); spin_lock_init(&vb->pages_lock);
+        self.balloon_lock = Mutex(k, "vb->balloon_lock")
+        self.pages_lock = SpinLock(k, "vb->pages_lock")
+        # atomic_set(&vb->num_pages, 0); atomic_set(&vb->num_isolated_pages, 0);
+        self.num_pages = Atomic(0)
+        self.num_isolated_pages = Atomic(0)
+
+    # ---------------------------------------------------------------- fill_balloon (@@ -122,13)
+    @context()
+    async def fill_balloon(self, num: int) -> None:
+        """fill_balloon() as patched."""
+        # /* Get the proper GFP alloc mask from vb->mapping flags */
+        # gfp_t vb_gfp_mask = mapping_gfp_mask(vb->mapping);
+        vb_gfp_mask = self.gfp_mask
+        # /* We can only do one array worth at a time. */
+        # num = min(num, ARRAY_SIZE(vb->pfns));
+        num = min(num, VIRTIO_BALLOON_ARRAY_PFNS_MAX)
+        # mutex_lock(&vb->balloon_lock);
+        await self.balloon_lock.mutex_lock()
+        await self._fill_balloon_loop(num, vb_gfp_mask)
+        # /* Didn't get any? Oh well. */
+        # if (vb->num_pfns == 0)
+        #         return;                       <- returns with balloon_lock held
+        if self.num_pfns == 0:
+            return
+        # tell_host(vb, vb->inflate_vq);
+        await self.tell_host(INFLATEQ)
+        # mutex_unlock(&vb->balloon_lock);
+        self.balloon_lock.mutex_unlock()
+
+    async def _fill_balloon_loop(self, num: int, vb_gfp_mask: int) -> None:
+        """fill_balloon()'s for loop (split out so ``fixed`` reuses it verbatim)."""
+        k, ppp, frames = self.kernel, self.PAGES_PER_PAGE, self.frames
+        # struct page *page = alloc_page(vb_gfp_mask | __GFP_NORETRY | __GFP_NOWARN |
+        #                                __GFP_NOMEMALLOC);   (the whole round, batched)
+        got = await self.alloc_pages(
+            -(-num // ppp), vb_gfp_mask | int(G.GFP.NORETRY | G.GFP.NOWARN | G.GFP.NOMEMALLOC))
+        i = 0
+        # for (vb->num_pfns = 0; vb->num_pfns < num; vb->num_pfns += PAGES_PER_PAGE) {
+        self.num_pfns = 0
+        while self.num_pfns < num:
+            if i == len(got):  # if (!page) {
+                # if (printk_ratelimit()) dev_printk(KERN_INFO, &vb->vdev->dev,
+                #     "Out of puff! Can't get %zu pages\n", num);
+                self.out_of_puff += 1
+                self.log.warning(schema.BALLOON_PUFF, wanted=num, got=self.num_pfns)
+                # /* Sleep for at least 1/5 of a second before retry. */
+                # msleep(200);
+                await k.msleep(self.costs.out_of_puff_sleep)
+                break
+            page = got[i]
+            i += 1
+            # set_page_pfns(vb->pfns + vb->num_pfns, page);
+            self.set_page_pfns(self.pfns, self.num_pfns, page)
+            # totalram_pages--;
+            self.meminfo.totalram -= 1
+            # BUG_ON(!trylock_page(page));
+            if not trylock_page(k, frames, page):
+                raise KernelBugOn(f"fill_balloon: trylock_page({page}) failed")
+            # spin_lock(&vb->pages_lock);
+            await self.pages_lock.spin_lock()
+            # list_add(&page->lru, &vb->pages);
+            self.pages.list_add(page)
+            # assign_balloon_mapping(page, vb->mapping);
+            assign_balloon_mapping(frames, page)
+            # atomic_add(VIRTIO_BALLOON_PAGES_PER_PAGE, &vb->num_pages);
+            self.num_pages.atomic_add(ppp)
+            # spin_unlock(&vb->pages_lock);
+            self.pages_lock.spin_unlock()
+            # unlock_page(page);
+            unlock_page(k, frames, page)
+            self.num_pfns += ppp
+        if self.num_pfns:
+            self.inflated += self.num_pfns // ppp
+            self.log.info(schema.BALLOON_FILL, pfns=self.guest_pages(self.pfns, self.num_pfns),
+                          num_pages=self.num_pages.atomic_read())
+
+    # ------------------------------------------------- __wait_on_isolated_pages (@@ -162,19)
+    def _pages_at_balloon_list(self) -> int:
+        """__pages_at_balloon_list(): num_pages - num_isolated_pages (C name: leading __)."""
+        # return atomic_read(&vb->num_pages) - atomic_read(&vb->num_isolated_pages);
+        return self.num_pages.atomic_read() - self.num_isolated_pages.atomic_read()
+
+    async def _wait_on_isolated_pages(self, leak_target: int) -> None:
+        """__wait_on_isolated_pages(): called under spin_lock(&vb->pages_lock) (C name: __)."""
+        # if (!atomic_read(&vb->num_isolated_pages) ||
+        #     leak_target < __pages_at_balloon_list(vb))
+        #         return;
+        if (not self.num_isolated_pages.atomic_read()
+                or leak_target < self._pages_at_balloon_list()):
+            return
+        # spin_unlock(&vb->pages_lock);
+        self.pages_lock.spin_unlock()
+        # wait_event(vb->config_change,
+        #            (!atomic_read(&vb->num_isolated_pages) ||
+        #             leak_target <= __pages_at_balloon_list(vb)));
+        await self.config_change.wait_event(
+            lambda: (not self.num_isolated_pages.atomic_read()
+                     or leak_target <= self._pages_at_balloon_list()))
+        # spin_lock(&vb->pages_lock);
+        await self.pages_lock.spin_lock()
+
+    # ---------------------------------------------------------------- leak_balloon
+    @context()
+    async def leak_balloon(self, num: int) -> None:
+        """leak_balloon() as patched."""
+        k, ppp, frames = self.kernel, self.PAGES_PER_PAGE, self.frames
+        # /* The array of pfns we tell the Host about. */
+        # u32 pfns[VIRTIO_BALLOON_ARRAY_PFNS_MAX];
+        pfns = array.array("I", bytes(4 * VIRTIO_BALLOON_ARRAY_PFNS_MAX))
+        num_pfns = 0
+        # /* We can only do one array worth at a time. */
+        # size_t leak_target = num = min(num, ARRAY_SIZE(pfns));
+        leak_target = num = min(num, VIRTIO_BALLOON_ARRAY_PFNS_MAX)
+        # while (num_pfns < num) {
+        while num_pfns < num:
+            page = -1  # struct page *page = NULL;
+            # spin_lock(&vb->pages_lock);
+            await self.pages_lock.spin_lock()
+            # __wait_on_isolated_pages(vb, leak_target);
+            await self._wait_on_isolated_pages(leak_target)
+            # if (!list_empty(&vb->pages))
+            #         page = list_first_entry(&vb->pages, struct page, lru);
+            if not self.pages.list_empty():
+                page = self.pages.list_first_entry()
+            # if (page && trylock_page(page)) {
+            if page >= 0 and trylock_page(k, frames, page):
+                # clear_balloon_mapping(page);
+                clear_balloon_mapping(frames, page)
+                # list_del(&page->lru);
+                self.pages.list_del(page)
+                # set_page_pfns(pfns + num_pfns, page);
+                self.set_page_pfns(pfns, num_pfns, page)
+                # atomic_sub(VIRTIO_BALLOON_PAGES_PER_PAGE, &vb->num_pages);
+                self.num_pages.atomic_sub(ppp)
+                # num_pfns += VIRTIO_BALLOON_PAGES_PER_PAGE;
+                num_pfns += ppp
+                # unlock_page(page);
+                unlock_page(k, frames, page)
+                # /* compensate leak_target for this released page */
+                # leak_target--;
+                leak_target -= 1
+            else:
+                page = -1
+            # spin_unlock(&vb->pages_lock);
+            self.pages_lock.spin_unlock()
+            if page < 0:  # no page taken this turn: the loop spins, and spinning costs time
+                await k.cpu_relax()
+        self.deflated += num_pfns // ppp
+        self.log.info(schema.BALLOON_LEAK, pfns=self.guest_pages(pfns, num_pfns),
+                      num_pages=self.num_pages.atomic_read())
+        # mutex_lock(&vb->balloon_lock);
+        await self.balloon_lock.mutex_lock()
+        # for (i = 0; i < num; i++)
+        #         vb->pfns[i] = pfns[i];
+        for i in range(num):
+            self.pfns[i] = pfns[i]
+        # vb->num_pfns = num_pfns;
+        self.num_pfns = num_pfns
+        # tell_host(vb, vb->deflate_vq);
+        await self.tell_host(DEFLATEQ)
+        # release_pages_by_pfn(pfns, num_pfns);
+        await self.release_pages_by_pfn(pfns, num_pfns)
+        # mutex_unlock(&vb->balloon_lock);
+        self.balloon_lock.mutex_unlock()
+
+    # ---------------------------------------------------------------- stats_handle_request
+    @context()
+    async def stats_handle_request(self) -> None:
+        """stats_handle_request() as patched: the body under balloon_lock."""
+        # mutex_lock(&vb->balloon_lock);
+        await self.balloon_lock.mutex_lock()
+        # vb->need_stats_update = 0; update_balloon_stats(vb);
+        # vq = vb->stats_vq; if (!virtqueue_get_buf(vq, &len)) return;   <- balloon_lock held
+        # sg_init_one(...); virtqueue_add_buf(...); virtqueue_kick(vq);
+        if not await self._stats_handle_request_body():
+            return
+        # mutex_unlock(&vb->balloon_lock);
+        self.balloon_lock.mutex_unlock()
+
+    # ---------------------------------------------------------------- towards_target etc.
+    def towards_target(self) -> int:
+        """towards_target(): target - atomic_read(&vb->num_pages)."""
+        return self.read_num_pages() - self.num_pages.atomic_read()
+
+    async def update_balloon_size(self) -> None:
+        """update_balloon_size(): cpu_to_le32(atomic_read(&vb->num_pages)) to ``actual``."""
+        await self.write_actual(self.num_pages.atomic_read())
+
+    # ------------------------------------------------- compaction callbacks (@@ -339,9)
+    @context()
+    async def virtballoon_isolatepage(self, page: int, mode: int) -> None:
+        """virtballoon_isolatepage(): must be called under page lock."""
+        # struct virtio_balloon *vb = __page_balloon_device(page); BUG_ON(!vb);
+        # spin_lock(&vb->pages_lock);
+        await self.pages_lock.spin_lock()
+        # list_del(&page->lru);
+        self.pages.list_del(page)
+        # atomic_inc(&vb->num_isolated_pages);
+        self.num_isolated_pages.atomic_inc()
+        # spin_unlock(&vb->pages_lock);
+        self.pages_lock.spin_unlock()
+
+    @context()
+    async def virtballoon_migratepage(self, newpage: int, page: int, mode: int) -> int:
+        """virtballoon_migratepage(): must be called under page lock (old and new)."""
+        frames, ppp = self.frames, self.PAGES_PER_PAGE
+        # mutex_lock(&vb->balloon_lock);
+        await self.balloon_lock.mutex_lock()
+        # /* balloon's page migration 1st step */
+        # vb->num_pfns = VIRTIO_BALLOON_PAGES_PER_PAGE;
+        self.num_pfns = ppp
+        # spin_lock(&vb->pages_lock);
+        await self.pages_lock.spin_lock()
+        # list_add(&newpage->lru, &vb->pages);
+        self.pages.list_add(newpage)
+        # assign_balloon_mapping(newpage, mapping);
+        assign_balloon_mapping(frames, newpage)
+        # atomic_dec(&vb->num_isolated_pages);
+        self.num_isolated_pages.atomic_dec()
+        # spin_unlock(&vb->pages_lock);
+        self.pages_lock.spin_unlock()
+        # set_page_pfns(vb->pfns, newpage);
+        self.set_page_pfns(self.pfns, 0, newpage)
+        # tell_host(vb, vb->inflate_vq);
+        await self.tell_host(INFLATEQ)
+        # /* balloon's page migration 2nd step */
+        # vb->num_pfns = VIRTIO_BALLOON_PAGES_PER_PAGE;
+        self.num_pfns = ppp
+        # clear_balloon_mapping(page);
+        clear_balloon_mapping(frames, page)
+        # set_page_pfns(vb->pfns, page);
+        self.set_page_pfns(self.pfns, 0, page)
+        # tell_host(vb, vb->deflate_vq);
+        await self.tell_host(DEFLATEQ)
+        # mutex_unlock(&vb->balloon_lock);
+        self.balloon_lock.mutex_unlock()
+        # wake_up(&vb->config_change);
+        self.config_change.wake_up()
+        # return BALLOON_MIGRATION_RETURN;
+        return BALLOON_MIGRATION_RETURN
+
+    @context()
+    async def virtballoon_putbackpage(self, page: int) -> None:
+        """virtballoon_putbackpage(): must be called under page lock."""
+        # spin_lock(&vb->pages_lock);
+        await self.pages_lock.spin_lock()
+        # list_add(&page->lru, &vb->pages);
+        self.pages.list_add(page)
+        # atomic_dec(&vb->num_isolated_pages);
+        self.num_isolated_pages.atomic_dec()
+        # spin_unlock(&vb->pages_lock);
+        self.pages_lock.spin_unlock()
+        # wake_up(&vb->config_change);
+        self.config_change.wake_up()
+
+    def isolated(self) -> int:
+        return self.num_isolated_pages.atomic_read()
+
+    # ---------------------------------------------------------------- remove_common
+    async def remove_common(self) -> None:
+        """remove_common(): there might be pages left in the balloon: free them."""
+        # while ((num_pages = atomic_read(&vb->num_pages)) > 0)
+        #         leak_balloon(vb, num_pages);
+        while (num_pages := self.num_pages.atomic_read()) > 0:
+            await self.leak_balloon(num_pages)
+        # update_balloon_size(vb);
+        await self.update_balloon_size()

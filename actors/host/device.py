@@ -1,0 +1,238 @@
+"""The host's virtio-balloon device for one guest (QEMU's hw/virtio/virtio-balloon.c).
+
+It serves kicks and config writes from its transport, pops every available buffer, validates
+it (direction, length a multiple of 4, at most 256 PFNs, each PFN inside guest RAM, no
+duplicates, no double inflate, no deflate of a page it does not hold), acts on the valid
+PFNs, and **always** returns the buffer. A misbehaving guest gets a logged violation, never a
+crashed or double-counting host. The device keeps its own ballooned set (in ``GuestMemory``)
+and holds the one stats buffer until it polls. It also feeds the spec's conformance monitor
+with what it sees, and applies the policy's targets to ``num_pages``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+from anyio.abc import TaskStatus
+from structlog.typing import FilteringBoundLogger
+
+from actors import schema
+from actors.costs import CostModel
+from actors.host.memory import BALLOONED, GuestMemory
+from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
+from protocol import conformance as C
+from protocol.balloon import (
+    VIRTIO_BALLOON_ARRAY_PFNS_MAX,
+    BalloonQueue,
+    StatTag,
+    decode_pfns,
+    decode_stats,
+)
+from protocol.errors import ProtocolError
+from protocol.virtqueue import Chain
+
+INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
+
+Report = Callable[[str, str], None]
+
+
+class BalloonDevice:
+    """One guest's balloon device: validates, discards, refaults, polls stats, sets targets."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        memory: GuestMemory,
+        costs: CostModel,
+        log: FilteringBoundLogger,
+        *,
+        report: Report,
+        stats_interval: float,
+        pages_per_page: int,
+    ) -> None:
+        self.transport = transport
+        self.memory = memory
+        self.costs = costs
+        self.log = log
+        self.report = report
+        self.stats_interval = stats_interval
+        self.monitor = C.Conformance(transport.features, pages_per_page)
+        transport.observe = self.feed  # the driver side's adds and page uses reach the monitor
+        self.actual = 0
+        self.target = 0
+        self.stats: dict[str, int] = {}
+        self.stats_time: float | None = None
+        self._stats_head: int | None = None
+        self.inflated = 0
+        self.deflated = 0
+        self.rejected = 0
+
+    # -- conformance ---------------------------------------------------------------------------
+    def feed(self, event: C.Event) -> None:
+        """Feed the conformance monitor; each violation is logged and reported."""
+        for v in self.monitor.feed(event):
+            self.violation(str(v.rule), v.role, v.detail, list(v.pfns[:16]))
+
+    def violation(self, rule: str, role: str, detail: str, pfns: list[int] | None = None) -> None:
+        self.log.error(schema.HOST_VIOLATION, rule=rule, role=role, detail=detail,
+                       pfns=pfns or [])
+        self.report(f"virtio:{rule}", f"{self.transport.name}: {detail}")
+
+    # -- targets -------------------------------------------------------------------------------
+    async def set_target(self, num_pages: int) -> None:
+        """Write ``num_pages`` to config space and raise a config-change interrupt."""
+        if num_pages == self.transport.config.num_pages:
+            return
+        previous = self.transport.config.num_pages
+        self.transport.config = self.transport.config.with_num_pages(num_pages)
+        self.target = num_pages
+        self.log.info(schema.CONFIG_TARGET, num_pages=num_pages, previous=previous)
+        self.feed(C.ConfigTarget(num_pages))
+        await self.transport.to_driver.send(ConfigChanged())
+
+    # -- buffers -------------------------------------------------------------------------------
+    def _pfns(self, chain: Chain, queue: int, hs: int) -> list[int]:
+        """Decode and validate one inflate/deflate buffer; invalid parts are reported."""
+        name = BalloonQueue(queue).queue_name
+        if chain.in_lens:
+            self.violation("device.bad-direction", "driver",
+                           f"{name} hs={hs}: buffer has {len(chain.in_lens)} device-writable "
+                           "segments; inflate/deflate buffers are driver→device only")
+        try:
+            pfns = decode_pfns(chain.out_data, max_pfns=VIRTIO_BALLOON_ARRAY_PFNS_MAX,
+                               queue=name)
+        except ProtocolError as e:
+            self.violation("device.bad-buffer", "driver", f"{name} hs={hs}: {e.reason}")
+            return []
+        limit = self.memory.pages
+        out: list[int] = []
+        bad: list[int] = []
+        seen: set[int] = set()
+        dup: list[int] = []
+        for p in pfns:
+            if p >= limit:
+                bad.append(p)
+            elif p in seen:
+                dup.append(p)
+            else:
+                seen.add(p)
+                out.append(p)
+        if bad:
+            self.violation("device.pfn-out-of-range", "driver",
+                           f"{name} hs={hs}: {len(bad)} PFNs beyond guest RAM "
+                           f"({limit} pages of 4 KiB)", bad[:16])
+        if dup:
+            self.violation("device.duplicate-pfn", "driver",
+                           f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
+        self.rejected += len(bad) + len(dup)
+        return out
+
+    async def _inflate(self, chain: Chain, hs: int) -> None:
+        pfns = self._pfns(chain, INFLATEQ, hs)
+        st = self.memory.state
+        again = [p for p in pfns if st[p] == BALLOONED]
+        if again:
+            self.violation("device.double-inflate", "driver",
+                           f"inflateq hs={hs}: {len(again)} PFNs already ballooned "
+                           "(not counted twice)", again[:16])
+            pfns = [p for p in pfns if st[p] != BALLOONED]
+        self.memory.inflate(pfns)
+        self.feed(C.InflateAcked(pfns))
+        self.inflated += len(pfns)
+        await anyio.sleep(self.costs.host_discard_page * len(pfns))
+        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=pfns,
+                      rejected=len(chain.out_data) // 4 - len(pfns))
+
+    async def _deflate(self, chain: Chain, hs: int) -> None:
+        pfns = self._pfns(chain, DEFLATEQ, hs)
+        st = self.memory.state
+        stray = [p for p in pfns if st[p] != BALLOONED]
+        if stray:
+            self.violation("device.deflate-not-ballooned", "driver",
+                           f"deflateq hs={hs}: {len(stray)} PFNs were never inflated "
+                           "(ignored)", stray[:16])
+            pfns = [p for p in pfns if st[p] == BALLOONED]
+        self.memory.deflate(pfns)
+        self.feed(C.DeflateAcked(pfns))
+        self.deflated += len(pfns)
+        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=pfns,
+                      rejected=len(chain.out_data) // 4 - len(pfns))
+
+    def _stats(self, chain: Chain, hs: int) -> bool:
+        """Read a stats buffer; True if the device keeps it (the one it will poll with)."""
+        if self._stats_head is not None:
+            self.violation("driver.stats-second-buffer", "driver",
+                           f"statsq hs={hs}: a second stats buffer while the device holds one"
+                           " (returned)")
+            return False
+        try:
+            entries = decode_stats(chain.out_data)
+        except ProtocolError as e:
+            self.violation("device.bad-buffer", "driver", f"statsq hs={hs}: {e.reason}")
+            entries = []
+        known = {StatTag(t).name.lower(): v for t, v in entries if t in StatTag._value2member_map_}
+        self.feed(C.StatsBufferAdded(frozenset(t for t, _ in entries)))
+        self.stats = known
+        self.stats_time = anyio.current_time()
+        self.log.info(schema.HOST_STATS, hs=hs, stats=known)
+        self._stats_head = chain.head
+        return True
+
+    async def _serve(self, queue: int) -> None:
+        """Pop every available buffer on ``queue``, act on it, return it, then interrupt."""
+        dev = self.transport.vqs[queue].device
+        handshakes = self.transport.handshakes
+        while True:
+            chain = dev.pop()
+            if chain is None:
+                break
+            hs = handshakes.get((queue, chain.head), 0)
+            self.log.info(schema.HOST_POP, queue=BalloonQueue(queue).queue_name, hs=hs,
+                          len=len(chain.out_data))
+            if queue == INFLATEQ:
+                await self._inflate(chain, hs)
+            elif queue == DEFLATEQ:
+                await self._deflate(chain, hs)
+            elif self._stats(chain, hs):
+                continue  # held until the next poll
+            dev.push_used(chain.head, 0)
+        if dev.take_interrupt():
+            await anyio.sleep(self.costs.vq_roundtrip)
+            await self.transport.to_driver.send(Interrupt(queue))
+
+    async def _poll_stats(self) -> None:
+        """Every ``stats_interval``: hand the held stats buffer back so the guest refills it."""
+        dev = self.transport.vqs[STATSQ].device
+        while True:
+            await anyio.sleep(self.stats_interval)
+            head = self._stats_head
+            if head is None:
+                continue
+            self._stats_head = None
+            dev.push_used(head, 0)
+            self.feed(C.StatsBufferUsed())
+            if dev.take_interrupt():
+                await self.transport.to_driver.send(Interrupt(STATSQ))
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve the transport until the guest side closes it."""
+        async with anyio.create_task_group() as tg:
+            if self.transport.stats_vq:
+                tg.start_soon(self._poll_stats)
+            task_status.started()
+            async with self.transport.device_inbox:
+                async for msg in self.transport.device_inbox:
+                    if isinstance(msg, Notify):
+                        await self._serve(msg.queue)
+                    elif isinstance(msg, ConfigWrite):
+                        self.actual = msg.actual
+                        self.feed(C.ActualWritten(msg.actual))
+            tg.cancel_scope.cancel()
+
+    def summary(self) -> dict[str, int]:
+        m = self.memory
+        return {"target": self.target, "actual": self.actual, "ballooned": m.ballooned,
+                "rss_pages": m.rss, "discarded": m.discarded, "refaults": m.refaults,
+                "inflated": self.inflated, "deflated": self.deflated,
+                "rejected_pfns": self.rejected}
