@@ -57,7 +57,8 @@ def parse_size(value: object) -> int:
             raise UnitError(f"expected a size like '4GiB', got {value!r}")
         number, unit = float(m.group(1)), m.group(2).lower()
         if unit not in _SIZE_UNITS:
-            raise UnitError(f"unknown size unit {m.group(2)!r} in {value!r} (use B, KiB, MiB, GiB, TiB)")
+            raise UnitError(
+                f"unknown size unit {m.group(2)!r} in {value!r} (use B, KiB, MiB, GiB, TiB)")
     else:
         raise UnitError(f"expected a size like '4GiB', got {value!r}")
     size = number * _SIZE_UNITS[unit]

@@ -57,7 +57,8 @@ def main() -> None:
 @main.command()
 @click.argument("scenario", required=False)
 @click.option("--seed", type=click.IntRange(min=0), help="Session seed (default: scenario's).")
-@click.option("--log", "log_path", type=click.Path(path_type=Path), help="Write the JSON-lines log here.")
+@click.option("--log", "log_path", type=click.Path(path_type=Path),
+              help="Write the JSON-lines log here.")
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path),
               help="Write the summary as JSON here.")
 @click.option("--duration", help="Virtual duration, e.g. 30s (overrides the scenario).")

@@ -13,7 +13,7 @@ import array
 import enum
 from collections import deque
 from collections.abc import Callable, MutableMapping
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import orjson
 import structlog
@@ -69,15 +69,18 @@ class JsonLinesFile:
 class PrettyConsole:
     """Human-readable records on a rich console (``vballoon run -v``)."""
 
-    _STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
+    _STYLE: ClassVar[dict[str, str]] = {
+        "debug": "dim", "info": "", "warning": "yellow", "error": "bold red"}
+    _HEAD: ClassVar[tuple[str, ...]] = ("t", "seq", "actor", "event", "level")
 
     def __init__(self, console: Console) -> None:
         self.console = console
 
     def write(self, record: Record) -> None:
-        head = f"{record['t']:12.6f} {record['seq']:>7} {record['actor']:<18} {record['event']:<22}"
+        head = (f"{record['t']:12.6f} {record['seq']:>7} {record['actor']:<18} "
+                f"{record['event']:<22}")
         rest = " ".join(
-            f"{k}={v}" for k, v in record.items() if k not in ("t", "seq", "actor", "event", "level")
+            f"{k}={v}" for k, v in record.items() if k not in self._HEAD
         )
         if len(rest) > 200:
             rest = rest[:197] + "..."

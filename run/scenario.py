@@ -21,6 +21,7 @@ from typing import Any
 from actors.costs import CostModel
 from actors.guest.config import GuestConfig
 from actors.guest.workload import WorkloadConfig
+from actors.host.host import HostConfig
 from actors.units import UnitError, parse_duration, parse_size
 
 
@@ -39,6 +40,7 @@ class Scenario:
     snapshot_interval: float = field(default=5.0, metadata={"unit": "duration"})
     guest: GuestConfig = field(default_factory=GuestConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    host: HostConfig = field(default_factory=HostConfig)
     costs: CostModel = field(default_factory=CostModel)
 
     def validate(self) -> list[tuple[str, str]]:

@@ -8,6 +8,9 @@ scenario, seed and code give a byte-identical log. ``session.start`` is the firs
 
 from __future__ import annotations
 
+import array
+import contextlib
+import functools
 import importlib.metadata
 import platform
 import subprocess
@@ -23,7 +26,14 @@ import trio
 from anyio.abc import TaskStatus
 
 from actors import schema
+from actors.guest import pages as P
 from actors.guest.guest import Guest
+from actors.host.device import BalloonDevice
+from actors.host.host import Host
+from actors.host.policy import make_policy
+from actors.transport import Transport
+from protocol import conformance as C
+from protocol.balloon import BalloonFeature, feature_mask, pages_per_page, select_features
 from run import determinism
 from run.logs import FlightRecorder, JsonLinesFile, PrettyConsole, SessionLog, Sink
 from run.scenario import Scenario, to_dict
@@ -92,20 +102,43 @@ class Session:
         self.violations: list[Violation] = []
         self.on_snapshot = on_snapshot
         self.now = 0.0
+        self._clock = log.clock
         self.wall_start = time.time()
         self._wall0 = time.perf_counter()
         self._slog = log.logger("session")
+        g = scenario.guest
+        ram_4k = g.memory // 4096
+        self.policy = make_policy(scenario.host.policy.name, {
+            "interval": scenario.host.policy.interval, **scenario.host.policy.params})
+        total = scenario.host.memory // 4096 or ram_4k
+        self.host = Host(scenario.host, self.policy, scenario.costs, log.logger,
+                         report=self.violation, total_pages=total)
+        device_features = feature_mask(*(BalloonFeature[f] for f in scenario.host.features))
+        driver_features = feature_mask(*(BalloonFeature[f] for f in g.features))
+        transport = Transport("guest0", features=select_features(device_features,
+                                                                 driver_features))
         self.guests = [
-            Guest("guest0", scenario.guest, scenario.workload, scenario.costs,
-                  logger=log.logger, rng=self.streams.get, duration=scenario.duration)
+            Guest("guest0", g, scenario.workload, scenario.costs, logger=log.logger,
+                  rng=self.streams.get, duration=scenario.duration, transport=transport,
+                  report=self._kernel_report)
         ]
+        for guest in self.guests:
+            assert guest.transport is not None
+            ppp = pages_per_page(g.page_size)
+            device = self.host.attach(guest.transport, ram_4k, ppp)
+            guest.allocator.on_alloc = functools.partial(_touched, device, ppp)
 
     # -- invariants ----------------------------------------------------------------------------
-    def violation(self, kind: str, detail: str) -> None:
-        """Record and log a broken invariant; the run will exit 1."""
-        v = Violation(round(self.now, 9), kind, detail)
+    def _kernel_report(self, kind: str, detail: str, **fields: Any) -> None:
+        """A lockdep or watchdog report from a guest kernel: a session violation."""
+        self.violation(kind, detail, log=False)  # the kernel already logged its own record
+
+    def violation(self, kind: str, detail: str, *, log: bool = True) -> None:
+        """Record (and log) a broken invariant; the run will exit 1."""
+        v = Violation(round(self._clock(), 9), kind, detail)
         self.violations.append(v)
-        self._slog.error(schema.VIOLATION, kind=kind, detail=detail)
+        if log:
+            self._slog.error(schema.VIOLATION, kind=kind, detail=detail)
 
     def check(self, *, full: bool = False) -> None:
         """Cheap cross-checks every snapshot; the full buddy walk at the end (small guests)."""
@@ -113,11 +146,27 @@ class Session:
             problem = guest.conservation_problem()
             if problem:
                 self.violation("conservation", f"{guest.name}: {problem}")
+            if full and guest.balloon is not None and self.quiescent(guest):
+                device = self.host.devices[guest.name]
+                device.feed(C.Quiescent())
+                for kind, detail in guest.balloon_problems(device.memory.state):
+                    self.violation(kind, f"{guest.name}: {detail}")
             if full:
                 try:
                     guest.zone.check_invariants()
                 except AssertionError as e:
                     self.violation("buddy", f"{guest.name}: {e}")
+
+    def quiescent(self, guest: Guest) -> bool:
+        """No handshake in flight, no page isolated, and the driver has reached its target."""
+        b = guest.balloon
+        if b is None or guest.transport is None:
+            return False
+        vqs = guest.transport.vqs
+        busy = any(vqs[q].driver.in_flight for q in (0, 1))
+        device = self.host.devices[guest.name]
+        return (not busy and b.isolated() == 0 and b.towards_target() == 0
+                and device.actual == b.num_pages.atomic_read() and device.holds_stats_buffer())
 
     # -- actors --------------------------------------------------------------------------------
     async def _snapshots(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -143,6 +192,7 @@ class Session:
         async with anyio.create_task_group() as tg:
             for guest in self.guests:
                 await tg.start(guest.run)
+            await tg.start(self.host.run)
             await tg.start(self._snapshots)
             await anyio.sleep(self.scenario.duration)
             self.now = anyio.current_time()
@@ -167,6 +217,8 @@ class Session:
             "fragmentation_index": g["fragmentation_index"],
             "unusable_free_index": g["unusable_free_index"],
             "thp": g["thp"],
+            **({"balloon": guest.balloon.summary()} if guest.balloon is not None else {}),
+            "host": self.host.summary(),
             "violations": [v.as_dict() for v in self.violations],
         }
 
@@ -178,6 +230,17 @@ class Session:
     def end_record(self, summary: dict[str, Any], reason: str) -> None:
         self._slog.info(schema.SESSION_END, reason=reason, summary=_loggable(summary),
                         wall_end=time.time())
+
+
+def _touched(device: BalloonDevice, ppp: int, pfns: array.array[int], order: int,
+             owner: int) -> None:
+    """The guest is about to use freshly allocated pages (the EPT-fault path, not virtio)."""
+    if owner == P.OWNER_BALLOON:
+        return  # the balloon driver never touches the contents of its pages
+    if order:
+        size = 1 << order
+        pfns = array.array("I", [p + i for p in pfns for i in range(size)])
+    device.touched(pfns, ppp)
 
 
 def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
@@ -199,10 +262,8 @@ def _clock_for(backend: str) -> Callable[[], float]:
     now_fn = trio.current_time if backend == "trio" else anyio.current_time
 
     def clock() -> float:
-        try:
+        with contextlib.suppress(RuntimeError):  # outside the event loop: last known time
             last[0] = now_fn()
-        except RuntimeError:
-            pass
         return last[0]
 
     return clock

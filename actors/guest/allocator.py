@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema
@@ -108,6 +108,9 @@ class Allocator:
         self.log = log
         self._send, self._recv = anyio.create_memory_object_stream[_Request](queue_depth)
         self.requests = 0
+        #: Called with (pfns, order, owner) for every block handed out: the guest is about to
+        #: use those pages (the host refaults discarded ones; the conformance monitor checks).
+        self.on_alloc: Callable[[array.array[int], int, int], None] | None = None
 
     def client(self, name: str) -> AllocatorClient:
         """Connect a new client; call before ``run`` starts or while it runs."""
@@ -128,6 +131,8 @@ class Allocator:
                     vmstat.inc("pgalloc", pages)
                     if got < req.n:
                         vmstat.inc("alloc_fail")
+                    if got and self.on_alloc is not None:
+                        self.on_alloc(out, req.order, req.owner)
                     log.debug(schema.ALLOC_BATCH, client=req.client, order=req.order,
                               gfp=req.gfp, want=req.n, got=got)
                     await anyio.sleep(costs.alloc_request + pages * costs.alloc_page)

@@ -869,6 +869,8 @@ class Zone:
                     lst.first = pfn
                 done += 1
                 single += 1
+        except IndexError:  # only ``pfn`` itself is unchecked: beyond the zone
+            raise self._bad_free(pfn, 0, done) from None
         finally:
             self.free_pages += single
             self.nr_allocated -= single
@@ -1113,6 +1115,7 @@ class Zone:
         free = 0
 
         def fail(msg: str, pfn: int = -1) -> BuddyError:
+            """Build the error naming the broken invariant and the page."""
             where = f"; {f.describe(pfn)}" if pfn >= 0 else ""
             return BuddyError(f"buddy invariant broken: {msg}{where}", pfn)
 

@@ -12,10 +12,31 @@ class GuestConfig:
     memory: int = field(default=1 << 30, metadata={"unit": "size", "doc": "guest RAM"})
     page_size: int = field(default=4096, metadata={"unit": "size",
                                                    "doc": "guest page size: 4KiB, 16KiB or 64KiB"})
+    driver: str = field(default="fixed", metadata={"doc": "balloon driver: legacy, v9 or fixed"})
+    features: list[str] = field(
+        default_factory=lambda: ["MUST_TELL_HOST", "STATS_VQ", "DEFLATE_ON_OOM"],
+        metadata={"doc": "feature bits the driver accepts (negotiated with the device's)"})
+    balloon: bool = field(default=True, metadata={"doc": "load the virtio_balloon driver"})
+    preempt: float = field(default=0.0, metadata={
+        "doc": "probability that a preemption point yields or delays (seeded perturbation)"})
+    hung_task_timeout: float = field(default=120.0, metadata={
+        "unit": "duration", "doc": "hung-task watchdog threshold (kernel.hung_task_timeout_secs)"})
+    softlockup_thresh: float = field(default=20.0, metadata={
+        "unit": "duration", "doc": "soft-lockup watchdog threshold"})
 
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs: page size must be 4/16/64 KiB and RAM at least one pageblock."""
+        from protocol.balloon import BalloonFeature
+
         problems = []
+        if self.driver not in ("legacy", "v9", "fixed"):
+            problems.append(("driver", f"must be legacy, v9 or fixed, got {self.driver!r}"))
+        for f in self.features:
+            if f not in BalloonFeature.__members__:
+                problems.append(("features", f"unknown feature {f!r}; known: "
+                                 f"{', '.join(BalloonFeature.__members__)}"))
+        if not 0.0 <= self.preempt <= 1.0:
+            problems.append(("preempt", f"must be between 0 and 1, got {self.preempt}"))
         if self.page_size not in (4096, 16384, 65536):
             problems.append(("page_size", f"must be 4KiB, 16KiB or 64KiB, got {self.page_size}"))
             return problems

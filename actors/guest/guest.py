@@ -17,10 +17,15 @@ from actors.costs import CostModel
 from actors.guest import pages as P
 from actors.guest import views
 from actors.guest.allocator import Allocator
+from actors.guest.balloon import DRIVERS, VirtioBalloon
+from actors.guest.balloon.common import MemInfo
 from actors.guest.buddy import Zone
 from actors.guest.config import GuestConfig
 from actors.guest.pages import PageFrames
 from actors.guest.workload import App, WorkloadConfig, run_app
+from actors.kernel.kernel import Kernel
+from actors.kernel.watchdog import start_watchdogs
+from actors.transport import Transport
 
 
 class Guest:
@@ -36,6 +41,8 @@ class Guest:
         logger: Callable[[str], FilteringBoundLogger],
         rng: Callable[[str], random.Random],
         duration: float,
+        transport: Transport | None = None,
+        report: Callable[..., None] = lambda kind, detail, **fields: None,
     ) -> None:
         self.name = name
         self.config = config
@@ -44,6 +51,18 @@ class Guest:
         self.zone = Zone(self.frames)
         self.vmstat = views.VmStat()
         self.allocator = Allocator(self.zone, self.vmstat, costs, logger(f"{name}.alloc"))
+        self.kernel = Kernel(log=logger(f"{name}.kernel"), costs=costs,
+                             rng=rng(f"{name}.preempt"), report=report,
+                             strength=config.preempt, name=name)
+        self.meminfo = MemInfo(totalram=self.frames.nr_pages)
+        self.transport = transport
+        self.balloon: VirtioBalloon | None = None
+        if transport is not None and config.balloon:
+            self.balloon = DRIVERS[config.driver](
+                kernel=self.kernel, frames=self.frames,
+                allocator=self.allocator.client(f"{name}.balloon"), transport=transport,
+                meminfo=self.meminfo, vmstat=self.vmstat, costs=costs,
+                log=logger(f"{name}.balloon"), freeram=lambda: self.zone.free_pages)
         self.workload = workload
         share = int(config.nr_pages * workload.fill / workload.apps) if workload.apps else 0
         self.apps = [
@@ -58,6 +77,12 @@ class Guest:
         async with anyio.create_task_group() as tg:
             clients = [self.allocator.client(f"{self.name}.{app.name}") for app in self.apps]
             await tg.start(self.allocator.run)
+            await start_watchdogs(tg, self.kernel,
+                                  hung_task_timeout=self.config.hung_task_timeout,
+                                  softlockup_thresh=self.config.softlockup_thresh)
+            if self.balloon is not None:
+                await tg.start(self.balloon.interrupts)
+                await tg.start(self.balloon.balloon)
             for app, client in zip(self.apps, clients, strict=True):
                 await tg.start(run_app, app, client, self.vmstat, self.costs,
                                self._logger(f"{self.name}.{app.name}"))
@@ -79,6 +104,40 @@ class Guest:
             return (f"{counts['free']} pages marked free in page frames, "
                     f"zone free count says {self.zone.free_pages}")
         return None
+
+    def balloon_problems(self, host_ballooned: bytearray | None) -> list[tuple[str, str]]:
+        """At a quiescent point: host set == driver list + isolated, and MemTotal adds up."""
+        b = self.balloon
+        if b is None:
+            return []
+        problems = []
+        ppp = b.PAGES_PER_PAGE
+        in_balloon = len(b.pages) + b.isolated()
+        if b.num_pages.atomic_read() != in_balloon * ppp:
+            problems.append(("balloon", f"num_pages {b.num_pages.atomic_read()} but "
+                                        f"{in_balloon} pages on the list or isolated"))
+        if self.meminfo.totalram != self.frames.nr_pages - in_balloon:
+            problems.append(("memtotal", f"totalram {self.meminfo.totalram} != "
+                                         f"{self.frames.nr_pages} - {in_balloon} ballooned"))
+        if host_ballooned is not None:
+            driver = {p * ppp + i for p in b.pages.pfns() for i in range(ppp)}
+            driver |= {p * ppp + i for p in self.isolated_pfns() for i in range(ppp)}
+            host = {p for p, st in enumerate(host_ballooned) if st == 1}
+            if driver != host:
+                only_d = sorted(driver - host)[:8]
+                only_h = sorted(host - driver)[:8]
+                problems.append(("host-vs-driver",
+                                 f"host ballooned set ({len(host)}) != driver list + isolated "
+                                 f"({len(driver)}); only driver: {only_d}, only host: {only_h}"))
+        return problems
+
+    def isolated_pfns(self) -> list[int]:
+        """Balloon pages isolated by compaction (PG_balloon and PG_isolated)."""
+        if self.balloon is None or not self.balloon.isolated():
+            return []
+        flags = self.frames.flags
+        want = P.PG_balloon | P.PG_isolated
+        return [p for p in range(self.frames.nr_pages) if flags[p] & want == want]
 
     def thp_summary(self) -> dict[str, float]:
         alloc = self.vmstat.get("thp_fault_alloc")

@@ -277,9 +277,11 @@ class PageList:
         self.nr: int = 0
 
     def __len__(self) -> int:
+        """Return the number of pages on the list (O(1))."""
         return self.nr
 
     def __repr__(self) -> str:
+        """Show the list's length and ends, for error messages."""
         return f"PageList(nr={self.nr}, first={self.first:#x}, last={self.last:#x})"
 
     def list_empty(self) -> bool:

@@ -155,6 +155,7 @@ class VmStat:
         return self._values[self._index(name)]
 
     def __getitem__(self, name: str) -> int:
+        """Return counter ``name`` (same as get)."""
         return self._values[self._index(name)]
 
     def as_dict(self) -> dict[str, int]:
@@ -162,5 +163,6 @@ class VmStat:
         return dict(zip(VMSTAT_NAMES, self._values, strict=True))
 
     def __repr__(self) -> str:
+        """Show the non-zero counters."""
         nonzero = ", ".join(f"{k}={v}" for k, v in self.as_dict().items() if v)
         return f"VmStat({nonzero})"

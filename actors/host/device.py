@@ -11,6 +11,7 @@ with what it sees, and applies the policy's targets to ``num_pages``.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Callable
 
 import anyio
@@ -78,6 +79,16 @@ class BalloonDevice:
         self.log.error(schema.HOST_VIOLATION, rule=rule, role=role, detail=detail,
                        pfns=pfns or [])
         self.report(f"virtio:{rule}", f"{self.transport.name}: {detail}")
+
+    def touched(self, guest_pfns: array.array[int], pages_per_page: int) -> None:
+        """The guest touched these pages: check them, refault the discarded ones."""
+        self.feed(C.PageUsed(guest_pfns))
+        if self.memory.discarded:
+            wire = guest_pfns if pages_per_page == 1 else [
+                p * pages_per_page + i for p in guest_pfns for i in range(pages_per_page)]
+            n = self.memory.touch(wire)
+            if n:
+                self.log.debug(schema.HOST_REFAULT, pages=n)
 
     # -- targets -------------------------------------------------------------------------------
     async def set_target(self, num_pages: int) -> None:
@@ -229,6 +240,10 @@ class BalloonDevice:
                         self.actual = msg.actual
                         self.feed(C.ActualWritten(msg.actual))
             tg.cancel_scope.cancel()
+
+    def holds_stats_buffer(self) -> bool:
+        """Whether the device holds the guest's stats buffer (always true without STATS_VQ)."""
+        return not self.transport.stats_vq or self._stats_head is not None
 
     def summary(self) -> dict[str, int]:
         m = self.memory

@@ -71,7 +71,7 @@ def test_unknown_builtin_suggests() -> None:
 @pytest.mark.parametrize("item", ["noequals", "=3", "a..b=1"])
 def test_bad_set_syntax(item: str) -> None:
     """--set without a key=value shape is rejected with the offending text."""
-    with pytest.raises(scen.ScenarioError, match="expected section.key=value"):
+    with pytest.raises(scen.ScenarioError, match=r"expected section\.key=value"):
         scen.load("default", [item])
 
 

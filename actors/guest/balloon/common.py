@@ -46,7 +46,7 @@ from protocol.balloon import (
 from protocol.errors import QueueFull
 
 INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
-_QUEUE_NAMES = {q: BalloonQueue(q).queue_name for q in (INFLATEQ, DEFLATEQ, STATSQ)}
+_QUEUE_NAMES: dict[int, str] = {q: BalloonQueue(q).queue_name for q in (INFLATEQ, DEFLATEQ, STATSQ)}
 
 
 class KernelBug(RuntimeError):
