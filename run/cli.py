@@ -14,6 +14,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from actors.host.policy import PolicyError
 from run import scenario as scen
 from run.logs import LEVELS, PrettyConsole
 from run.session import EXIT_USAGE, Session, run_session
@@ -88,15 +89,21 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
         task = progress.add_task(f"{sc.name}", total=sc.duration, status="")
 
         def on_snapshot(session: Session) -> None:
-            z = session.guests[0].zone
+            guest = session.guests[0]
             assert progress is not None
-            progress.update(task, completed=session.now,
-                            status=f"t={session.now:.1f}s free={z.free_pages}")
+            status = f"t={session.now:6.1f}s  free={guest.zone.free_pages}"
+            if guest.balloon is not None:
+                b = guest.balloon
+                status += (f"  balloon target={b.read_num_pages()} "
+                           f"actual={b.num_pages.atomic_read()}")
+            progress.update(task, completed=session.now, status=status)
 
         progress.start()
     try:
         outcome = run_session(sc, seed=seed, log_path=log_path, level=level, console=pretty,
                               backend=backend, on_snapshot=on_snapshot)
+    except PolicyError as e:
+        raise BadInput(str(e)) from None
     except OSError as e:
         raise BadInput(f"cannot write: {e}") from None
     finally:
@@ -137,6 +144,29 @@ def scenarios(show: str | None) -> None:
     for name in names:
         table.add_row(name, scen.load(name).description)
     Console().print(table)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def policies(ctx: click.Context) -> None:
+    """List the host policies (built-in and from the vballoon.policies entry points)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import importlib.metadata
+
+    from rich.table import Table
+
+    from actors.host.policy import BUILTINS, ENTRY_POINT_GROUP
+
+    table = Table("name", "description", "parameters", title="host policies",
+                  title_justify="left")
+    for name, cls in BUILTINS.items():
+        params = ", ".join(f"{k}={v!r}" for k, v in cls.params.items())
+        table.add_row(name, cls.description, params + ", interval='1s'")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        table.add_row(ep.name, f"(entry point {ep.value})", "")
+    Console().print(table)
+    click.echo("Also: module:attr or path/to/file.py:Class naming a HostPolicy subclass.")
 
 
 @main.command()

@@ -50,9 +50,15 @@ def summary_tables(s: dict[str, Any]) -> Group:
     ])
     vm = _kv_table("vmstat (non-zero)", [(k, v) for k, v in s["vmstat"].items() if v])
     parts: list[Any] = [head, buddy, frag, vm]
-    for section in ("balloon", "host"):
-        if section in s:
-            parts.append(_kv_table(section, list(s[section].items())))
+    if "balloon" in s:
+        parts.append(_kv_table("balloon (4 KiB pages; totalram in guest pages)",
+                               list(s["balloon"].items())))
+    if "host" in s:
+        host = s["host"]
+        rows = [(k, v) for k, v in host.items() if k != "guests"]
+        for name, g in host["guests"].items():
+            rows += [(f"{name}.{k}", v) for k, v in g.items()]
+        parts.append(_kv_table("host (4 KiB pages)", rows))
     if s["violations"]:
         vt = Table(title=f"violations ({len(s['violations'])})", title_justify="left",
                    style="red")

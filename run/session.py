@@ -30,7 +30,7 @@ from actors.guest import pages as P
 from actors.guest.guest import Guest
 from actors.host.device import BalloonDevice
 from actors.host.host import Host
-from actors.host.policy import make_policy
+from actors.host.policy import HostPolicy, make_policy
 from actors.transport import Transport
 from protocol import conformance as C
 from protocol.balloon import BalloonFeature, feature_mask, pages_per_page, select_features
@@ -82,6 +82,7 @@ class Outcome:
     reason: str
     violations: list[Violation] = field(default_factory=list)
     error: str | None = None
+    session: Session | None = field(default=None, repr=False)  # for tests and tools
 
     @property
     def exit_code(self) -> int:
@@ -92,8 +93,8 @@ class Session:
     """One run of one scenario with one seed."""
 
     def __init__(self, scenario: Scenario, *, seed: int | None = None, log: SessionLog,
-                 backend: str = "trio", on_snapshot: Callable[[Session], None] | None = None
-                 ) -> None:
+                 backend: str = "trio", on_snapshot: Callable[[Session], None] | None = None,
+                 policy: HostPolicy | None = None) -> None:
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
         self.log = log
@@ -108,8 +109,7 @@ class Session:
         self._slog = log.logger("session")
         g = scenario.guest
         ram_4k = g.memory // 4096
-        self.policy = make_policy(scenario.host.policy.name, {
-            "interval": scenario.host.policy.interval, **scenario.host.policy.params})
+        self.policy = policy if policy is not None else load_policy(scenario)
         total = scenario.host.memory // 4096 or ram_4k
         self.host = Host(scenario.host, self.policy, scenario.costs, log.logger,
                          report=self.violation, total_pages=total)
@@ -248,6 +248,12 @@ def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if k != "wall_seconds"}
 
 
+def load_policy(scenario: Scenario) -> HostPolicy:
+    """The scenario's host policy, configured (PolicyError names what is wrong)."""
+    cfg = scenario.host.policy
+    return make_policy(cfg.name, {"interval": cfg.interval, **cfg.params})
+
+
 def _describe(exc: BaseException) -> str:
     """The innermost real exception(s) of a crash, one line each (task groups nest them)."""
     if isinstance(exc, BaseExceptionGroup):
@@ -281,7 +287,11 @@ def run_session(
     validate: Callable[[dict[str, Any]], None] | None = None,
     on_snapshot: Callable[[Session], None] | None = None,
 ) -> Outcome:
-    """Run one session to completion and return its outcome; the log is always closed."""
+    """Run one session to completion and return its outcome; the log is always closed.
+
+    Bad input (a policy that cannot be loaded) raises before any file is opened.
+    """
+    policy = load_policy(scenario)
     sinks: list[Sink] = []
     stream = None
     if log_path is not None:
@@ -292,7 +302,8 @@ def run_session(
     if console is not None:
         sinks.append(console)
     log = SessionLog(clock=_clock_for(backend), level=level, sinks=sinks, validate=validate)
-    session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot)
+    session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot,
+                      policy=policy)
     reason, error = "completed", None
     try:
         session.start_record()
@@ -315,4 +326,5 @@ def run_session(
         log.flush()
         if stream is not None:
             stream.close()
-    return Outcome(summary=summary, reason=reason, violations=session.violations, error=error)
+    return Outcome(summary=summary, reason=reason, violations=session.violations, error=error,
+                   session=session)

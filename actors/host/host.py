@@ -99,9 +99,9 @@ class Host:
             self.decisions += 1
             if decision.error is not None:
                 self.policy_errors += 1
+                # Contained, logged and counted in the summary; not a failure of the run.
                 self.plog.error(schema.POLICY_ERROR, policy=self.policy.name,
                                 error=decision.error)
-                self.report("policy", f"{self.policy.name}: {decision.error}")
             else:
                 changed = {n: t for n, t in decision.targets.items()
                            if t != self.devices[n].target}
