@@ -6,12 +6,16 @@ sees at once whether the simulator is where it should be.
 
 from __future__ import annotations
 
+import array
 import gc
 import os
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import structlog
 import trio
 from rich.console import Console
@@ -24,7 +28,11 @@ from actors.guest.allocator import Allocator
 from actors.guest.buddy import Zone
 from actors.guest.pages import PageFrames
 from actors.guest.views import VmStat
+from actors.transport import QUEUE_SIZE, Interrupt, Notify, ToDevice, ToDriver, Transport
+from protocol.balloon import BalloonQueue, decode_pfns, encode_pfns
+from protocol.virtqueue import Virtqueue
 from run import determinism
+from run import scenario as scen
 
 Result = dict[str, Any]
 

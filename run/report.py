@@ -11,7 +11,8 @@ from actors.units import format_size
 
 
 def _kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2))
+    table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2),
+                  min_width=64, title_style="bold")
     table.add_column(style="bold")
     table.add_column(justify="right")
     for k, v in rows:
@@ -51,7 +52,7 @@ def summary_tables(s: dict[str, Any]) -> Group:
     vm = _kv_table("vmstat (non-zero)", [(k, v) for k, v in s["vmstat"].items() if v])
     parts: list[Any] = [head, buddy, frag, vm]
     if "balloon" in s:
-        parts.append(_kv_table("balloon (4 KiB pages; totalram in guest pages)",
+        parts.append(_kv_table("balloon (target/actual: 4 KiB units; the rest: guest pages)",
                                list(s["balloon"].items())))
     if "host" in s:
         host = s["host"]
