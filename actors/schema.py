@@ -266,3 +266,43 @@ POLICY_ERROR: Final = _event(
     ("policy", "error"),
     "The policy raised or returned nonsense; the previous targets stay.",
 )
+
+# -- compaction (actors/guest/compaction) -------------------------------------------------------
+COMPACT_START: Final = _event(
+    "compact.start",
+    "info",
+    ("worker", "order", "trigger"),
+    "A compaction run started (order -1: full compact_memory; trigger: compact_memory, "
+    "kcompactd or direct).",
+)
+COMPACT_END: Final = _event(
+    "compact.end",
+    "info",
+    ("worker", "order", "result", "migrated", "failed", "balloon_migrated"),
+    "A compaction run finished: result complete (scanners met) or success (order available).",
+)
+COMPACT_SCAN: Final = _event(
+    "compact.scan",
+    "debug",
+    ("worker", "migrate_pfn", "free_pfn", "isolated"),
+    "Scanner progress: the migrate scanner isolated `isolated` pages below migrate_pfn.",
+)
+BALLOON_ISOLATE: Final = _event(
+    "balloon.isolate",
+    "info",
+    ("worker", "mid", "pfn"),
+    "Compaction isolated a balloon page (off vb->pages, counted in num_isolated_pages).",
+)
+BALLOON_MIGRATE: Final = _event(
+    "balloon.migrate",
+    "info",
+    ("worker", "mid", "old", "new", "hs_inflate", "hs_deflate"),
+    "virtballoon_migratepage moved a balloon page: new page inflated (hs_inflate), then the "
+    "old page deflated (hs_deflate) and released to the buddy allocator.",
+)
+BALLOON_PUTBACK: Final = _event(
+    "balloon.putback",
+    "info",
+    ("worker", "mid", "pfn"),
+    "An isolated balloon page went back on vb->pages without migrating.",
+)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import array
 import gc
+import itertools
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +22,9 @@ import structlog
 import trio
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from actors import schema
 from actors.costs import CostModel
 from actors.guest import gfp as G
 from actors.guest import pages as P
@@ -28,11 +32,12 @@ from actors.guest.allocator import Allocator
 from actors.guest.buddy import Zone
 from actors.guest.pages import PageFrames
 from actors.guest.views import VmStat
-from actors.transport import QUEUE_SIZE, Interrupt, Notify, ToDevice, ToDriver, Transport
-from protocol.balloon import BalloonQueue, decode_pfns, encode_pfns
+from actors.transport import QUEUE_SIZE, Interrupt, Notify, Transport
+from protocol.balloon import BalloonQueue, decode_pfns, encode_pfns, pages_per_page
 from protocol.virtqueue import Virtqueue
 from run import determinism
 from run import scenario as scen
+from run.session import run_session
 
 Result = dict[str, Any]
 
@@ -100,10 +105,305 @@ def bench_memory(quick: bool) -> Result:
             f"build_{build_gib}gib_seconds": round(build, 3), "build_target": "< 10 s (64 GiB)"}
 
 
+# -- inflate: the balloon end to end through a real session ---------------------------------
+
+class _PhaseClock:
+    """A tap on the session log (``run_session``'s per-record ``validate`` hook).
+
+    The log only carries virtual time, so this stamps wall-clock time on the two records that
+    bracket one balloon move: the device's new target (``config.num_pages``) and the driver's
+    ``config.actual`` reaching it. Each direction is then timed inside one session, without
+    the session's build (page frames for the whole guest) or its idle ticks.
+    """
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.phases: list[dict[str, Any]] = []
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.records += 1
+        event = record["event"]
+        if event == schema.CONFIG_TARGET:
+            self.phases.append({"previous": record["previous"], "target": record["num_pages"],
+                                "wall_start": time.perf_counter(), "t_start": record["t"],
+                                "wall_end": None, "t_end": None})
+        elif event == schema.CONFIG_ACTUAL and self.phases:
+            phase = self.phases[-1]
+            if phase["wall_end"] is None and record["actual"] == phase["target"]:
+                phase["wall_end"] = time.perf_counter()
+                phase["t_end"] = record["t"]
+
+
+def _count_lines(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+    return n
+
+
+def _inflate_problems(outcome: Any, phases: list[dict[str, Any]], half: int, ppp: int
+                      ) -> list[str]:
+    """Why this run cannot be trusted as a measurement (empty: it did what it should)."""
+    problems = []
+    if outcome.reason != "completed":
+        problems.append(f"session {outcome.reason}: {outcome.error}")
+    if outcome.violations:
+        v = outcome.violations[0]
+        problems.append(f"{len(outcome.violations)} violation(s), first {v.kind}: {v.detail}")
+    balloon = outcome.summary.get("balloon")
+    device = outcome.summary["host"]["guests"].get("guest0", {})
+    if balloon is None:
+        problems.append("guest has no balloon driver")
+    else:
+        if balloon["actual"] != balloon["target"]:
+            problems.append(f"driver actual {balloon['actual']} != target {balloon['target']}")
+        if balloon["inflated"] != half // ppp or balloon["deflated"] != half // ppp:
+            problems.append(f"driver moved {balloon['inflated']}/{balloon['deflated']} guest "
+                            f"pages in/out, expected {half // ppp} each way")
+    if device.get("actual") != device.get("target") or device.get("ballooned"):
+        problems.append(f"device actual {device.get('actual')}, target {device.get('target')}, "
+                        f"ballooned {device.get('ballooned')} (want 0, 0, 0)")
+    targets = [(p["previous"], p["target"]) for p in phases]
+    if targets != [(0, half), (half, 0)]:
+        problems.append(f"target changes {targets}, expected [(0, {half}), ({half}, 0)]")
+    elif any(p["wall_end"] is None for p in phases):
+        problems.append("the balloon never reached a target (raise the step times/duration)")
+    elif phases[0]["t_end"] >= phases[1]["t_start"]:
+        problems.append("inflate had not finished when deflate began (raise the step times)")
+    return problems
+
+
+def bench_inflate(quick: bool) -> Result:
+    """Guest pages/s, whole stack: 4 GiB guest (quick: 1) to 50 % balloon and back, info log."""
+    gib = 1 if quick else 4
+    scenario = scen.load("inflate-deflate", [
+        f"guest.memory={gib}GiB",
+        "workload.apps=0",  # only the balloon moves pages
+        'host.policy.interval="1s"',
+        # Inflating 4 GiB takes ~0.15 s of virtual time: both steps leave ample slack.
+        'host.policy.params.steps=[["1s", "50%"], ["10s", "0%"]]',
+        'duration="20s"',
+    ])
+    half = scenario.guest.memory // 4096 // 2  # 4 KiB pages (the device's and config unit)
+    tap = _PhaseClock()
+    gc.collect()
+    with tempfile.TemporaryDirectory(prefix="vballoon-bench-") as tmp:
+        log_path = Path(tmp) / "inflate.jsonl"
+        t0 = time.perf_counter()
+        outcome = run_session(scenario, log_path=log_path, level="info", validate=tap)
+        wall = time.perf_counter() - t0
+        log_bytes = log_path.stat().st_size
+        log_records = _count_lines(log_path)
+    res: Result = {"guest_gib": gib, "page_size": scenario.guest.page_size,
+                   "log": "JSON lines at info, to a file"}
+    ppp = pages_per_page(scenario.guest.page_size)
+    problems = _inflate_problems(outcome, tap.phases, half, ppp)
+    if problems:
+        res["RUN_FAILED"] = "; ".join(problems)
+        res["figures"] = "withheld: the run did not do what the benchmark measures"
+        res["session_wall_seconds"] = round(wall, 3)
+        return res
+    balloon = outcome.summary["balloon"]
+    for name, phase, pages in (("inflate", tap.phases[0], balloon["inflated"]),
+                               ("deflate", tap.phases[1], balloon["deflated"])):
+        secs = phase["wall_end"] - phase["wall_start"]
+        res[f"{name}_guest_pages"] = pages
+        res[f"{name}_wall_seconds"] = round(secs, 3)
+        res[f"{name}_virtual_seconds"] = round(phase["t_end"] - phase["t_start"], 6)
+        res[f"{name}_pages_per_second"] = round(pages / secs)
+    res["target"] = ">= 500000 guest pages/s each way"
+    slow = [d for d in ("inflate", "deflate") if res[f"{d}_pages_per_second"] < 500_000]
+    res["meets_target"] = "yes" if not slow else f"NO ({', '.join(slow)})"
+    res["session_wall_seconds"] = round(wall, 3)
+    res["log_bytes"] = log_bytes
+    res["log_records"] = log_records
+    res["check"] = (f"ok: completed, 0 violations, actual == target == 0 "
+                    f"(driver and device), {half // ppp} guest pages each way")
+    return res
+
+
+# -- handshake: one virtqueue buffer round trip vs a bare trio request/reply -----------------
+
+_LAP = 250  # round trips per lap: a lap hit by machine noise is an outlier, not the median
+
+
+def _trio_run(main: Callable[[], Any]) -> None:
+    """Both sides of the comparison run exactly as a session does: MockClock, seeded shuffle."""
+    determinism.seed_scheduler(0)
+    trio.run(main, clock=determinism.virtual_clock())
+
+
+def _raw_trio(n: int) -> list[float]:
+    """``n`` request → reply round trips over two trio memory channels; lap timestamps."""
+    laps: list[float] = []
+
+    async def main() -> None:
+        req_send, req_recv = trio.open_memory_channel[int](QUEUE_SIZE)
+        rep_send, rep_recv = trio.open_memory_channel[int](QUEUE_SIZE)
+
+        async def server() -> None:
+            async with req_recv, rep_send:
+                async for msg in req_recv:
+                    await rep_send.send(msg)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server)
+            laps.append(time.perf_counter())
+            async with req_send:
+                for i in range(1, n + 1):
+                    await req_send.send(i)
+                    await rep_recv.receive()
+                    if not i % _LAP:
+                        laps.append(time.perf_counter())
+
+    _trio_run(main)
+    return laps
+
+
+def _raw_anyio(n: int) -> list[float]:
+    """The same round trips over anyio memory object streams (the transport's message layer)."""
+    laps: list[float] = []
+
+    async def main() -> None:
+        req_send, req_recv = anyio.create_memory_object_stream[int](QUEUE_SIZE)
+        rep_send, rep_recv = anyio.create_memory_object_stream[int](QUEUE_SIZE)
+
+        async def server() -> None:
+            async with req_recv, rep_send:
+                async for msg in req_recv:
+                    await rep_send.send(msg)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server)
+            laps.append(time.perf_counter())
+            async with req_send:
+                for i in range(1, n + 1):
+                    await req_send.send(i)
+                    await rep_recv.receive()
+                    if not i % _LAP:
+                        laps.append(time.perf_counter())
+
+    _trio_run(main)
+    return laps
+
+
+def _virtqueue(n: int) -> list[float]:
+    """``n`` inflateq handshakes as tell_host and BalloonDevice do them, minus logging/costs."""
+    laps: list[float] = []
+    q = int(BalloonQueue.INFLATEQ)
+    name = BalloonQueue(q).queue_name
+    pfns = array.array("I", range(4096, 4096 + 256))
+    token = object()
+
+    async def main() -> None:
+        transport = Transport("bench", features=0)
+
+        async def device() -> None:
+            dev = transport.vqs[q].device
+            handshakes = transport.handshakes
+            async with transport.device_inbox, transport.to_driver:
+                async for msg in transport.device_inbox:
+                    assert isinstance(msg, Notify)
+                    while (chain := dev.pop()) is not None:
+                        handshakes.get((msg.queue, chain.head), 0)
+                        decode_pfns(chain.out_data, queue=name)  # the action: none
+                        dev.push_used(chain.head, 0)
+                    if dev.take_interrupt():
+                        await transport.to_driver.send(Interrupt(msg.queue))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(device)
+            driver = transport.vqs[q].driver
+            laps.append(time.perf_counter())
+            async with transport.to_device, transport.driver_inbox:
+                for i in range(1, n + 1):
+                    data = encode_pfns(pfns[:256], queue=name)
+                    transport.add_outbuf(q, data, token)
+                    if driver.kick():
+                        await transport.to_device.send(Notify(q))
+                    while True:
+                        irq = await transport.driver_inbox.receive()
+                        if isinstance(irq, Interrupt) and driver.get_buf() is not None:
+                            break
+                    if not i % _LAP:
+                        laps.append(time.perf_counter())
+
+    _trio_run(main)
+    return laps
+
+
+def _virtqueue_sync(n: int) -> list[float]:
+    """The same ring and codec work with no task switch: the virtqueue path's own cost."""
+    vq: Virtqueue[object] = Virtqueue("bench.inflateq", 0, QUEUE_SIZE)
+    driver, dev = vq.driver, vq.device
+    pfns = array.array("I", range(4096, 4096 + 256))
+    token = object()
+    laps = [time.perf_counter()]
+    for i in range(1, n + 1):
+        driver.add_buf((encode_pfns(pfns[:256], queue="inflateq"),), (), token)
+        driver.kick()
+        chain = dev.pop()
+        assert chain is not None
+        decode_pfns(chain.out_data, queue="inflateq")
+        dev.push_used(chain.head, 0)
+        dev.take_interrupt()
+        driver.get_buf()
+        if not i % _LAP:
+            laps.append(time.perf_counter())
+    return laps
+
+
+def bench_handshake(quick: bool) -> Result:
+    """One inflateq handshake (256 PFNs) vs a bare trio request/reply, µs per round trip."""
+    n = 2000 if quick else 20000
+    repeats = 3
+    paths: dict[str, Callable[[int], list[float]]] = {
+        "raw_trio": _raw_trio, "anyio_streams": _raw_anyio, "virtqueue": _virtqueue,
+        "ring_and_codec": _virtqueue_sync}
+    laps: dict[str, list[float]] = {name: [] for name in paths}
+    total: dict[str, float] = dict.fromkeys(paths, 0.0)
+    gc.collect()
+    for _ in range(repeats):  # interleaved, so a burst of machine noise hits every path alike
+        for name, run in paths.items():
+            stamps = run(n)
+            laps[name] += [b - a for a, b in itertools.pairwise(stamps)]
+            total[name] += stamps[-1] - stamps[0]
+    us = {name: round(statistics.median(v) * 1e6 / _LAP, 2) for name, v in laps.items()}
+    mean = {name: total[name] * 1e6 / (n * repeats) for name in paths}
+    ratio = us["virtqueue"] / us["raw_trio"]
+    return {
+        "round_trips": n,
+        "timing": (f"{repeats} interleaved runs per path, median of laps of {_LAP}; "
+                   "trio, MockClock, seeded scheduler (as in a session)"),
+        "raw_trio_us": us["raw_trio"],
+        "virtqueue_us": us["virtqueue"],
+        "ratio": round(ratio, 2),
+        "target": "<= 3x",
+        "meets_target": "yes" if ratio <= 3 else "NO",
+        "ratio_of_means": round(mean["virtqueue"] / mean["raw_trio"], 2),
+        "same_trips_on_anyio_streams_us": us["anyio_streams"],
+        "ring_and_codec_alone_us": us["ring_and_codec"],
+    }
+
 BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "alloc": bench_alloc,
     "memory": bench_memory,
+    "inflate": bench_inflate,
+    "handshake": bench_handshake,
 }
+
+
+def _cell(key: str, value: Any) -> Text:
+    """A figure right-aligned with thousands separators; prose left-aligned; verdicts coloured."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        style = ""
+        if key == "meets_target":
+            style = "green" if str(value).startswith("yes") else "bold red"
+        elif key.isupper():  # RUN_FAILED and the like
+            style = "bold red"
+        return Text(str(value), justify="left", style=style)
+    return Text(f"{value:,}", justify="right")
 
 
 def run_benchmarks(names: list[str], *, quick: bool, console: Console) -> dict[str, Result]:
@@ -118,6 +418,6 @@ def run_benchmarks(names: list[str], *, quick: bool, console: Console) -> dict[s
         table.add_column(style="bold")
         table.add_column(justify="right")
         for k, v in res.items():
-            table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+            table.add_row(k, _cell(k, v))
         console.print(table)
     return results

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.costs import CostModel
+from actors.guest.compaction import CompactionConfig
 from actors.guest.config import GuestConfig
 from actors.guest.workload import WorkloadConfig
 from actors.host.host import HostConfig
@@ -41,6 +42,7 @@ class Scenario:
     guest: GuestConfig = field(default_factory=GuestConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     host: HostConfig = field(default_factory=HostConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
     costs: CostModel = field(default_factory=CostModel)
 
     def validate(self) -> list[tuple[str, str]]:

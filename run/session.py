@@ -120,7 +120,7 @@ class Session:
         self.guests = [
             Guest("guest0", g, scenario.workload, scenario.costs, logger=log.logger,
                   rng=self.streams.get, duration=scenario.duration, transport=transport,
-                  report=self._kernel_report)
+                  report=self._kernel_report, compaction=scenario.compaction)
         ]
         for guest in self.guests:
             assert guest.transport is not None

@@ -42,6 +42,7 @@ class _Free:
     client: str
     pfns: Sequence[int]
     order: int
+    dropped: bool
     reply: MemoryObjectSendStream[Any]
 
 
@@ -70,11 +71,15 @@ class AllocatorClient:
         result: array.array[int] = await self._reply_recv.receive()
         return result
 
-    async def free(self, pfns: Sequence[int], order: int = 0) -> None:
-        """Return blocks of ``order`` to the buddy lists (the caller holds their last reference)."""
+    async def free(self, pfns: Sequence[int], order: int = 0, *, dropped: bool = False) -> None:
+        """Return blocks of ``order`` to the buddy lists.
+
+        The caller holds their last reference, or (``dropped``) already dropped it to zero
+        with ``put_page`` -- so no scanner can take a new one while the request queues.
+        """
         if not pfns:
             return
-        await self._inbox.send(_Free(self.name, pfns, order, self._reply_send))
+        await self._inbox.send(_Free(self.name, pfns, order, dropped, self._reply_send))
         await self._reply_recv.receive()
 
     async def call(self, fn: Callable[[Zone], T], cost: float = 0.0) -> T:
@@ -113,12 +118,15 @@ class Allocator:
         self.on_alloc: Callable[[array.array[int], int, int], None] | None = None
 
     def client(self, name: str) -> AllocatorClient:
-        """Connect a new client; call before ``run`` starts or while it runs."""
+        """Connect a new client, before or while the allocator runs (one per task)."""
         return AllocatorClient(name, self._send.clone())
+
+    async def aclose(self) -> None:
+        """Stop accepting new clients; the allocator exits once every client has gone."""
+        await self._send.aclose()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The actor loop: one request at a time, in arrival order, until the inbox ends."""
-        await self._send.aclose()  # only clients' clones keep the inbox open
         task_status.started()
         zone, costs, vmstat, log = self.zone, self.costs, self.vmstat, self.log
         async with self._recv:
@@ -138,6 +146,10 @@ class Allocator:
                     await anyio.sleep(costs.alloc_request + pages * costs.alloc_page)
                     await req.reply.send(out)
                 elif isinstance(req, _Free):
+                    if req.dropped:  # __free_pages after put_page_testzero: the last ref
+                        refcount = zone.frames.refcount
+                        for p in req.pfns:
+                            refcount[p] = 1
                     zone.free_pages_bulk(req.pfns, req.order)
                     pages = len(req.pfns) << req.order
                     vmstat.inc("pgfree", pages)

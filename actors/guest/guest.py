@@ -10,22 +10,26 @@ import random
 from collections.abc import Callable
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors.costs import CostModel
 from actors.guest import pages as P
 from actors.guest import views
-from actors.guest.allocator import Allocator
+from actors.guest.allocator import Allocator, AllocatorClient
 from actors.guest.balloon import DRIVERS, VirtioBalloon
 from actors.guest.balloon.common import MemInfo
 from actors.guest.buddy import Zone
+from actors.guest.compaction import CompactionConfig, Compactor
 from actors.guest.config import GuestConfig
 from actors.guest.pages import PageFrames
+from actors.guest.rmap import Rmap
 from actors.guest.workload import App, WorkloadConfig, run_app
 from actors.kernel.kernel import Kernel
+from actors.kernel.task import current_name
 from actors.kernel.watchdog import start_watchdogs
 from actors.transport import Transport
+from actors.units import parse_duration
 
 
 class Guest:
@@ -43,6 +47,7 @@ class Guest:
         duration: float,
         transport: Transport | None = None,
         report: Callable[..., None] = lambda kind, detail, **fields: None,
+        compaction: CompactionConfig | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -64,13 +69,18 @@ class Guest:
                 meminfo=self.meminfo, vmstat=self.vmstat, costs=costs,
                 log=logger(f"{name}.balloon"), freeram=lambda: self.zone.free_pages)
         self.workload = workload
+        self.rmap = Rmap(config.nr_pages)
         share = int(config.nr_pages * workload.fill / workload.apps) if workload.apps else 0
         self.apps = [
             App(f"app{i}", share, workload, rng(f"{name}.workload.app{i}"),
-                drop_time=duration * workload.drop_at)
+                drop_time=duration * workload.drop_at, rmap=self.rmap)
             for i in range(workload.apps)
         ]
         self._logger = logger
+        self.compaction = compaction or CompactionConfig()
+        self.skip_hints = bytearray(self.frames.nr_pages // 512)  # shared by all compactors
+        self._compactors = 0
+        self.mid_counter = [0]
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the allocator and the apps; runs until the session cancels it."""
@@ -84,9 +94,57 @@ class Guest:
                 await tg.start(self.balloon.interrupts)
                 await tg.start(self.balloon.balloon)
             for app, client in zip(self.apps, clients, strict=True):
-                await tg.start(run_app, app, client, self.vmstat, self.costs,
-                               self._logger(f"{self.name}.{app.name}"))
+                direct = self.compactor(client) if self.compaction.direct else None
+                await self.kernel.start(tg, app.name, run_app, app, self.frames, client,
+                                        self.vmstat, self.costs,
+                                        self._logger(f"{self.name}.{app.name}"), direct)
+            if self.compaction.at and self.compaction.workers:
+                tg.start_soon(self._compact_memory_timeline, tg)
+            if self.compaction.kcompactd_interval > 0:
+                self.kernel.spawn(tg, "kcompactd0", self._kcompactd)
             task_status.started()
+
+    # -- compaction triggers -------------------------------------------------------------------
+    def compactor(self, client: AllocatorClient | None = None) -> Compactor:
+        """A compactor for one task (each task needs its own allocator connection)."""
+        self._compactors += 1
+        movable = self.balloon is not None and self.balloon.movable
+        c = Compactor(kernel=self.kernel, zone=self.zone,
+                      allocator=client or self.allocator.client(
+                          f"{self.name}.compact{self._compactors}"),
+                      rmap=self.rmap, balloon=self.balloon if movable else None,  # type: ignore[arg-type]
+                      vmstat=self.vmstat, costs=self.costs,
+                      log=self._logger(f"{self.name}.compaction"), config=self.compaction)
+        c.skip = self.skip_hints
+        c.mid_counter = self.mid_counter
+        return c
+
+    async def compact_memory(self, tg: TaskGroup) -> None:
+        """echo 1 > /proc/sys/vm/compact_memory, by ``workers`` writers at once."""
+        for _ in range(self.compaction.workers):
+            c = self.compactor()
+            self.kernel.spawn(tg, "compact_memory", self._full_compaction, c)
+
+    async def _full_compaction(self, c: Compactor) -> None:
+        await c.compact_zone(-1, current_name(), "compact_memory")
+        await c.allocator.aclose()
+
+    async def _compact_memory_timeline(self, tg: TaskGroup) -> None:
+        now = 0.0
+        for at in sorted(parse_duration(t) for t in self.compaction.at):
+            await anyio.sleep(max(0.0, at - now))
+            now = at
+            await self.compact_memory(tg)
+
+    async def _kcompactd(self) -> None:
+        """kcompactd: wake periodically; compact for order 9 when fragmentation says so."""
+        c = self.compactor()
+        while True:
+            with self.kernel.sleeping("kcompactd_wait"):
+                await anyio.sleep(self.compaction.kcompactd_interval)
+            if c.fragmentation_says_compact(9):
+                self.vmstat.inc("compact_daemon_wake")
+                await c.compact_zone(9, "kcompactd0", "kcompactd")
 
     # -- views for snapshots and the summary ---------------------------------------------------
     def owner_counts(self) -> dict[str, int]:

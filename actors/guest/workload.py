@@ -29,6 +29,9 @@ from actors.guest import gfp as G
 from actors.guest import pages as P
 from actors.guest.allocator import AllocatorClient
 from actors.guest.buddy import Zone
+from actors.guest.compaction import Compactor
+from actors.guest.pages import PageFrames
+from actors.guest.rmap import Rmap
 from actors.guest.views import VmStat
 
 HPAGE_ORDER = 9
@@ -94,13 +97,16 @@ class App:
     """Pure decision logic of one application; holds the PFNs it owns, in compact arrays."""
 
     def __init__(self, name: str, share: int, cfg: WorkloadConfig, rng: random.Random,
-                 drop_time: float) -> None:
+                 drop_time: float, rmap: Rmap | None = None) -> None:
         self.name = name
         self.share = share
         self.cfg = cfg
         self.rng = rng
         self.drop_time = drop_time
-        self.held: list[array.array[int]] = [array.array("I") for _ in KIND_NAMES]
+        # Base pages by kind, each an rmap holding so compaction can migrate them.
+        self.rmap = rmap if rmap is not None else Rmap(0)
+        self.hids = [self.rmap.register() for _ in KIND_NAMES]
+        self.held: list[array.array[int]] = [self.rmap.holding(h) for h in self.hids]
         self.thp: array.array[int] = array.array("I")
         self.phase = "grow"
         self.dropped = False
@@ -123,14 +129,15 @@ class App:
 
     def take_random(self, kind: int, n: int) -> array.array[int]:
         """Remove ``n`` random pages of ``kind`` from the holdings (swap-remove, O(n))."""
-        held, rng = self.held[kind], self.rng
+        held, rng, hid, take = self.held[kind], self.rng, self.hids[kind], self.rmap.take
         out: array.array[int] = array.array("I")
         for _ in range(min(n, len(held))):
-            i = rng.randrange(len(held))
-            out.append(held[i])
-            held[i] = held[-1]
-            held.pop()
+            out.append(take(hid, rng.randrange(len(held))))
         return out
+
+    def map_pages(self, kind: int, pfns: array.array[int] | list[int]) -> None:
+        """Map newly allocated base pages into this app (rmap-tracked)."""
+        self.rmap.add(self.hids[kind], pfns)
 
     def _set_phase(self, step: Step, phase: str) -> None:
         if phase != self.phase:
@@ -176,12 +183,30 @@ class App:
         return s
 
 
+def put_pages(frames: PageFrames, pfns: array.array[int] | list[int]) -> array.array[int]:
+    """Unmap: drop the app's reference to each page; those that reach zero go to the buddy.
+
+    A page compaction has isolated still has compaction's reference; compaction frees it when
+    it finds itself the last holder ("page was freed from under us").
+    """
+    refcount = frames.refcount
+    out: array.array[int] = array.array("I")
+    for p in pfns:
+        c = refcount[p] - 1
+        refcount[p] = c
+        if c == 0:
+            out.append(p)  # free it with dropped=True
+    return out
+
+
 async def run_app(
     app: App,
+    frames: PageFrames,
     allocator: AllocatorClient,
     vmstat: VmStat,
     costs: CostModel,
     log: FilteringBoundLogger,
+    compactor: Compactor | None = None,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -195,12 +220,12 @@ async def run_app(
         if step.phase is not None:
             log.info(schema.WORKLOAD_PHASE, app=app.name, phase=step.phase, held=app.pages())
         for _kind, pfns in step.free:
-            await allocator.free(pfns, 0)
+            await allocator.free(put_pages(frames, pfns), 0, dropped=True)
         if step.free_thp:
             await allocator.free(step.free_thp, HPAGE_ORDER)
         for kind, count in step.alloc:
             got = await allocator.alloc(count, 0, KIND_GFP[kind], KIND_OWNER[kind])
-            app.held[kind].extend(got)
+            app.map_pages(kind, got)
             if len(got) < count:
                 app.pressure += 1
         if step.split_thp >= 0:
@@ -209,10 +234,10 @@ async def run_app(
             base = list(range(step.split_thp, step.split_thp + (1 << HPAGE_ORDER)))
             app.rng.shuffle(base)
             half = len(base) // 2
-            await allocator.free(base[:half], 0)  # a partial munmap after the split
-            app.held[ANON].extend(base[half:])
+            await allocator.free(put_pages(frames, base[:half]), 0, dropped=True)  # munmap
+            app.map_pages(ANON, base[half:])
         if step.thp:
-            await thp_fault(app, allocator, vmstat, costs, log)
+            await thp_fault(app, allocator, vmstat, costs, log, compactor)
         await anyio.sleep(tick)
 
 
@@ -226,9 +251,16 @@ def split_huge_page(zone: Zone, head: int) -> None:
 
 
 async def thp_fault(app: App, allocator: AllocatorClient, vmstat: VmStat, costs: CostModel,
-                    log: FilteringBoundLogger) -> bool:
-    """do_huge_pmd_anonymous_page: try an order-9 page, else fall back to 512 base pages."""
+                    log: FilteringBoundLogger, compactor: Compactor | None = None) -> bool:
+    """do_huge_pmd_anonymous_page: try an order-9 page (after direct compaction if
+    fragmentation is the cause), else fall back to 512 base pages."""
     got = await allocator.alloc(1, HPAGE_ORDER, G.GFP_TRANSHUGE, P.OWNER_THP)
+    if not got and compactor is not None and compactor.fragmentation_says_compact(HPAGE_ORDER):
+        # __alloc_pages_direct_compact(): compact for this order, then retry once
+        vmstat.inc("compact_stall")
+        await compactor.compact_zone(HPAGE_ORDER, app.name, "direct")
+        got = await allocator.alloc(1, HPAGE_ORDER, G.GFP_TRANSHUGE, P.OWNER_THP)
+        vmstat.inc("compact_success" if got else "compact_fail")
     if got:
         vmstat.inc("thp_fault_alloc")
         app.thp.extend(got)
@@ -238,5 +270,5 @@ async def thp_fault(app: App, allocator: AllocatorClient, vmstat: VmStat, costs:
     vmstat.inc("thp_fault_fallback")
     log.debug(schema.THP_FAULT, app=app.name, ok=False)
     base = await allocator.alloc(1 << HPAGE_ORDER, 0, G.GFP_HIGHUSER_MOVABLE, P.OWNER_ANON)
-    app.held[ANON].extend(base)
+    app.map_pages(ANON, base)
     return False

@@ -136,7 +136,6 @@ class BalloonDevice:
         if dup:
             self.violation("device.duplicate-pfn", "driver",
                            f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
-        self.rejected += len(bad) + len(dup)
         return out
 
     async def _inflate(self, chain: Chain, hs: int) -> None:
@@ -151,9 +150,10 @@ class BalloonDevice:
         self.memory.inflate(pfns)
         self.feed(C.InflateAcked(pfns))
         self.inflated += len(pfns)
+        rejected = len(chain.out_data) // 4 - len(pfns)
+        self.rejected += rejected
         await anyio.sleep(self.costs.host_discard_page * len(pfns))
-        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=pfns,
-                      rejected=len(chain.out_data) // 4 - len(pfns))
+        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=pfns, rejected=rejected)
 
     async def _deflate(self, chain: Chain, hs: int) -> None:
         pfns = self._pfns(chain, DEFLATEQ, hs)
@@ -167,11 +167,17 @@ class BalloonDevice:
         self.memory.deflate(pfns)
         self.feed(C.DeflateAcked(pfns))
         self.deflated += len(pfns)
-        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=pfns,
-                      rejected=len(chain.out_data) // 4 - len(pfns))
+        rejected = len(chain.out_data) // 4 - len(pfns)
+        self.rejected += rejected
+        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=pfns, rejected=rejected)
 
     def _stats(self, chain: Chain, hs: int) -> bool:
         """Read a stats buffer; True if the device keeps it (the one it will poll with)."""
+        if not self.transport.stats_vq:  # no poll loop would ever return it
+            self.violation("driver.stats-without-feature", "driver",
+                           f"statsq hs={hs}: stats buffer but STATS_VQ was not negotiated "
+                           "(returned)")
+            return False
         if self._stats_head is not None:
             self.violation("driver.stats-second-buffer", "driver",
                            f"statsq hs={hs}: a second stats buffer while the device holds one"
@@ -235,7 +241,12 @@ class BalloonDevice:
             async with self.transport.device_inbox:
                 async for msg in self.transport.device_inbox:
                     if isinstance(msg, Notify):
-                        await self._serve(msg.queue)
+                        if msg.queue in self.transport.vqs:
+                            await self._serve(msg.queue)
+                        else:
+                            self.violation("device.bad-queue", "driver",
+                                           f"notify of queue {msg.queue}, which this device "
+                                           "does not have (ignored)")
                     elif isinstance(msg, ConfigWrite):
                         self.actual = msg.actual
                         self.feed(C.ActualWritten(msg.actual))

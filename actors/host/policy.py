@@ -16,8 +16,12 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import itertools
+import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -96,8 +100,11 @@ def balloon_pages(policy: str, key: str, value: Any, ram_pages: int) -> int:
                               f"{value!r}") from None
         if not 0 <= pct <= 100:
             raise PolicyError(f"policy {policy!r}: parameter {key}: {value!r} not in 0..100%")
-        return int(ram_pages * pct / 100)
+        return int(ram_pages * Decimal(value.strip()[:-1]) / 100)  # exact: 32.3% of 1000 is 323
     if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise PolicyError(f"policy {policy!r}: parameter {key}: page count must not be "
+                              f"negative, got {value}")
         return value
     try:
         return parse_size(value) // 4096
@@ -142,7 +149,7 @@ class SchedulePolicy(HostPolicy):
             at = _duration(self.name, f"steps[{i}][0]", step[0])
             balloon_pages(self.name, f"steps[{i}][1]", step[1], 1)  # validate early
             parsed.append((at, step[1]))
-        if [t for t, _ in parsed] != sorted(t for t, _ in parsed):
+        if any(b <= a for (a, _), (b, _) in itertools.pairwise(parsed)):
             raise PolicyError(f"policy {self.name!r}: parameter steps: times must increase")
         self.steps = parsed
 
@@ -180,9 +187,11 @@ def find_policy(spec: str) -> type[HostPolicy]:
         if modspec is None or modspec.loader is None:
             raise PolicyError(f"policy {spec!r}: cannot load {path}")
         module = importlib.util.module_from_spec(modspec)
+        sys.modules[modspec.name] = module  # dataclasses and typing look the module up here
         try:
             modspec.loader.exec_module(module)
         except Exception as e:
+            sys.modules.pop(modspec.name, None)
             raise PolicyError(f"policy {spec!r}: importing {path} failed: {e}") from None
     elif sep:
         try:
@@ -193,7 +202,12 @@ def find_policy(spec: str) -> type[HostPolicy]:
     else:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if ep.name == spec:
-                return _check_class(ep.load(), f"entry point {ep.name!r}")
+                try:
+                    obj = ep.load()
+                except Exception as e:
+                    raise PolicyError(f"policy {spec!r}: loading entry point {ep.value!r} "
+                                      f"failed: {e}") from None
+                return _check_class(obj, f"entry point {ep.name!r}")
         raise PolicyError(f"unknown host policy {spec!r}; built-ins: {', '.join(BUILTINS)} "
                           "(or module:attr, path/to/file.py:Class)")
     if not hasattr(module, attr):
@@ -238,7 +252,8 @@ def apply_decision(policy: HostPolicy, view: HostView) -> Decision:
         if name not in rams:
             overrides.append(f"ignored target for unknown guest {name!r}")
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                isinstance(value, float) and not math.isfinite(value)):
             overrides.append(f"{name}: target {value!r} is not a number; kept {previous[name]}")
             continue
         v = int(value)

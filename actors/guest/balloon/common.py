@@ -105,7 +105,8 @@ class VirtioBalloon:
         self.inflated = 0
         self.deflated = 0
         self.out_of_puff = 0
-        self._hs: dict[int, int] = {}
+        #: The handshake id of the latest tell_host per queue (links a migration's two).
+        self.last_hs: dict[int, int] = {}
 
     # -- helpers with kernel names -------------------------------------------------------------
     def page_to_balloon_pfn(self, page: int) -> int:
@@ -142,6 +143,7 @@ class VirtioBalloon:
         except QueueFull as e:
             raise KernelBug(f"tell_host: virtqueue_add_buf failed: {e}") from None
         pfns = self.pfns[:num].tolist()
+        self.last_hs[vq] = hs
         self.log.info(schema.VQ_ADD, queue=_QUEUE_NAMES[vq], hs=hs, pfns=pfns)
         transport.observe(C.InflateAdded(pfns) if vq == INFLATEQ else C.DeflateAdded(pfns))
         # virtqueue_kick(vq);

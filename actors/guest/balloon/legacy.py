@@ -48,6 +48,7 @@ class LegacyBalloon(VirtioBalloon):
         if self.num_pfns == 0:
             return
         self.inflated += self.num_pfns // ppp
+        self.vmstat.inc("balloon_inflate", self.num_pfns // ppp)
         self.log.info(schema.BALLOON_FILL, pfns=self.guest_pages(self.pfns, self.num_pfns),
                       num_pages=self.num_pages.atomic_read())
         await self.tell_host(INFLATEQ)
@@ -66,6 +67,7 @@ class LegacyBalloon(VirtioBalloon):
             self.num_pages.atomic_sub(ppp)  # vb->num_pages -= VIRTIO_BALLOON_PAGES_PER_PAGE;
             self.num_pfns += ppp
         self.deflated += self.num_pfns // ppp
+        self.vmstat.inc("balloon_deflate", self.num_pfns // ppp)
         self.log.info(schema.BALLOON_LEAK, pfns=self.guest_pages(self.pfns, self.num_pfns),
                       num_pages=self.num_pages.atomic_read())
         # /* Note that if virtio_has_feature(vdev, VIRTIO_BALLOON_F_MUST_TELL_HOST);

@@ -112,6 +112,7 @@ class V9Balloon(VirtioBalloon):
             self.num_pfns += ppp
         if self.num_pfns:
             self.inflated += self.num_pfns // ppp
+            self.vmstat.inc("balloon_inflate", self.num_pfns // ppp)
             self.log.info(schema.BALLOON_FILL, pfns=self.guest_pages(self.pfns, self.num_pfns),
                           num_pages=self.num_pages.atomic_read())
 
@@ -187,6 +188,7 @@ class V9Balloon(VirtioBalloon):
             if page < 0:  # no page taken this turn: the loop spins, and spinning costs time
                 await k.cpu_relax()
         self.deflated += num_pfns // ppp
+        self.vmstat.inc("balloon_deflate", num_pfns // ppp)
         self.log.info(schema.BALLOON_LEAK, pfns=self.guest_pages(pfns, num_pfns),
                       num_pages=self.num_pages.atomic_read())
         # mutex_lock(&vb->balloon_lock);

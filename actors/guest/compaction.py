@@ -1,0 +1,340 @@
+"""Memory compaction (mm/compaction.c, 2012): migrate scanner up, free scanner down.
+
+``Compactor.compact_zone`` runs in the calling kernel task -- a ``compact_memory`` writer,
+kcompactd, or a faulting application (direct compaction) -- so balloon pages are isolated and
+migrated through the driver's callbacks concurrently with the balloon kthread, which is what
+the seed patch's locks are for. Several compactors may run at once; they share the per-
+pageblock skip hints.
+
+Scanning reads the page-frame arrays locklessly, as the kernel's scanners read struct pages;
+taking free pages goes through the allocator actor (the zone lock). LRU pages are migrated by
+copying (virtual time) and rewriting the rmap slot that maps them; balloon pages go through
+``balloon_page_migrate`` (the driver inflates the new page and deflates the old one).
+"""
+
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass, field
+
+from structlog.typing import FilteringBoundLogger
+
+from actors import schema
+from actors.costs import CostModel
+from actors.guest import gfp as G
+from actors.guest import pages as P
+from actors.guest import views
+from actors.guest.allocator import AllocatorClient
+from actors.guest.balloon.compaction_mm import (
+    BALLOON_MIGRATION_RETURN,
+    BalloonAops,
+    balloon_page_migrate,
+    isolate_balloon_page,
+    putback_balloon_page,
+)
+from actors.guest.buddy import Zone
+from actors.guest.rmap import Rmap
+from actors.guest.views import VmStat
+from actors.kernel.kernel import Kernel
+from actors.kernel.locks import lock_page, trylock_page, unlock_page
+
+COMPACT_CLUSTER_MAX = 32
+PAGEBLOCK = G.pageblock_nr_pages
+
+COMPACT_COMPLETE = "complete"  # the scanners met
+COMPACT_SUCCESS = "success"  # a free block of the requested order exists
+COMPACT_SKIPPED = "skipped"  # not enough free memory to compact with
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionConfig:
+    """Scenario table ``[compaction]``: triggers and concurrency."""
+
+    workers: int = field(default=1, metadata={
+        "doc": "compact_memory writers started together at each `at` time"})
+    at: list[str] = field(default_factory=list, metadata={
+        "doc": "virtual times at which compact_memory is written, e.g. ['10s', '20s']"})
+    kcompactd_interval: float = field(default=0.0, metadata={
+        "unit": "duration", "doc": "background compaction period (0: off)"})
+    direct: bool = field(default=True, metadata={
+        "doc": "direct compaction when a THP fault fails because of fragmentation"})
+    extfrag_threshold: int = field(default=500, metadata={
+        "doc": "vm.extfrag_threshold: compact only above this fragmentation index"})
+
+    def validate(self) -> list[tuple[str, str]]:
+        from actors.units import UnitError, parse_duration
+
+        problems = []
+        if not 0 <= self.workers <= 64:
+            problems.append(("workers", f"must be between 0 and 64, got {self.workers}"))
+        for i, t in enumerate(self.at):
+            try:
+                parse_duration(t)
+            except UnitError as e:
+                problems.append((f"at[{i}]", str(e)))
+        if not -1000 <= self.extfrag_threshold <= 1000:
+            problems.append(("extfrag_threshold", "must be between -1000 and 1000"))
+        return problems
+
+
+@dataclass
+class CompactControl:
+    """struct compact_control: one compaction run's scanners and page lists."""
+
+    order: int
+    migrate_pfn: int
+    free_pfn: int
+    ignore_skip_hint: bool
+    freepages: list[int] = field(default_factory=list)
+    migrated: int = 0
+    failed: int = 0
+    balloon_migrated: int = 0
+
+
+class Compactor:
+    """Everything compaction needs of one guest; ``compact_zone`` is called per run."""
+
+    def __init__(self, *, kernel: Kernel, zone: Zone, allocator: AllocatorClient, rmap: Rmap,
+                 balloon: BalloonAops | None, vmstat: VmStat, costs: CostModel,
+                 log: FilteringBoundLogger, config: CompactionConfig) -> None:
+        self.kernel = kernel
+        self.zone = zone
+        self.frames = zone.frames
+        self.allocator = allocator
+        self.rmap = rmap
+        self.balloon = balloon
+        self.vmstat = vmstat
+        self.costs = costs
+        self.log = log
+        self.config = config
+        self.skip = bytearray(zone.frames.nr_pages // PAGEBLOCK)
+        #: Shared by a guest's compactors (the guest replaces it): the last migration id.
+        self.mid_counter = [0]
+        #: Migration handshake ids of the balloon pages this compactor holds isolated.
+        self._mids: dict[int, int] = {}
+
+    # -- the run -------------------------------------------------------------------------------
+    async def compact_zone(self, order: int, worker: str, trigger: str) -> str:
+        """compact_zone(): migrate movable pages from the bottom of the zone to free pages at
+        the top until the scanners meet (or, for ``order`` >= 0, a block of it is free)."""
+        nr_pages = self.frames.nr_pages
+        full = order < 0
+        if full:
+            self.skip[:] = bytes(len(self.skip))  # __reset_isolation_suitable
+        cc = CompactControl(order, 0, nr_pages - PAGEBLOCK, ignore_skip_hint=full)
+        self.log.info(schema.COMPACT_START, worker=worker, order=order, trigger=trigger)
+        result = COMPACT_COMPLETE
+        while True:
+            # compact_finished()
+            if cc.free_pfn <= cc.migrate_pfn:
+                result = COMPACT_COMPLETE
+                break
+            if not full and self.zone.find_free_block_at_least(order):
+                result = COMPACT_SUCCESS
+                break
+            isolated = await self.isolate_migratepages(cc)
+            if self.kernel.debug:
+                self.log.debug(schema.COMPACT_SCAN, worker=worker, migrate_pfn=cc.migrate_pfn,
+                               free_pfn=cc.free_pfn, isolated=len(isolated))
+            if isolated:
+                await self.migrate_pages(cc, isolated, worker)
+            else:
+                await self.kernel.preempt("compact_zone")
+        if cc.freepages:  # release_freepages()
+            await self.allocator.free(cc.freepages, 0)
+            cc.freepages = []
+        self.log.info(schema.COMPACT_END, worker=worker, order=order, result=result,
+                      migrated=cc.migrated, failed=cc.failed,
+                      balloon_migrated=cc.balloon_migrated)
+        return result
+
+    # -- migrate scanner -----------------------------------------------------------------------
+    async def isolate_migratepages(self, cc: CompactControl) -> list[int]:
+        """isolate_migratepages(): scan one pageblock (or up to 32 pages) from migrate_pfn."""
+        f, vm = self.frames, self.vmstat
+        flags, mapping, refcount, order_of = f.flags, f.mapping, f.refcount, f.order
+        rmap_owner = self.rmap.owner
+        pfn = cc.migrate_pfn
+        block_end = (pfn // PAGEBLOCK + 1) * PAGEBLOCK
+        pb = pfn // PAGEBLOCK
+        if not cc.ignore_skip_hint and self.skip[pb]:
+            cc.migrate_pfn = block_end
+            return []
+        isolated: list[int] = []
+        lru, balloon_owner = P.PG_lru, P.OWNER_BALLOON
+        scanned = 0
+        while pfn < block_end and len(isolated) < COMPACT_CLUSTER_MAX:
+            fl = flags[pfn]
+            scanned += 1
+            if fl & P.PG_buddy:  # a free block: skip it whole
+                pfn += 1 << order_of[pfn]
+                continue
+            if fl & P.PG_head:  # a THP: 2012 compaction does not migrate it
+                pfn += 1 << order_of[pfn]
+                continue
+            if fl & lru and refcount[pfn] == 1 and rmap_owner[pfn]:
+                # isolate_lru_page(): take it off the LRU with a reference of our own
+                flags[pfn] = (fl & ~lru) | P.PG_isolated
+                refcount[pfn] = 2
+                isolated.append(pfn)
+            elif (fl & P.PG_balloon and self.balloon is not None
+                  and mapping[pfn] == balloon_owner
+                  # balloon_page_movable(page) && isolate_balloon_page(page)
+                  and await isolate_balloon_page(self.kernel, f, self.balloon, pfn)):
+                isolated.append(pfn)
+                vm.inc("compact_balloon_isolated")
+                mid = self._mids[pfn] = self.new_mid()
+                self.log.info(schema.BALLOON_ISOLATE, worker=self.kernel_task_name(),
+                              mid=mid, pfn=pfn)
+            pfn += 1
+        vm.inc("compact_migrate_scanned", scanned)
+        vm.inc("compact_isolated", len(isolated))
+        if not isolated and pfn >= block_end and not cc.ignore_skip_hint:
+            self.skip[pb] = 1  # update_pageblock_skip()
+        cc.migrate_pfn = pfn
+        return isolated
+
+    def new_mid(self) -> int:
+        """The next migration handshake id of this guest."""
+        self.mid_counter[0] += 1
+        return self.mid_counter[0]
+
+    def kernel_task_name(self) -> str:
+        from actors.kernel.task import current_name
+
+        return current_name()
+
+    # -- free scanner --------------------------------------------------------------------------
+    async def isolate_freepages(self, cc: CompactControl, want: int) -> None:
+        """isolate_freepages(): under the zone lock, take free pages from MOVABLE pageblocks
+        scanning down from free_pfn, split to order 0, until ``want`` are held."""
+        skip = self.skip
+        ignore = cc.ignore_skip_hint
+
+        def scan(zone: Zone) -> tuple[list[int], int, int]:
+            f = zone.frames
+            flags, order_of, pbmt = f.flags, f.order, f.pageblock_mt
+            got: list[int] = []
+            scanned = 0
+            block = cc.free_pfn
+            low = cc.migrate_pfn
+            while block > low and len(got) < want:
+                pb = block // PAGEBLOCK
+                if (ignore or not skip[pb]) and (pbmt[pb] == G.MIGRATE_MOVABLE or (
+                        flags[block] & P.PG_buddy and order_of[block] >= G.pageblock_order)):
+                    pfn, end, before = block, block + PAGEBLOCK, len(got)
+                    while pfn < end:
+                        scanned += 1
+                        if flags[pfn] & P.PG_buddy:
+                            order = order_of[pfn]
+                            n = zone.split_free_page(pfn)
+                            if not n:  # watermark: stop taking free pages
+                                return got, block, scanned
+                            got.extend(range(pfn, pfn + n))
+                            pfn += 1 << order
+                        else:
+                            pfn += 1
+                    if len(got) == before and not ignore:
+                        skip[pb] = 1
+                block -= PAGEBLOCK
+            return got, block, scanned
+
+        got, free_pfn, scanned = await self.allocator.call(scan, cost=0.0)
+        cc.free_pfn = free_pfn
+        cc.freepages.extend(got)
+        self.vmstat.inc("compact_free_scanned", scanned)
+        self.vmstat.inc("compact_isolated", len(got))
+
+    # -- migration -----------------------------------------------------------------------------
+    async def migrate_pages(self, cc: CompactControl, pages: list[int], worker: str) -> None:
+        """migrate_pages(): move each isolated page to a free page; put back what cannot move."""
+        if len(cc.freepages) < len(pages):
+            await self.isolate_freepages(cc, len(pages) - len(cc.freepages))
+        f, vm, rmap = self.frames, self.vmstat, self.rmap
+        flags, mapping, refcount = f.flags, f.mapping, f.refcount
+        lru_pages = [p for p in pages if not flags[p] & P.PG_balloon]
+        balloon_pages = [p for p in pages if flags[p] & P.PG_balloon]
+        to_free: array.array[int] = array.array("I")
+        # LRU pages: unmap, copy, remap (one batch of copies in virtual time)
+        moving = lru_pages[:len(cc.freepages)]
+        if moving:
+            await self.kernel.preempt("migrate_pages")
+            import anyio
+
+            await anyio.sleep(self.costs.page_copy * len(moving) * (f.page_size // 4096))
+        for old in moving:
+            if refcount[old] == 1:  # the app unmapped it meanwhile: freed from under us
+                flags[old] &= ~P.PG_isolated
+                to_free.append(old)
+                continue
+            new = cc.freepages.pop()
+            mapping[new] = mapping[old]
+            flags[new] = (flags[old] & ~P.PG_isolated) | P.PG_lru
+            refcount[new] = 1
+            rmap.migrate(old, new)
+            flags[old] = 0
+            refcount[old] = 1  # drop the mapping's reference; ours goes with the free
+            to_free.append(old)
+            cc.migrated += 1
+        vm.inc("pgmigrate_success", len(moving))
+        for old in lru_pages[len(moving):]:  # no target page: putback_lru_page()
+            flags[old] = (flags[old] & ~P.PG_isolated) | P.PG_lru
+            refcount[old] -= 1
+            if refcount[old] == 0:  # unmapped while isolated: we held the last reference
+                refcount[old] = 1
+                flags[old] = 0
+                to_free.append(old)
+            cc.failed += 1
+            vm.inc("pgmigrate_fail")
+        for old in balloon_pages:
+            await self._migrate_balloon_page(cc, old, worker, to_free)
+        if to_free:
+            await self.allocator.free(to_free, 0)
+
+    async def _migrate_balloon_page(self, cc: CompactControl, old: int, worker: str,
+                                    to_free: array.array[int]) -> None:
+        """unmap_and_move() for a balloon page: the driver's migratepage under the page lock."""
+        assert self.balloon is not None
+        k, f, vm = self.kernel, self.frames, self.vmstat
+        mid = self._mids.pop(old, 0)
+        if not cc.freepages:
+            await self.isolate_freepages(cc, 1)
+        if not cc.freepages:  # nowhere to go: putback_balloon_page()
+            await putback_balloon_page(k, f, self.balloon, old)
+            vm.inc("compact_balloon_returned")
+            vm.inc("pgmigrate_fail")
+            self.log.info(schema.BALLOON_PUTBACK, worker=worker, mid=mid, pfn=old)
+            cc.failed += 1
+            return
+        new = cc.freepages.pop()
+        # if (!trylock_page(page)) { ... lock_page(page); }   (sync migration: force)
+        if not trylock_page(k, f, old):
+            await lock_page(k, f, old)
+        rc = await balloon_page_migrate(k, f, self.balloon, new, old)
+        hs = getattr(self.balloon, "last_hs", {})
+        unlock_page(k, f, old)
+        if rc == BALLOON_MIGRATION_RETURN:
+            # list_del(&page->lru); put_page(page); __free_page(page);
+            f.flags[old] &= ~(P.PG_isolated | P.PG_balloon)
+            f.refcount[old] = 1
+            to_free.append(old)
+            cc.migrated += 1
+            cc.balloon_migrated += 1
+            vm.inc("pgmigrate_success")
+            vm.inc("balloon_migrate")
+            vm.inc("compact_balloon_migrated")
+            vm.inc("compact_balloon_released")
+            self.log.info(schema.BALLOON_MIGRATE, worker=worker, mid=mid, old=old, new=new,
+                          hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
+        else:
+            cc.freepages.append(new)
+            await putback_balloon_page(k, f, self.balloon, old)
+            vm.inc("compact_balloon_returned")
+            vm.inc("pgmigrate_fail")
+            self.log.info(schema.BALLOON_PUTBACK, worker=worker, mid=mid, pfn=old)
+            cc.failed += 1
+
+    # -- triggers ------------------------------------------------------------------------------
+    def fragmentation_says_compact(self, order: int) -> bool:
+        """Direct compaction only when fragmentation, not lack of memory, is the cause."""
+        return views.fragmentation_index(self.zone, order) > self.config.extfrag_threshold

@@ -1,0 +1,101 @@
+"""Host memory accounting: per-page state of each guest, RSS, and the shared budget."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.host.memory import BALLOONED, DISCARDED, RESIDENT, GuestMemory, HostMemory
+
+# (name, operations on a 16-page guest, expected (ballooned, discarded, rss, refaults))
+CASES: list[tuple[str, list[tuple[str, list[int]]], tuple[int, int, int, int]]] = [
+    ("fresh guest is all resident", [], (0, 0, 16, 0)),
+    ("inflate discards", [("inflate", [0, 1, 2])], (3, 0, 13, 0)),
+    ("deflate keeps pages discarded", [("inflate", [0, 1, 2]), ("deflate", [1, 2])],
+     (1, 2, 13, 0)),
+    ("touch refaults discarded pages only",
+     [("inflate", [0, 1, 2]), ("deflate", [1, 2]), ("touch", [0, 2, 5])], (1, 1, 14, 1)),
+    ("re-inflating a discarded page moves it back into the balloon",
+     [("inflate", [3]), ("deflate", [3]), ("inflate", [3])], (1, 0, 15, 0)),
+    ("touch of resident pages refaults nothing", [("touch", [0, 1, 15])], (0, 0, 16, 0)),
+    ("everything ballooned", [("inflate", list(range(16)))], (16, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize(("ops", "expected"), [(ops, exp) for _, ops, exp in CASES],
+                         ids=[name for name, _, _ in CASES])
+def test_guest_memory_accounting(ops: list[tuple[str, list[int]]],
+                                 expected: tuple[int, int, int, int]) -> None:
+    """Each operation sequence leaves the hand-computed ballooned/discarded/rss/refaults."""
+    g = GuestMemory("g", 16)
+    for op, pfns in ops:
+        getattr(g, op)(pfns)
+    assert (g.ballooned, g.discarded, g.rss, g.refaults) == expected
+
+
+def test_touch_returns_the_number_refaulted() -> None:
+    """touch() returns how many discarded pages it faulted back in, and only those change."""
+    g = GuestMemory("g", 8)
+    g.inflate([1, 2, 3])
+    g.deflate([1, 2])
+    assert g.touch([1, 3, 4]) == 1
+    assert list(g.state) == [RESIDENT, RESIDENT, DISCARDED, BALLOONED] + [RESIDENT] * 4
+    assert g.touch([1]) == 0
+
+
+def test_host_memory_free_pages_follow_guest_rss() -> None:
+    """Host free pages are the budget minus every guest's RSS, negative when overcommitted."""
+    host = HostMemory(total_pages=100)
+    a = host.add_guest("a", 60)
+    b = host.add_guest("b", 60)
+    assert host.guests == {"a": a, "b": b}
+    assert (host.used_pages, host.free_pages) == (120, -20)
+    a.inflate(range(30))
+    assert (host.used_pages, host.free_pages) == (90, 10)
+    a.deflate(range(10))  # deflated but untouched: still not resident
+    assert host.free_pages == 10
+    a.touch(range(5))
+    assert (host.used_pages, host.free_pages) == (95, 5)
+    b.inflate(range(60))
+    assert host.free_pages == 65
+
+
+PAGES = 24
+_ops = st.lists(st.tuples(st.sampled_from(["inflate", "deflate", "touch"]),
+                          st.lists(st.integers(0, PAGES - 1), max_size=PAGES)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_ops)
+def test_valid_operation_sequences_keep_counts_equal_to_page_state(
+        ops: list[tuple[str, list[int]]]) -> None:
+    """After valid inflate/deflate/touch, counters equal the bytearray's state counts."""
+    g = GuestMemory("g", PAGES)
+    model = [RESIDENT] * PAGES
+    refaults = 0
+    for op, raw in ops:
+        pfns = list(dict.fromkeys(raw))  # the device de-duplicates before calling in
+        if op == "inflate":
+            pfns = [p for p in pfns if model[p] != BALLOONED]
+            g.inflate(pfns)
+            for p in pfns:
+                model[p] = BALLOONED
+        elif op == "deflate":
+            pfns = [p for p in pfns if model[p] == BALLOONED]
+            g.deflate(pfns)
+            for p in pfns:
+                model[p] = DISCARDED
+        else:
+            n = g.touch(raw)  # any page may be touched, duplicates included
+            back = [p for p in pfns if model[p] == DISCARDED]
+            assert n == len(back)
+            refaults += n
+            for p in back:
+                model[p] = RESIDENT
+        assert list(g.state) == model
+        assert g.ballooned + g.discarded + g.rss == g.pages
+        assert g.ballooned == g.state.count(BALLOONED)
+        assert g.discarded == g.state.count(DISCARDED)
+        assert g.rss == g.state.count(RESIDENT)
+        assert g.refaults == refaults
