@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from actors import schema
+from actors import schema, streams
 from actors.costs import CostModel
 from actors.guest import gfp as G
 from actors.guest import pages as P
@@ -72,6 +72,7 @@ def bench_alloc(quick: bool) -> Result:
                         await client.free(batch, 0)
                     held.clear()
             await client.aclose()
+            await allocator.aclose()
 
     determinism.seed_scheduler(0)
     t0 = time.perf_counter()
@@ -303,14 +304,18 @@ def _virtqueue(n: int) -> list[float]:
             dev = transport.vqs[q].device
             handshakes = transport.handshakes
             async with transport.device_inbox, transport.to_driver:
-                async for msg in transport.device_inbox:
+                while True:
+                    try:
+                        msg = await streams.receive(transport.device_inbox)
+                    except anyio.EndOfStream:
+                        break
                     assert isinstance(msg, Notify)
                     while (chain := dev.pop()) is not None:
                         handshakes.get((msg.queue, chain.head), 0)
                         decode_pfns(chain.out_data, queue=name)  # the action: none
                         dev.push_used(chain.head, 0)
                     if dev.take_interrupt():
-                        await transport.to_driver.send(Interrupt(msg.queue))
+                        await streams.send(transport.to_driver, Interrupt(msg.queue))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(device)
@@ -321,9 +326,9 @@ def _virtqueue(n: int) -> list[float]:
                     data = encode_pfns(pfns[:256], queue=name)
                     transport.add_outbuf(q, data, token)
                     if driver.kick():
-                        await transport.to_device.send(Notify(q))
+                        await streams.send(transport.to_device, Notify(q))
                     while True:
-                        irq = await transport.driver_inbox.receive()
+                        irq = await streams.receive(transport.driver_inbox)
                         if isinstance(irq, Interrupt) and driver.get_buf() is not None:
                             break
                     if not i % _LAP:

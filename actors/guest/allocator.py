@@ -19,7 +19,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from structlog.typing import FilteringBoundLogger
 
-from actors import schema
+from actors import schema, streams
 from actors.costs import CostModel
 from actors.guest.buddy import Zone
 from actors.guest.views import VmStat
@@ -67,7 +67,7 @@ class AllocatorClient:
 
     async def alloc(self, n: int, order: int, gfp: int, owner: int) -> array.array[int]:
         """Allocate up to ``n`` blocks of ``order``; fewer back means the allocator failed."""
-        await self._inbox.send(_Alloc(self.name, n, order, gfp, owner, self._reply_send))
+        await streams.send(self._inbox, _Alloc(self.name, n, order, gfp, owner, self._reply_send))
         result: array.array[int] = await self._reply_recv.receive()
         return result
 
@@ -79,12 +79,12 @@ class AllocatorClient:
         """
         if not pfns:
             return
-        await self._inbox.send(_Free(self.name, pfns, order, dropped, self._reply_send))
+        await streams.send(self._inbox, _Free(self.name, pfns, order, dropped, self._reply_send))
         await self._reply_recv.receive()
 
     async def call(self, fn: Callable[[Zone], T], cost: float = 0.0) -> T:
         """Run ``fn(zone)`` under the zone lock (compaction's free scanner uses this)."""
-        await self._inbox.send(_Call(self.name, fn, cost, self._reply_send))
+        await streams.send(self._inbox, _Call(self.name, fn, cost, self._reply_send))
         result: T = await self._reply_recv.receive()
         return result
 
@@ -130,7 +130,11 @@ class Allocator:
         task_status.started()
         zone, costs, vmstat, log = self.zone, self.costs, self.vmstat, self.log
         async with self._recv:
-            async for req in self._recv:
+            while True:
+                try:
+                    req = await streams.receive(self._recv)
+                except anyio.EndOfStream:
+                    break
                 self.requests += 1
                 if isinstance(req, _Alloc):
                     out: array.array[int] = array.array("I")
@@ -144,7 +148,7 @@ class Allocator:
                     log.debug(schema.ALLOC_BATCH, client=req.client, order=req.order,
                               gfp=req.gfp, want=req.n, got=got)
                     await anyio.sleep(costs.alloc_request + pages * costs.alloc_page)
-                    await req.reply.send(out)
+                    await streams.send(req.reply, out)
                 elif isinstance(req, _Free):
                     if req.dropped:  # __free_pages after put_page_testzero: the last ref
                         refcount = zone.frames.refcount
@@ -156,8 +160,8 @@ class Allocator:
                     log.debug(schema.FREE_BATCH, client=req.client, order=req.order,
                               count=len(req.pfns))
                     await anyio.sleep(costs.alloc_request + pages * costs.free_page)
-                    await req.reply.send(None)
+                    await streams.send(req.reply, None)
                 else:
                     result = req.fn(zone)
                     await anyio.sleep(costs.alloc_request + req.cost)
-                    await req.reply.send(result)
+                    await streams.send(req.reply, result)

@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
-from actors import schema
+from actors import schema, streams
 from actors.costs import CostModel
 from actors.host.memory import BALLOONED, GuestMemory
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
@@ -100,7 +100,7 @@ class BalloonDevice:
         self.target = num_pages
         self.log.info(schema.CONFIG_TARGET, num_pages=num_pages, previous=previous)
         self.feed(C.ConfigTarget(num_pages))
-        await self.transport.to_driver.send(ConfigChanged())
+        await streams.send(self.transport.to_driver, ConfigChanged())
 
     # -- buffers -------------------------------------------------------------------------------
     def _pfns(self, chain: Chain, queue: int, hs: int) -> list[int]:
@@ -216,7 +216,7 @@ class BalloonDevice:
             dev.push_used(chain.head, 0)
         if dev.take_interrupt():
             await anyio.sleep(self.costs.vq_roundtrip)
-            await self.transport.to_driver.send(Interrupt(queue))
+            await streams.send(self.transport.to_driver, Interrupt(queue))
 
     async def _poll_stats(self) -> None:
         """Every ``stats_interval``: hand the held stats buffer back so the guest refills it."""
@@ -230,7 +230,7 @@ class BalloonDevice:
             dev.push_used(head, 0)
             self.feed(C.StatsBufferUsed())
             if dev.take_interrupt():
-                await self.transport.to_driver.send(Interrupt(STATSQ))
+                await streams.send(self.transport.to_driver, Interrupt(STATSQ))
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the transport until the guest side closes it."""
@@ -238,8 +238,13 @@ class BalloonDevice:
             if self.transport.stats_vq:
                 tg.start_soon(self._poll_stats)
             task_status.started()
-            async with self.transport.device_inbox:
-                async for msg in self.transport.device_inbox:
+            inbox = self.transport.device_inbox
+            async with inbox:
+                while True:
+                    try:
+                        msg = await streams.receive(inbox)
+                    except anyio.EndOfStream:
+                        break
                     if isinstance(msg, Notify):
                         if msg.queue in self.transport.vqs:
                             await self._serve(msg.queue)

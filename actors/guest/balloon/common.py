@@ -24,7 +24,7 @@ import anyio
 from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
-from actors import schema
+from actors import schema, streams
 from actors.costs import CostModel
 from actors.guest import gfp as G
 from actors.guest import pages as P
@@ -148,7 +148,7 @@ class VirtioBalloon:
         transport.observe(C.InflateAdded(pfns) if vq == INFLATEQ else C.DeflateAdded(pfns))
         # virtqueue_kick(vq);
         if transport.vqs[vq].driver.kick():
-            await transport.to_device.send(Notify(vq))
+            await streams.send(transport.to_device, Notify(vq))
         # /* When host has read buffer, this completes via balloon_ack */
         # wait_event(vb->acked, virtqueue_get_buf(vq, &len));
         driver = transport.vqs[vq].driver
@@ -201,7 +201,7 @@ class VirtioBalloon:
             raise KernelBug(f"stats: virtqueue_add_buf failed: {e}") from None
         self.log.info(schema.VQ_ADD, queue="statsq", hs=hs, pfns=[])
         if transport.vqs[STATSQ].driver.kick():
-            await transport.to_device.send(Notify(STATSQ))
+            await streams.send(transport.to_device, Notify(STATSQ))
 
     async def stats_handle_request(self) -> None:
         """stats_handle_request() (v3.6): refill and re-add the buffer the host handed back."""
@@ -234,7 +234,7 @@ class VirtioBalloon:
         """vb->vdev->config->set(vb->vdev, offsetof(..., actual), &actual, sizeof(actual))."""
         self.log.info(schema.CONFIG_ACTUAL, actual=actual)
         self.vdev.observe(C.ActualWritten(actual))
-        await self.vdev.to_device.send(ConfigWrite(actual))
+        await streams.send(self.vdev.to_device, ConfigWrite(actual))
 
     # -- variant hooks -------------------------------------------------------------------------
     def towards_target(self) -> int:
@@ -286,8 +286,13 @@ class VirtioBalloon:
         """vring_interrupt / virtio config interrupt: dispatch to the driver's callbacks."""
         with self.kernel.task("irq/virtio-balloon"):
             task_status.started()
-            async with self.vdev.driver_inbox:
-                async for msg in self.vdev.driver_inbox:
+            inbox = self.vdev.driver_inbox
+            async with inbox:
+                while True:
+                    try:
+                        msg = await streams.receive(inbox)
+                    except anyio.EndOfStream:
+                        break
                     if isinstance(msg, Interrupt):
                         if msg.queue == STATSQ:
                             self.stats_request()

@@ -43,7 +43,7 @@ def test_host_set_equals_driver_list_while_inflated(driver: str) -> None:
     """Stopped while inflated and quiescent, the host's ballooned set equals the driver's list
     and MemTotal is reduced by exactly the balloon (checked by the session and here)."""
     out, _ = small_session(f"guest.driver={driver}",
-                           'host.policy.params.steps=[["2s", "25%"]]', "duration=8s")
+                           'host.policy.params.steps=[["2s", "25%"]]', "duration=7s")
     assert out.summary["violations"] == []
     session = out.session
     assert session is not None
