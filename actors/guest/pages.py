@@ -27,7 +27,7 @@ The links of a page that is on no list are stale (the kernel poisons them); neve
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from actors.guest.gfp import (
@@ -299,6 +299,45 @@ class PageList:
             self.lru_prev[first] = pfn
         self.first = pfn
         self.nr += 1
+
+    def list_add_many(self, pfns: Sequence[int]) -> None:
+        """``list_add`` of each page in turn (the last ends up first), in one pass."""
+        n = len(pfns)
+        if not n:
+            return
+        nxt, prv = self.lru_next, self.lru_prev
+        follow = self.first
+        for p in pfns:  # each new page goes in front of the previous one
+            nxt[p] = follow
+            if follow != NIL:
+                prv[follow] = p
+            follow = p
+        prv[follow] = NIL
+        if self.first == NIL:
+            self.last = pfns[0]
+        self.first = follow
+        self.nr += n
+
+    def list_del_first_many(self, n: int, stop_flags: array[int] | None = None,
+                            stop_mask: int = 0) -> list[int]:
+        """Unlink up to ``n`` pages from the head, in order; stop early at a page whose
+        ``stop_flags`` has a bit of ``stop_mask`` (it stays on the list)."""
+        nxt, prv = self.lru_next, self.lru_prev
+        out: list[int] = []
+        p = self.first
+        while len(out) < n and p != NIL:
+            if stop_flags is not None and stop_flags[p] & stop_mask:
+                break
+            out.append(p)
+            p = nxt[p]
+        if out:
+            self.first = p
+            if p == NIL:
+                self.last = NIL
+            else:
+                prv[p] = NIL
+            self.nr -= len(out)
+        return out
 
     def list_add_tail(self, pfn: int) -> None:
         """Insert ``pfn`` at the tail (FIFO use)."""

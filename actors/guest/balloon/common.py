@@ -17,7 +17,7 @@ Modelling notes that apply to every variant:
 from __future__ import annotations
 
 import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -124,9 +124,21 @@ class VirtioBalloon:
         for i in range(self.PAGES_PER_PAGE):
             pfns[at + i] = base + i
 
+    def _set_pfns_batch(self, pfns: array.array[int], at: int, pages: Sequence[int]) -> None:
+        """set_page_pfns() for many pages at once, into consecutive slots from ``at``."""
+        ppp = self.PAGES_PER_PAGE
+        if ppp == 1:
+            pfns[at:at + len(pages)] = array.array("I", pages)
+            return
+        for page in pages:
+            self.set_page_pfns(pfns, at, page)
+            at += ppp
+
     def guest_pages(self, pfns: array.array[int], num: int) -> list[int]:
         """The guest PFNs behind the first ``num`` balloon PFNs (for logs)."""
         ppp = self.PAGES_PER_PAGE
+        if ppp == 1:
+            return pfns[:num].tolist()
         return [pfns[i] // ppp for i in range(0, num, ppp)]
 
     # -- virtqueue handshakes ------------------------------------------------------------------

@@ -11,6 +11,7 @@ import array
 
 from actors import schema
 from actors.guest import gfp as G
+from actors.guest import pages as P
 from actors.guest.balloon.common import DEFLATEQ, INFLATEQ, VirtioBalloon
 from actors.guest.balloon.compaction_mm import (
     BALLOON_MIGRATION_RETURN,
@@ -110,11 +111,60 @@ class V9Balloon(VirtioBalloon):
             # unlock_page(page);
             unlock_page(k, frames, page)
             self.num_pfns += ppp
+            if self._uncontended():  # FAST PATH (not C): see _fill_batch
+                i = self._fill_batch(got, i, num)
         if self.num_pfns:
             self.inflated += self.num_pfns // ppp
             self.vmstat.inc("balloon_inflate", self.num_pfns // ppp)
             self.log.info(schema.BALLOON_FILL, pfns=self.guest_pages(self.pfns, self.num_pfns),
                           num_pages=self.num_pages.atomic_read())
+
+    # ------------------------------------------------- fast paths (not in the C code)
+    # When no other task can run between two iterations of a loop below -- no seeded
+    # perturbation, no debug records to interleave, pages_lock free, so every lock operation
+    # would succeed at once without a scheduling point -- the loop's remaining iterations are
+    # executed in one batch. The resulting state is exactly what the per-page loop produces;
+    # the first iteration always runs the translated code, so lockdep sees every lock order.
+    def _uncontended(self) -> bool:
+        k = self.kernel
+        return not k.perturb.active and not k.debug and self.pages_lock.owner is None
+
+    def _fill_batch(self, got: array.array[int], i: int, num: int) -> int:
+        """The rest of fill_balloon's loop for pages got[i:]; returns the new index."""
+        ppp, frames = self.PAGES_PER_PAGE, self.frames
+        n = min(len(got) - i, -(-(num - self.num_pfns) // ppp))
+        if n <= 0:
+            return i
+        flags = frames.flags
+        locked, balloon = P.PG_locked, P.PG_balloon
+        batch = got[i:i + n]
+        for page in batch:
+            f = flags[page]
+            if f & locked:  # BUG_ON(!trylock_page(page));
+                raise KernelBugOn(f"fill_balloon: trylock_page({page}) failed")
+            # assign_balloon_mapping(page, vb->mapping);  (the allocator set the owner code)
+            flags[page] = f | balloon
+        self.pages.list_add_many(batch)  # list_add(&page->lru, &vb->pages);
+        self._set_pfns_batch(self.pfns, self.num_pfns, batch)
+        self.meminfo.totalram -= n
+        self.num_pages.atomic_add(n * ppp)
+        self.num_pfns += n * ppp
+        return i + n
+
+    def _leak_batch(self, pfns: array.array[int], num_pfns: int, num: int) -> int:
+        """The rest of leak_balloon's loop while nothing is isolated; returns num_pfns."""
+        ppp, frames = self.PAGES_PER_PAGE, self.frames
+        want = -(-(num - num_pfns) // ppp)
+        flags = frames.flags
+        # list_del(&page->lru) from the head, up to a page trylock_page() would fail on
+        taken = self.pages.list_del_first_many(want, flags, P.PG_locked)
+        keep = ~P.PG_balloon & 0xFFFF
+        for page in taken:
+            flags[page] &= keep  # clear_balloon_mapping(page);
+        if taken:
+            self._set_pfns_batch(pfns, num_pfns, taken)
+            self.num_pages.atomic_sub(len(taken) * ppp)
+        return num_pfns + len(taken) * ppp
 
     # ------------------------------------------------- __wait_on_isolated_pages (@@ -162,19)
     def _pages_at_balloon_list(self) -> int:
@@ -185,6 +235,11 @@ class V9Balloon(VirtioBalloon):
                 page = -1
             # spin_unlock(&vb->pages_lock);
             self.pages_lock.spin_unlock()
+            if (page >= 0 and self._uncontended()
+                    and not self.num_isolated_pages.atomic_read()):
+                before = num_pfns  # FAST PATH (not C): see _leak_batch
+                num_pfns = self._leak_batch(pfns, num_pfns, num)
+                leak_target -= (num_pfns - before) // ppp
             if page < 0:  # no page taken this turn: the loop spins, and spinning costs time
                 await k.cpu_relax()
         self.deflated += num_pfns // ppp
