@@ -306,3 +306,9 @@ BALLOON_PUTBACK: Final = _event(
     ("worker", "mid", "pfn"),
     "An isolated balloon page went back on vb->pages without migrating.",
 )
+HIGHORDER_PASS: Final = _event(
+    "workload.highorder",
+    "info",
+    ("order", "attempts", "success"),
+    "A high-order allocation pass (like writing nr_hugepages): how many blocks it got.",
+)

@@ -146,6 +146,65 @@ def scenarios(show: str | None) -> None:
     Console().print(table)
 
 
+@main.command(name="compare")
+@click.argument("scenario", required=False, default="thp-under-balloon")
+@click.option("--drivers", default="legacy,fixed", show_default=True,
+              help="Comma-separated driver variants to compare.")
+@click.option("--seeds", default="5", show_default=True,
+              help="N (seeds 0..N-1), A..B, or a comma list.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario field for every run (repeatable).")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Parallel processes.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write the results as JSON here.")
+def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], jobs: int,
+                json_path: Path | None) -> None:
+    """Run SCENARIO (default thp-under-balloon) under each driver and seed; compare."""
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from run import compare as cmp
+
+    names = [d.strip() for d in drivers.split(",") if d.strip()]
+    bad = [d for d in names if d not in ("legacy", "v9", "fixed")]
+    if bad or not names:
+        raise BadInput(f"--drivers: unknown driver(s) {', '.join(bad) or '(none)'}; "
+                       "use legacy, v9, fixed")
+    try:
+        seed_list = cmp.parse_seeds(seeds)
+    except ValueError as e:
+        raise BadInput(f"--seeds {seeds!r}: {e}") from None
+    _load(scenario, sets, None)
+    _writable(json_path, "--json")
+    console = Console()
+    with Progress(TextColumn("[bold]compare"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("runs", total=len(names) * len(seed_list), last="")
+        result = cmp.compare(scenario, names, seed_list, list(sets), jobs=jobs,
+                             progress=lambda job: progress.update(
+                                 task, advance=1, last=f"{job.driver} seed {job.seed}"))
+    table = Table(title=f"vballoon compare {result['scenario']} — seeds "
+                        f"{seed_list[0]}..{seed_list[-1]} (mean ± spread)",
+                  title_justify="left")
+    table.add_column("metric")
+    for d in names:
+        table.add_column(d, justify="right")
+    for key, label, _read, _better in cmp.METRICS:
+        row = result["metrics"][key]
+        table.add_row(label, *(f"{row[d]['mean']:.3f} ± {row[d]['stdev']:.3f}"
+                               if abs(row[d]["mean"]) < 10 else
+                               f"{row[d]['mean']:.1f} ± {row[d]['stdev']:.1f}" for d in names))
+    console.print(table)
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    failed = result["metrics"]["violations"]
+    if any(failed[d]["mean"] > 0 for d in names):
+        click.echo("some runs reported violations (see the violations row)", err=True)
+        sys.exit(1)
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 def policies(ctx: click.Context) -> None:

@@ -140,6 +140,10 @@ class Compactor:
                 await self.migrate_pages(cc, isolated, worker)
             else:
                 await self.kernel.preempt("compact_zone")
+        if result == COMPACT_COMPLETE and not full:
+            # The scanners met: the next run starts with fresh skip hints, as kswapd's
+            # __reset_isolation_suitable() does once compact_blockskip_flush is set.
+            self.skip[:] = bytes(len(self.skip))
         if cc.freepages:  # release_freepages()
             await self.allocator.free(cc.freepages, 0)
             cc.freepages = []

@@ -24,7 +24,13 @@ from actors.guest.compaction import CompactionConfig, Compactor
 from actors.guest.config import GuestConfig
 from actors.guest.pages import PageFrames
 from actors.guest.rmap import Rmap
-from actors.guest.workload import App, WorkloadConfig, run_app
+from actors.guest.workload import (
+    App,
+    HighOrderStats,
+    WorkloadConfig,
+    run_app,
+    run_highorder_passes,
+)
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import current_name
 from actors.kernel.watchdog import start_watchdogs
@@ -81,6 +87,7 @@ class Guest:
         self.skip_hints = bytearray(self.frames.nr_pages // 512)  # shared by all compactors
         self._compactors = 0
         self.mid_counter = [0]
+        self.highorder = HighOrderStats()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the allocator and the apps; runs until the session cancels it."""
@@ -98,11 +105,21 @@ class Guest:
                 await self.kernel.start(tg, app.name, run_app, app, self.frames, client,
                                         self.vmstat, self.costs,
                                         self._logger(f"{self.name}.{app.name}"), direct)
+            if self.workload.highorder_at and self.workload.highorder_count:
+                client = self.allocator.client(f"{self.name}.highorder")
+                direct = self.compactor(client) if self.compaction.direct else None
+                await self.kernel.start(tg, "highorder", self._highorder, client, direct)
             if self.compaction.at and self.compaction.workers:
                 tg.start_soon(self._compact_memory_timeline, tg)
             if self.compaction.kcompactd_interval > 0:
                 self.kernel.spawn(tg, "kcompactd0", self._kcompactd)
             task_status.started()
+
+    async def _highorder(self, client: AllocatorClient, direct: Compactor | None, *,
+                         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await run_highorder_passes(self.workload, client, direct, self.highorder,
+                                   self._logger(f"{self.name}.highorder"))
 
     # -- compaction triggers -------------------------------------------------------------------
     def compactor(self, client: AllocatorClient | None = None) -> Compactor:
@@ -218,7 +235,9 @@ class Guest:
             "buddyinfo": buddyinfo,
             "pagetypeinfo": views.pagetypeinfo(zone),
             "fragmentation_index": views.fragmentation_index(zone, 9),
+            "free_order9_blocks": views.free_blocks_at_least(zone, 9),
             "unusable_free_index": views.unusable_free_index(zone, 9),
             "thp": self.thp_summary(),
+            "highorder": self.highorder.summary(),
             "allocation_pressure": sum(app.pressure for app in self.apps),
         }

@@ -28,6 +28,7 @@ from actors.costs import CostModel
 from actors.guest import gfp as G
 from actors.guest import pages as P
 from actors.guest.allocator import AllocatorClient
+from actors.guest import views
 from actors.guest.buddy import Zone
 from actors.guest.compaction import Compactor
 from actors.guest.pages import PageFrames
@@ -56,6 +57,11 @@ class WorkloadConfig:
     thp_max: float = _f(0.3, "largest fraction of an app's share held as huge pages")
     drop_at: float = _f(0.5, "when (fraction of the session) apps drop caches and part of heap")
     drop_fraction: float = _f(0.5, "fraction of movable pages dropped at drop_at")
+    highorder_at: list[str] = field(default_factory=list, metadata={
+        "doc": "times of high-order allocation passes (like writing nr_hugepages), e.g. ['20s']"})
+    highorder_order: int = field(default=9, metadata={"doc": "order of those allocations"})
+    highorder_count: int = field(default=32, metadata={
+        "doc": "allocations attempted per pass (each may direct-compact); freed after the pass"})
 
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs for values outside their meaningful range."""
@@ -71,6 +77,17 @@ class WorkloadConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 problems.append((name, f"must be between 0 and 1, got {v}"))
+        if not 1 <= self.highorder_order <= 10:
+            problems.append(("highorder_order", "must be between 1 and 10"))
+        if self.highorder_count < 0:
+            problems.append(("highorder_count", "must be >= 0"))
+        from actors.units import UnitError, parse_duration
+
+        for i, t in enumerate(self.highorder_at):
+            try:
+                parse_duration(t)
+            except UnitError as e:
+                problems.append((f"highorder_at[{i}]", str(e)))
         return problems
 
 
@@ -238,7 +255,10 @@ async def run_app(
             app.map_pages(ANON, base[half:])
         if step.thp:
             await thp_fault(app, allocator, vmstat, costs, log, compactor)
-        await anyio.sleep(tick)
+        if compactor is not None:  # a kernel task: its think time is a voluntary sleep
+            await compactor.kernel.msleep(tick)
+        else:
+            await anyio.sleep(tick)
 
 
 def split_huge_page(zone: Zone, head: int) -> None:
@@ -272,3 +292,52 @@ async def thp_fault(app: App, allocator: AllocatorClient, vmstat: VmStat, costs:
     base = await allocator.alloc(1 << HPAGE_ORDER, 0, G.GFP_HIGHUSER_MOVABLE, P.OWNER_ANON)
     app.map_pages(ANON, base)
     return False
+
+
+@dataclass
+class HighOrderStats:
+    """Outcome of the high-order allocation passes (the series reviewers' measure)."""
+
+    attempts: int = 0
+    success: int = 0
+    passes: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        rate = round(self.success / self.attempts, 4) if self.attempts else 0.0
+        return {"attempts": self.attempts, "success": self.success, "success_rate": rate,
+                "passes": self.passes}
+
+
+async def run_highorder_passes(cfg: WorkloadConfig, allocator: AllocatorClient,
+                               compactor: Compactor | None, stats: HighOrderStats,
+                               log: FilteringBoundLogger) -> None:
+    """At each ``highorder_at`` time try ``highorder_count`` allocations of
+    ``highorder_order`` (direct-compacting on failure, as hugetlb allocation does), record
+    how many succeeded, then free them."""
+    from actors.units import parse_duration
+
+    now = 0.0
+    order = cfg.highorder_order
+    gfp = int(G.GFP_HIGHUSER_MOVABLE | G.GFP.COMP | G.GFP.NOWARN | G.GFP.NORETRY)
+    for at in sorted(parse_duration(t) for t in cfg.highorder_at):
+        await anyio.sleep(max(0.0, at - now))
+        now = at
+        got: list[int] = []
+        zone = compactor.zone if compactor is not None else None
+        before = {} if zone is None else {
+            "free_order9_before": views.free_blocks_at_least(zone, 9),
+            "frag9_before": views.fragmentation_index(zone, 9)}
+        for _ in range(cfg.highorder_count):
+            block = await allocator.alloc(1, order, gfp, P.OWNER_THP)
+            if not block and compactor is not None and \
+                    compactor.fragmentation_says_compact(order):
+                await compactor.compact_zone(order, "highorder", "direct")
+                block = await allocator.alloc(1, order, gfp, P.OWNER_THP)
+            got.extend(block)
+        stats.attempts += cfg.highorder_count
+        stats.success += len(got)
+        stats.passes.append({"t": round(anyio.current_time(), 6), "order": order,
+                             "attempts": cfg.highorder_count, "success": len(got), **before})
+        log.info(schema.HIGHORDER_PASS, order=order, attempts=cfg.highorder_count,
+                 success=len(got))
+        await allocator.free(got, order)
