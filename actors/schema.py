@@ -9,6 +9,7 @@ Every record also carries ``t`` (virtual seconds), ``seq`` (global order), ``act
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -312,3 +313,14 @@ HIGHORDER_PASS: Final = _event(
     ("order", "attempts", "success"),
     "A high-order allocation pass (like writing nr_hugepages): how many blocks it got.",
 )
+
+
+def check_record(record: Mapping[str, object]) -> None:
+    """Raise ValueError unless ``record`` is a declared event carrying its declared fields."""
+    for key in ("t", "seq", "actor", "event"):
+        if key not in record:
+            raise ValueError(f"log record lacks {key!r}: {record}")
+    declared = spec(str(record["event"]))
+    missing = set(declared.fields) - set(record)
+    if missing:
+        raise ValueError(f"{record['event']} record lacks {sorted(missing)}: {record}")

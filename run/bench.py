@@ -235,40 +235,18 @@ def _trio_run(main: Callable[[], Any]) -> None:
     trio.run(main, clock=determinism.virtual_clock())
 
 
-def _raw_trio(n: int) -> list[float]:
-    """``n`` request → reply round trips over two trio memory channels; lap timestamps."""
+def _raw(n: int, *, use_trio: bool) -> list[float]:
+    """``n`` request → reply round trips over two memory channels (trio's own, or anyio's
+    streams: the transport's message layer); lap timestamps."""
     laps: list[float] = []
 
     async def main() -> None:
-        req_send, req_recv = trio.open_memory_channel[int](QUEUE_SIZE)
-        rep_send, rep_recv = trio.open_memory_channel[int](QUEUE_SIZE)
-
-        async def server() -> None:
-            async with req_recv, rep_send:
-                async for msg in req_recv:
-                    await rep_send.send(msg)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server)
-            laps.append(time.perf_counter())
-            async with req_send:
-                for i in range(1, n + 1):
-                    await req_send.send(i)
-                    await rep_recv.receive()
-                    if not i % _LAP:
-                        laps.append(time.perf_counter())
-
-    _trio_run(main)
-    return laps
-
-
-def _raw_anyio(n: int) -> list[float]:
-    """The same round trips over anyio memory object streams (the transport's message layer)."""
-    laps: list[float] = []
-
-    async def main() -> None:
-        req_send, req_recv = anyio.create_memory_object_stream[int](QUEUE_SIZE)
-        rep_send, rep_recv = anyio.create_memory_object_stream[int](QUEUE_SIZE)
+        if use_trio:
+            req_send, req_recv = trio.open_memory_channel[int](QUEUE_SIZE)
+            rep_send, rep_recv = trio.open_memory_channel[int](QUEUE_SIZE)
+        else:
+            req_send, req_recv = anyio.create_memory_object_stream[int](QUEUE_SIZE)  # type: ignore[assignment]
+            rep_send, rep_recv = anyio.create_memory_object_stream[int](QUEUE_SIZE)  # type: ignore[assignment]
 
         async def server() -> None:
             async with req_recv, rep_send:
@@ -287,6 +265,14 @@ def _raw_anyio(n: int) -> list[float]:
 
     _trio_run(main)
     return laps
+
+
+def _raw_trio(n: int) -> list[float]:
+    return _raw(n, use_trio=True)
+
+
+def _raw_anyio(n: int) -> list[float]:
+    return _raw(n, use_trio=False)
 
 
 def _virtqueue(n: int) -> list[float]:

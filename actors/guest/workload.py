@@ -27,8 +27,8 @@ from actors import schema
 from actors.costs import CostModel
 from actors.guest import gfp as G
 from actors.guest import pages as P
-from actors.guest.allocator import AllocatorClient
 from actors.guest import views
+from actors.guest.allocator import AllocatorClient
 from actors.guest.buddy import Zone
 from actors.guest.compaction import Compactor
 from actors.guest.pages import PageFrames
