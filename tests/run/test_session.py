@@ -1,0 +1,59 @@
+"""Session robustness: the log is closed with a summary whatever happens."""
+
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from actors import schema
+from actors.guest.workload import App
+from run import scenario as scen
+from run.cli import main
+from run.session import run_session
+
+
+def _boom(self: App, now: float) -> None:
+    raise RuntimeError("simulated actor crash")
+
+
+def test_actor_crash_still_closes_log_with_summary(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception in an actor ends the session with session.error then session.end
+    (reason "error", the summary included), and the run exits 1."""
+    monkeypatch.setattr(App, "step", _boom)
+    log = tmp_path / "crash.jsonl"
+    sc = scen.load("default", ["guest.memory=32MiB", "duration=3s"])
+    out = run_session(sc, log_path=log)
+    assert out.reason == "error" and out.exit_code == 1
+    assert out.error is not None and "simulated actor crash" in out.error
+    records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert records[0]["event"] == schema.SESSION_START
+    assert records[-2]["event"] == schema.SESSION_ERROR
+    assert records[-1]["event"] == schema.SESSION_END
+    assert records[-1]["reason"] == "error" and "buddyinfo" in records[-1]["summary"]
+    res = CliRunner().invoke(main, ["run", "--set", "guest.memory=32MiB", "--duration", "3s",
+                                    "--log", str(tmp_path / "cli.jsonl")])
+    assert res.exit_code == 1 and "simulated actor crash" in res.stderr
+
+
+def test_policy_file_that_raises_is_contained(tmp_path: Path) -> None:
+    """A third-party policy that raises never stops the session: its error is logged as
+    policy.error, counted in the summary, and the run still completes with exit 0."""
+    policy = tmp_path / "bad_policy.py"
+    policy.write_text(
+        "from actors.host.policy import HostPolicy\n"
+        "class Broken(HostPolicy):\n"
+        "    name = 'broken'\n"
+        "    def decide(self, view):\n"
+        "        raise ZeroDivisionError('policy bug')\n")
+    log = tmp_path / "p.jsonl"
+    sc = scen.load("inflate-deflate", ["guest.memory=32MiB", "duration=4s", "workload.apps=0",
+                                       f'host.policy.name="{policy}:Broken"',
+                                       "host.policy.params={}"])
+    out = run_session(sc, log_path=log)
+    assert out.reason == "completed" and out.exit_code == 0
+    assert out.summary["host"]["policy_errors"] >= 3
+    errors = [orjson.loads(line) for line in log.read_bytes().splitlines()
+              if b'"policy.error"' in line]
+    assert errors and "policy bug" in errors[0]["error"]
