@@ -193,9 +193,7 @@ def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], 
         table.add_column(d, justify="right")
     for key, label, _read, _better in cmp.METRICS:
         row = result["metrics"][key]
-        table.add_row(label, *(f"{row[d]['mean']:.3f} ± {row[d]['stdev']:.3f}"
-                               if abs(row[d]["mean"]) < 10 else
-                               f"{row[d]['mean']:.1f} ± {row[d]['stdev']:.1f}" for d in names))
+        table.add_row(label, *(_mean_spread(row[d]["mean"], row[d]["stdev"]) for d in names))
     console.print(table)
     if json_path is not None:
         json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
@@ -203,6 +201,12 @@ def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], 
     if any(failed[d]["mean"] > 0 for d in names):
         click.echo("some runs reported violations (see the violations row)", err=True)
         sys.exit(1)
+
+
+def _mean_spread(mean: float, stdev: float) -> str:
+    if mean != mean:  # nan: the scenario does not measure it
+        return "n/a"
+    return f"{mean:.3f} ± {stdev:.3f}" if abs(mean) < 10 else f"{mean:.1f} ± {stdev:.1f}"
 
 
 @main.group(invoke_without_command=True)

@@ -7,6 +7,7 @@ and the spread (sample standard deviation) over seeds for each driver.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -104,9 +105,10 @@ def compare(spec: str | None, drivers: Sequence[str], seeds: Sequence[int],
         for d in drivers:
             runs = sorted(results[d], key=lambda s: s["seed"])
             values = [float(read(s)) for s in runs]
+            known = [v for v in values if not math.isnan(v)]  # nan: not measured in a run
             table[key][d] = {
-                "mean": statistics.fmean(values),
-                "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "mean": statistics.fmean(known) if known else math.nan,
+                "stdev": statistics.stdev(known) if len(known) > 1 else 0.0,
                 "values": values,  # type: ignore[dict-item]
             }
     return {"scenario": spec or "default", "drivers": list(drivers), "seeds": list(seeds),

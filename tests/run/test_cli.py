@@ -108,3 +108,32 @@ def test_scenario_file_with_page_size_64k(tmp_path: Path) -> None:
                         "--duration", "3s", "--json")
     assert code == 0
     assert orjson.loads(out)["guest"]["page_size"] == 65536
+
+
+def test_compare_small(tmp_path: Path) -> None:
+    """`vballoon compare` runs every driver × seed and writes per-driver mean/spread JSON."""
+    out_json = tmp_path / "cmp.json"
+    code, out, err = _run("compare", "inflate-deflate", "--drivers", "legacy,fixed",
+                          "--seeds", "2", "--jobs", "1", "--set", "guest.memory=32MiB",
+                          "--set", "duration=4s", "--set", "workload.apps=1",
+                          "--json", str(out_json))
+    assert code == 0, err
+    data = orjson.loads(out_json.read_bytes())
+    assert data["drivers"] == ["legacy", "fixed"] and data["seeds"] == [0, 1]
+    for driver in ("legacy", "fixed"):
+        cell = data["metrics"]["virtual_seconds"][driver]
+        assert cell["values"] == [4.0, 4.0] and cell["stdev"] == 0.0
+        assert data["metrics"]["violations"][driver]["mean"] == 0
+    assert "high-order allocation success rate" in out
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["compare", "--drivers", "legacy,bogus"], "unknown driver(s) bogus"),
+    (["compare", "--seeds", "5..2"], "--seeds '5..2'"),
+    (["bench", "nosuch"], "unknown benchmark 'nosuch'"),
+    (["run", "--set", "host.policy.name=nosuch"], "unknown host policy 'nosuch'"),
+])
+def test_more_bad_usage_exits_2(args: list[str], fragment: str) -> None:
+    """Bad arguments to compare, bench and the policy name exit 2 with one line."""
+    code, _, err = _run(*args)
+    assert code == 2 and fragment in err
