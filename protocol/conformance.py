@@ -18,7 +18,9 @@ Rules checked (ids are stable; see :class:`Rule`):
 * ``driver.deflate-not-in-balloon`` — a page deflated that is not in the balloon.
 * ``driver.deflate-below-target`` — without DEFLATE_ON_OOM, a deflate that takes the balloon
   below every target the device set since the driver last reported ``actual`` (so a target
-  raised while the driver was already leaking is not blamed on it).
+  raised while the driver was already leaking is not blamed on it). A deflate that only
+  returns pages inflated since ``actual`` was last written (a migration's swap: inflate the
+  new page, deflate the old) does not shrink the balloon and is not blamed either.
 * ``driver.inflate-in-balloon`` — a page inflated again while in the balloon.
 * ``driver.split-guest-page`` — a buffer that names part of a guest page.
 * ``driver.actual-not-updated`` — at :class:`Quiescent`, ``actual`` differs from the pages the
@@ -232,6 +234,7 @@ class Conformance:
         "_stats_outstanding",
         "_stats_tags",
         "_stats_vq",
+        "_swap_credit",
         "features",
     )
 
@@ -259,6 +262,7 @@ class Conformance:
         self._num_pages = 0
         self._actual = 0
         self._floor = 0  # lowest target since the driver last wrote actual
+        self._swap_credit = 0  # pages inflated since actual was last written (a swap's half)
         self._stats_outstanding = False
         self._stats_tags: frozenset[int] | None = None
 
@@ -304,6 +308,7 @@ class Conformance:
         if isinstance(event, ActualWritten):
             self._actual = event.actual
             self._floor = self._num_pages
+            self._swap_credit = 0
             return []
         if isinstance(event, StatsBufferAdded):
             return self._stats_added(event)
@@ -353,6 +358,7 @@ class Conformance:
             else:
                 pages[g] = _INFLATING
         self._n_inflating += len(guests) - len(again)
+        self._swap_credit += len(guests) - len(again)
         if again:
             again.sort()
             states = sorted({self.page_state(g) for g in again})
@@ -438,7 +444,11 @@ class Conformance:
                     event,
                 )
             )
-        if moved and not self._deflate_on_oom:
+        # A deflate that only gives back what was just inflated (balloon page migration: the
+        # new page is inflated, then the old one deflated) does not shrink the balloon.
+        swapped = min(moved, self._swap_credit)
+        self._swap_credit -= swapped
+        if moved > swapped and not self._deflate_on_oom:
             left = (self._n_inflating + self._n_inflated) * self._ppp
             if left < self._floor:
                 out.append(

@@ -266,21 +266,31 @@ class Compactor:
             import anyio
 
             await anyio.sleep(self.costs.page_copy * len(moving) * (f.page_size // 4096))
+        putback = 0
         for old in moving:
             if refcount[old] == 1:  # the app unmapped it meanwhile: freed from under us
                 flags[old] &= ~P.PG_isolated
                 to_free.append(old)
                 continue
             new = cc.freepages.pop()
+            if not rmap.migrate(old, new):
+                # Unmapped meanwhile, but the app has not dropped its reference yet (it frees
+                # the PFN it took): keep ``new``, put ``old`` back with only the app's reference.
+                cc.freepages.append(new)
+                flags[old] = (flags[old] & ~P.PG_isolated) | P.PG_lru
+                refcount[old] -= 1
+                putback += 1
+                cc.failed += 1
+                vm.inc("pgmigrate_fail")
+                continue
             mapping[new] = mapping[old]
             flags[new] = (flags[old] & ~P.PG_isolated) | P.PG_lru
             refcount[new] = 1
-            rmap.migrate(old, new)
             flags[old] = 0
             refcount[old] = 1  # drop the mapping's reference; ours goes with the free
             to_free.append(old)
             cc.migrated += 1
-        vm.inc("pgmigrate_success", len(moving))
+        vm.inc("pgmigrate_success", len(moving) - putback)
         for old in lru_pages[len(moving):]:  # no target page: putback_lru_page()
             flags[old] = (flags[old] & ~P.PG_isolated) | P.PG_lru
             refcount[old] -= 1

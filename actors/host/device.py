@@ -266,8 +266,9 @@ class BalloonDevice:
                                            f"notify of queue {msg.queue}, which this device "
                                            "does not have (ignored)")
                     elif isinstance(msg, ConfigWrite):
+                        # The monitor saw the write when the driver made it (config space is
+                        # shared); feeding it again here, later, would misorder it.
                         self.actual = msg.actual
-                        self.feed(C.ActualWritten(msg.actual))
             tg.cancel_scope.cancel()
 
     def holds_stats_buffer(self) -> bool:

@@ -1,0 +1,217 @@
+"""Helpers for the compaction tests: a small compact-storm, log replay, page bookkeeping checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from actors import schema
+from actors.guest import pages as P
+from actors.guest.guest import Guest
+from actors.guest.pages import PageFrames
+from actors.guest.rmap import Rmap
+from run import scenario as scen
+from run.logs import FlightRecorder
+from run.session import Outcome, Session, run_session
+
+#: compact-storm shrunk: 64 MiB, three storms of six compact_memory writers, the host inflating
+#: to 25 %, deflating to 10 %, inflating to 30 % and deflating to 0 in between. 13.5 s is not a
+#: multiple of the host's 2 s stats interval, so the session ends quiescent (stats buffer held).
+SMALL_STORM = [
+    "guest.memory=64MiB", "duration=13.5s",
+    'compaction.at=["4s", "7s", "10s"]', "compaction.workers=6",
+    'host.policy.params.steps=[["1s", "25%"], ["5s", "10%"], ["8s", "30%"], ["11s", "0%"]]',
+]
+
+
+def small_storm(driver: str, *overrides: str, seed: int = 1, log_path: Path | None = None,
+                recorder: FlightRecorder | None = None,
+                on_snapshot: Callable[[Session], None] | None = None) -> Outcome:
+    """Run the small compact-storm under ``driver`` (more overrides after the defaults)."""
+    sc = scen.load("compact-storm", [*SMALL_STORM, f"guest.driver={driver}", *overrides])
+    return run_session(sc, seed=seed, log_path=log_path, recorder=recorder,
+                       on_snapshot=on_snapshot)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines session log."""
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def the_guest(out: Outcome) -> Guest:
+    """The outcome's (only) guest."""
+    assert out.session is not None
+    return out.session.guests[0]
+
+
+def replay_balloon(records: Iterable[dict[str, Any]]) -> tuple[set[int], set[int], list[str]]:
+    """Rebuild the driver list and the isolated set from balloon.* records, in log order.
+
+    Returns (driver list, isolated pages, problems); a problem is a record that puts a page in
+    two places at once (on the list and isolated, twice on the list, isolated twice) or takes
+    it from a place it is not in.
+    """
+    driver: set[int] = set()
+    isolated: set[int] = set()
+    problems: list[str] = []
+
+    def bad(r: dict[str, Any], what: str) -> None:
+        problems.append(f"seq {r['seq']} {r['event']}: {what}")
+
+    for r in records:
+        e = r["event"]
+        if e == schema.BALLOON_FILL:
+            for p in r["pfns"]:
+                if p in driver or p in isolated:
+                    bad(r, f"page {p} already ballooned")
+                driver.add(p)
+        elif e == schema.BALLOON_LEAK:
+            for p in r["pfns"]:
+                if p not in driver:
+                    bad(r, f"page {p} not on the list")
+                if p in isolated:
+                    bad(r, f"page {p} is isolated")
+                driver.discard(p)
+        elif e == schema.BALLOON_ISOLATE:
+            p = r["pfn"]
+            if p not in driver or p in isolated:
+                bad(r, f"page {p} not on the list, or already isolated")
+            driver.discard(p)
+            isolated.add(p)
+        elif e == schema.BALLOON_PUTBACK:
+            p = r["pfn"]
+            if p not in isolated or p in driver:
+                bad(r, f"page {p} not isolated, or already on the list")
+            isolated.discard(p)
+            driver.add(p)
+        elif e == schema.BALLOON_MIGRATE:
+            old, new = r["old"], r["new"]
+            if old not in isolated or old in driver:
+                bad(r, f"old page {old} not isolated")
+            if new in driver or new in isolated:
+                bad(r, f"new page {new} already ballooned")
+            isolated.discard(old)
+            driver.add(new)
+        if driver & isolated:
+            bad(r, f"pages on the list and isolated: {sorted(driver & isolated)[:8]}")
+    return driver, isolated, problems
+
+
+def handshake_order_problems(records: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """For every balloon.migrate: its inflate handshake names the new page and is acked before
+    the deflate handshake (naming the old page) is added. Returns (migrations, problems)."""
+    adds: dict[int, dict[str, Any]] = {}
+    acks: dict[int, dict[str, Any]] = {}
+    for r in records:
+        if r["event"] == schema.VQ_ADD:
+            adds[r["hs"]] = r
+        elif r["event"] == schema.VQ_ACK:
+            acks[r["hs"]] = r
+    problems: list[str] = []
+    n = 0
+    for r in records:
+        if r["event"] != schema.BALLOON_MIGRATE:
+            continue
+        n += 1
+        hi, hd = r["hs_inflate"], r["hs_deflate"]
+        inf_add, inf_ack, def_add, def_ack = adds.get(hi), acks.get(hi), adds.get(hd), acks.get(hd)
+        if inf_add is None or inf_ack is None or def_add is None or def_ack is None:
+            problems.append(f"mid {r['mid']}: handshake records missing")
+            continue
+        if inf_add["queue"] != "inflateq" or inf_add["pfns"] != [r["new"]]:
+            problems.append(f"mid {r['mid']}: hs {hi} is {inf_add['queue']} {inf_add['pfns']}")
+        if def_add["queue"] != "deflateq" or def_add["pfns"] != [r["old"]]:
+            problems.append(f"mid {r['mid']}: hs {hd} is {def_add['queue']} {def_add['pfns']}")
+        if not inf_ack["seq"] < def_add["seq"] < def_ack["seq"] < r["seq"]:
+            problems.append(f"mid {r['mid']}: inflate ack seq {inf_ack['seq']}, deflate add "
+                            f"{def_add['seq']}, deflate ack {def_ack['seq']}, migrate {r['seq']}")
+    return n, problems
+
+
+_KIND_OWNER = (P.OWNER_KERNEL, P.OWNER_ANON, P.OWNER_PAGECACHE)
+
+
+def lru_problems(guest: Guest) -> list[str]:
+    """Page bookkeeping of a guest's apps after a run with no compaction in progress
+    (see ``page_problems``)."""
+    holdings = [(app.name, kind, hid) for app in guest.apps for kind, hid in enumerate(app.hids)]
+    return page_problems(guest.frames, guest.rmap, holdings)
+
+
+def page_problems(frames: PageFrames, rmap: Rmap,
+                  holdings: Iterable[tuple[str, int, int]]) -> list[str]:
+    """Page bookkeeping of rmap holdings ``(name, kind, hid)`` (kind: 0 kernel, 1 anon, 2 page
+    cache) when no compaction is in progress.
+
+    Every page in a holding has the holding's owner, refcount 1, PG_lru (anon and page cache)
+    and rmap owner/slot pointing back at its slot; no page is in two holdings; every
+    anon/page-cache/kernel page is in a holding; no page is PG_isolated; free pages have
+    refcount 0 and no rmap owner.
+    """
+    f = frames
+    flags, mapping, refcount = f.flags, f.mapping, f.refcount
+    held = bytearray(f.nr_pages)
+    out: list[str] = []
+    for name, kind, hid in holdings:
+        for i, p in enumerate(rmap.holding(hid)):
+            if held[p]:
+                out.append(f"{name}: pfn {p} held twice")
+            held[p] = 1
+            if mapping[p] != _KIND_OWNER[kind]:
+                out.append(f"{name}: {f.describe(p)} in holding kind {kind}")
+            if refcount[p] != 1:
+                out.append(f"{name}: {f.describe(p)} refcount != 1")
+            if kind and not flags[p] & P.PG_lru:
+                out.append(f"{name}: {f.describe(p)} not PG_lru")
+            if rmap.owner[p] != hid or rmap.slot[p] != i:
+                out.append(f"{name}: pfn {p} rmap says holding {rmap.owner[p]} slot "
+                           f"{rmap.slot[p]}, it is in {hid}[{i}]")
+    for p in range(f.nr_pages):
+        m = mapping[p]
+        if flags[p] & P.PG_isolated:
+            out.append(f"left isolated: {f.describe(p)}")
+        if m in _KIND_OWNER and not held[p]:
+            out.append(f"in no holding: {f.describe(p)}")
+        if m == P.OWNER_FREE and (refcount[p] or rmap.owner[p]):
+            out.append(f"free page referenced or mapped: {f.describe(p)}")
+    return out[:20]
+
+
+BELOW_TARGET = "driver.deflate-below-target"
+
+
+def below_target_flags(records: list[dict[str, Any]]) -> tuple[int, list[int]]:
+    """The conformance monitor's ``driver.deflate-below-target`` reports, split into those
+    raised by the deflate of a balloon migration's old page (its new page was inflated just
+    before, so the balloon does not shrink) and any others (their seqs).
+
+    A migration's deflate is recognised by its handshake id in a balloon.migrate record or, if
+    the session ended before that record, by the inflateq ack logged right before it (only
+    virtballoon_migratepage adds a deflate straight after an inflate is acknowledged).
+    """
+    migration_deflates = {r["hs_deflate"] for r in records
+                          if r["event"] == schema.BALLOON_MIGRATE}
+    by_migration = 0
+    others: list[int] = []
+    last_add: tuple[dict[str, Any], dict[str, Any] | None] | None = None
+    prev: dict[str, Any] | None = None
+    for r in records:
+        if r["event"] == schema.VQ_ADD and r["queue"] == "deflateq":
+            last_add = (r, prev)
+        elif r["event"] == schema.HOST_VIOLATION and r["rule"] == BELOW_TARGET:
+            # the monitor checks a deflate when the driver adds it: the last deflateq add
+            ok = False
+            if last_add is not None and last_add[0]["t"] == r["t"]:
+                add, before = last_add
+                ok = add["hs"] in migration_deflates or (
+                    before is not None and before["event"] == schema.VQ_ACK
+                    and before["queue"] == "inflateq")
+            if ok:
+                by_migration += 1
+            else:
+                others.append(r["seq"])
+        prev = r
+    return by_migration, others

@@ -1,0 +1,164 @@
+"""Balloon page compaction end to end: a small compact-storm under the ``fixed`` driver.
+
+Six compact_memory writers at once, three times, while the host inflates and deflates the
+balloon; the tests read the summary, the JSON log and the final state of one such session.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from actors import schema
+from run import scenario as scen
+from run.logs import FlightRecorder
+from run.session import Outcome, Session, run_session
+
+from .compaction_helpers import (
+    below_target_flags,
+    handshake_order_problems,
+    read_log,
+    replay_balloon,
+    small_storm,
+    the_guest,
+)
+
+
+@dataclass
+class Storm:
+    """One small compact-storm session, its log, and the quiescent points seen during it."""
+
+    out: Outcome
+    records: list[dict[str, Any]]
+    # (time, pages in the balloon, balloon_problems) at each quiescent snapshot
+    checkpoints: list[tuple[float, int, list[tuple[str, str]]]] = field(default_factory=list)
+
+
+def _quiescent_checker(checkpoints: list[tuple[float, int, list[tuple[str, str]]]]) -> Any:
+    def on_snapshot(session: Session) -> None:
+        guest = session.guests[0]
+        if guest.balloon is not None and session.quiescent(guest):
+            device = session.host.devices[guest.name]
+            checkpoints.append((session.now, len(guest.balloon.pages),
+                                guest.balloon_problems(device.memory.state)))
+    return on_snapshot
+
+
+@pytest.fixture(scope="module")
+def storm(tmp_path_factory: pytest.TempPathFactory) -> Storm:
+    """The small compact-storm under ``fixed``, seed 1, snapshots (and checks) every 0.25 s."""
+    log = tmp_path_factory.mktemp("storm") / "storm.jsonl"
+    checkpoints: list[tuple[float, int, list[tuple[str, str]]]] = []
+    out = small_storm("fixed", "snapshot_interval=0.25s", seed=1, log_path=log,
+                      on_snapshot=_quiescent_checker(checkpoints))
+    return Storm(out, read_log(log), checkpoints)
+
+
+def test_storm_migrates_balloon_pages_and_restores_memtotal(storm: Storm) -> None:
+    """Hundreds of balloon pages are isolated and migrated, every isolated page is migrated or
+    returned, the session has no violation, and MemTotal is whole again after the deflate."""
+    out = storm.out
+    s = out.summary
+    assert out.reason == "completed" and s["violations"] == []
+    vm = s["vmstat"]
+    assert vm["compact_balloon_isolated"] > 500
+    assert vm["compact_balloon_migrated"] > 500
+    assert vm["balloon_migrate"] == vm["compact_balloon_migrated"] == \
+        vm["compact_balloon_released"]
+    assert vm["compact_balloon_isolated"] == \
+        vm["compact_balloon_migrated"] + vm.get("compact_balloon_returned", 0)
+    b = s["balloon"]
+    assert b["target"] == b["actual"] == b["pages_in_list"] == b["isolated"] == 0
+    assert b["totalram"] == s["guest"]["pages"]
+    host = s["host"]["guests"]["guest0"]
+    assert host["ballooned"] == 0
+    # each migration inflates the new page and deflates the old one
+    assert host["inflated"] == host["deflated"] == b["inflated"] + vm["balloon_migrate"]
+    records = Counter(r["event"] for r in storm.records)
+    assert records[schema.BALLOON_MIGRATE] == vm["balloon_migrate"]
+    assert records[schema.BALLOON_ISOLATE] == vm["compact_balloon_isolated"]
+    assert records[schema.COMPACT_START] == records[schema.COMPACT_END] >= 18  # 3 storms × 6
+
+
+def test_migration_acks_new_page_inflate_before_deflating_old(storm: Storm) -> None:
+    """For every balloon.migrate, the inflate handshake (naming the new page) is acknowledged
+    before the deflate handshake (naming the old page) is added, and both end before the
+    migration is logged."""
+    n, problems = handshake_order_problems(storm.records)
+    assert n > 500
+    assert problems == []
+
+
+def test_log_replay_never_lists_an_isolated_page(storm: Storm) -> None:
+    """Replaying balloon.fill/leak/isolate/putback/migrate in order, no page is ever on the
+    driver list and isolated at once, and the rebuilt list is the driver's final list."""
+    driver, isolated, problems = replay_balloon(storm.records)
+    assert problems == []
+    guest = the_guest(storm.out)
+    assert guest.balloon is not None
+    assert driver == set(guest.balloon.pages.pfns())
+    assert isolated == set(guest.isolated_pfns()) == set()
+
+
+def test_host_set_is_driver_list_plus_isolated(storm: Storm) -> None:
+    """At the end and at every quiescent snapshot during the storm (balloon inflated or not),
+    the host's ballooned set equals driver list + isolated pages and MemTotal adds up; the
+    conformance monitor reported nothing."""
+    out = storm.out
+    assert out.session is not None
+    guest = the_guest(out)
+    assert out.session.quiescent(guest)
+    device = out.session.host.devices["guest0"]
+    assert guest.balloon_problems(device.memory.state) == []
+    assert device.memory.ballooned == 0
+    assert not [v for v in out.summary["violations"] if v["kind"].startswith("virtio:")]
+    assert not [r for r in storm.records if r["event"] == schema.HOST_VIOLATION]
+    inflated = [c for c in storm.checkpoints if c[1] > 0]
+    assert len(inflated) >= 10
+    assert [c for c in storm.checkpoints if c[2]] == []
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_fixed_storm_under_preemption(seed: int) -> None:
+    """With seeded perturbation (preempt 0.3) the fixed driver survives the storm: balloon
+    pages migrate, no violation of any kind, the log replays cleanly and the host set matches
+    the driver's at the end."""
+    rec = FlightRecorder()
+    out = small_storm("fixed", "guest.preempt=0.3", seed=seed, recorder=rec)
+    s = out.summary
+    assert out.reason == "completed", out.error
+    assert s["violations"] == []
+    assert s["vmstat"]["compact_balloon_migrated"] > 500
+    assert s["balloon"]["totalram"] == s["guest"]["pages"]
+    records = list(rec.records)
+    _, isolated, problems = replay_balloon(records)
+    assert problems == [] and isolated == set()
+    assert handshake_order_problems(records)[1] == []
+    assert out.session is not None
+    guest = the_guest(out)
+    assert out.session.quiescent(guest)
+    assert guest.balloon_problems(out.session.host.devices["guest0"].memory.state) == []
+
+
+
+def test_migration_below_target_is_not_blamed_by_the_monitor() -> None:
+    """When compaction migrates a balloon page while the balloon is below its target (here:
+    fill ran out of puff on a 16 MiB guest and kcompactd runs before the next round), the
+    migration's deflate of the old page follows the inflate of the new one -- the balloon does
+    not shrink -- so the conformance monitor reports no ``driver.deflate-below-target``."""
+    sc = scen.load("compact-storm", [
+        "duration=3s", "guest.memory=16MiB", "workload.apps=1", "workload.fill=0.6",
+        "workload.churn=0.2", "workload.thp_rate=0", "workload.drop_at=0.5",
+        'host.policy.params.steps=[["0.5s", "40%"]]', "compaction.at=[]",
+        "compaction.kcompactd_interval=1.5s"])
+    rec = FlightRecorder()
+    out = run_session(sc, seed=0, recorder=rec)
+    s = out.summary
+    assert out.reason == "completed"
+    assert s["balloon"]["out_of_puff"] > 0 and s["vmstat"]["balloon_migrate"] > 0
+    assert s["violations"] == []
+    assert below_target_flags(list(rec.records)) == (0, [])
+    assert s["balloon"]["actual"] == s["balloon"]["target"]  # the balloon reached its target
