@@ -279,8 +279,9 @@ COMPACT_START: Final = _event(
 COMPACT_END: Final = _event(
     "compact.end",
     "info",
-    ("worker", "order", "result", "migrated", "failed", "balloon_migrated"),
-    "A compaction run finished: result complete (scanners met) or success (order available).",
+    ("worker", "order", "result", "migrated", "failed", "balloon_migrated", "free_order9"),
+    "A compaction run finished: result complete (scanners met) or success (order available); "
+    "free_order9 = free blocks of order >= 9 right after it.",
 )
 COMPACT_SCAN: Final = _event(
     "compact.scan",

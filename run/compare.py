@@ -22,7 +22,10 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float], bool | None]] =
      lambda s: _first_pass(s, "free_order9_before"), True),
     ("frag9_before", "fragmentation index order 9 before",
      lambda s: _first_pass(s, "frag9_before") / 1000, None),
-    ("order9_after", "free order-9 blocks after", lambda s: s["free_order9_blocks"], True),
+    ("order9_after", "free order-9 blocks at the end", lambda s: s["free_order9_blocks"],
+     True),
+    ("order9_compacted", "free order-9 blocks after compact_memory",
+     lambda s: _or_nan(s["compaction"]["free_order9_after_compact_memory"]), True),
     ("frag9_after", "fragmentation index order 9 after",
      lambda s: s["fragmentation_index"] / 1000, None),
     ("thp_success", "THP fault success rate", lambda s: s["thp"]["success_rate"], True),
@@ -38,6 +41,10 @@ METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float], bool | None]] =
     ("wall_seconds", "wall time (s)", lambda s: s["wall_seconds"], None),
     ("virtual_seconds", "virtual time (s)", lambda s: s["virtual_seconds"], None),
 ]
+
+
+def _or_nan(value: float) -> float:
+    return float("nan") if value < 0 else float(value)
 
 
 def _first_pass(s: dict[str, Any], key: str) -> float:

@@ -219,6 +219,7 @@ class Session:
             "unusable_free_index": g["unusable_free_index"],
             "thp": g["thp"],
             "highorder": g["highorder"],
+            "compaction": g["compaction"],
             **({"balloon": guest.balloon.summary()} if guest.balloon is not None else {}),
             "host": self.host.summary(),
             "violations": [v.as_dict() for v in self.violations],

@@ -108,6 +108,8 @@ class Compactor:
         self.log = log
         self.config = config
         self.skip = bytearray(zone.frames.nr_pages // PAGEBLOCK)
+        #: Free order->=9 blocks when this compactor's last run ended.
+        self.last_free_order9 = 0
         #: Shared by a guest's compactors (the guest replaces it): the last migration id.
         self.mid_counter = [0]
         #: Migration handshake ids of the balloon pages this compactor holds isolated.
@@ -147,9 +149,10 @@ class Compactor:
         if cc.freepages:  # release_freepages()
             await self.allocator.free(cc.freepages, 0)
             cc.freepages = []
+        self.last_free_order9 = views.free_blocks_at_least(self.zone, 9)
         self.log.info(schema.COMPACT_END, worker=worker, order=order, result=result,
                       migrated=cc.migrated, failed=cc.failed,
-                      balloon_migrated=cc.balloon_migrated)
+                      balloon_migrated=cc.balloon_migrated, free_order9=self.last_free_order9)
         return result
 
     # -- migrate scanner -----------------------------------------------------------------------

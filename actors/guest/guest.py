@@ -88,6 +88,8 @@ class Guest:
         self._compactors = 0
         self.mid_counter = [0]
         self.highorder = HighOrderStats()
+        self.compact_memory_runs = 0
+        self.order9_after_compact_memory = -1  # -1: no compact_memory run finished
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the allocator and the apps; runs until the session cancels it."""
@@ -144,6 +146,8 @@ class Guest:
 
     async def _full_compaction(self, c: Compactor) -> None:
         await c.compact_zone(-1, current_name(), "compact_memory")
+        self.compact_memory_runs += 1
+        self.order9_after_compact_memory = c.last_free_order9
         await c.allocator.aclose()
 
     async def _compact_memory_timeline(self, tg: TaskGroup) -> None:
@@ -239,5 +243,8 @@ class Guest:
             "unusable_free_index": views.unusable_free_index(zone, 9),
             "thp": self.thp_summary(),
             "highorder": self.highorder.summary(),
+            "compaction": {"compact_memory_runs": self.compact_memory_runs,
+                           "free_order9_after_compact_memory":
+                               self.order9_after_compact_memory},
             "allocation_pressure": sum(app.pressure for app in self.apps),
         }
