@@ -17,6 +17,7 @@ from __future__ import annotations
 import array
 from dataclasses import dataclass, field
 
+import anyio
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema
@@ -37,6 +38,8 @@ from actors.guest.rmap import Rmap
 from actors.guest.views import VmStat
 from actors.kernel.kernel import Kernel
 from actors.kernel.locks import lock_page, trylock_page, unlock_page
+from actors.kernel.task import current_name
+from actors.units import UnitError, parse_duration
 
 COMPACT_CLUSTER_MAX = 32
 PAGEBLOCK = G.pageblock_nr_pages
@@ -62,8 +65,6 @@ class CompactionConfig:
         "doc": "vm.extfrag_threshold: compact only above this fragmentation index"})
 
     def validate(self) -> list[tuple[str, str]]:
-        from actors.units import UnitError, parse_duration
-
         problems = []
         if not 0 <= self.workers <= 64:
             problems.append(("workers", f"must be between 0 and 64, got {self.workers}"))
@@ -207,8 +208,6 @@ class Compactor:
         return self.mid_counter[0]
 
     def kernel_task_name(self) -> str:
-        from actors.kernel.task import current_name
-
         return current_name()
 
     # -- free scanner --------------------------------------------------------------------------
@@ -266,8 +265,6 @@ class Compactor:
         moving = lru_pages[:len(cc.freepages)]
         if moving:
             await self.kernel.preempt("migrate_pages")
-            import anyio
-
             await anyio.sleep(self.costs.page_copy * len(moving) * (f.page_size // 4096))
         putback = 0
         for old in moving:

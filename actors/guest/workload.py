@@ -34,6 +34,7 @@ from actors.guest.compaction import Compactor
 from actors.guest.pages import PageFrames
 from actors.guest.rmap import Rmap
 from actors.guest.views import VmStat
+from actors.units import UnitError, parse_duration
 
 HPAGE_ORDER = 9
 
@@ -81,8 +82,6 @@ class WorkloadConfig:
             problems.append(("highorder_order", "must be between 1 and 10"))
         if self.highorder_count < 0:
             problems.append(("highorder_count", "must be >= 0"))
-        from actors.units import UnitError, parse_duration
-
         for i, t in enumerate(self.highorder_at):
             try:
                 parse_duration(t)
@@ -314,8 +313,6 @@ async def run_highorder_passes(cfg: WorkloadConfig, allocator: AllocatorClient,
     """At each ``highorder_at`` time try ``highorder_count`` allocations of
     ``highorder_order`` (direct-compacting on failure, as hugetlb allocation does), record
     how many succeeded, then free them."""
-    from actors.units import parse_duration
-
     now = 0.0
     order = cfg.highorder_order
     gfp = int(G.GFP_HIGHUSER_MOVABLE | G.GFP.COMP | G.GFP.NOWARN | G.GFP.NORETRY)

@@ -16,6 +16,7 @@ from actors.host.device import BalloonDevice, Report
 from actors.host.memory import HostMemory
 from actors.host.policy import GuestView, HostPolicy, HostView, apply_decision
 from actors.transport import Transport
+from protocol.balloon import BalloonFeature
 
 
 def _d(default: float, doc: str) -> float:
@@ -42,8 +43,6 @@ class HostConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def validate(self) -> list[tuple[str, str]]:
-        from protocol.balloon import BalloonFeature
-
         problems = []
         for f in self.features:
             if f not in BalloonFeature.__members__:
