@@ -15,6 +15,8 @@ copying (virtual time) and rewriting the rmap slot that maps them; balloon pages
 from __future__ import annotations
 
 import array
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -38,7 +40,6 @@ from actors.guest.rmap import Rmap
 from actors.guest.views import VmStat
 from actors.kernel.kernel import Kernel
 from actors.kernel.locks import lock_page, trylock_page, unlock_page
-from actors.kernel.task import current_name
 from actors.units import UnitError, parse_duration
 
 COMPACT_CLUSTER_MAX = 32
@@ -79,6 +80,18 @@ class CompactionConfig:
 
 
 @dataclass
+class CompactionState:
+    """What a guest's compactors share: per-pageblock skip hints and migration ids."""
+
+    skip: bytearray
+    mids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @classmethod
+    def for_zone(cls, zone: Zone) -> CompactionState:
+        return cls(bytearray(zone.frames.nr_pages // PAGEBLOCK))
+
+
+@dataclass
 class CompactControl:
     """struct compact_control: one compaction run's scanners and page lists."""
 
@@ -86,6 +99,7 @@ class CompactControl:
     migrate_pfn: int
     free_pfn: int
     ignore_skip_hint: bool
+    worker: str = "-"  # the kernel task running it (for the log)
     freepages: list[int] = field(default_factory=list)
     migrated: int = 0
     failed: int = 0
@@ -97,7 +111,8 @@ class Compactor:
 
     def __init__(self, *, kernel: Kernel, zone: Zone, allocator: AllocatorClient, rmap: Rmap,
                  balloon: BalloonAops | None, vmstat: VmStat, costs: CostModel,
-                 log: FilteringBoundLogger, config: CompactionConfig) -> None:
+                 log: FilteringBoundLogger, config: CompactionConfig,
+                 shared: CompactionState | None = None) -> None:
         self.kernel = kernel
         self.zone = zone
         self.frames = zone.frames
@@ -108,11 +123,10 @@ class Compactor:
         self.costs = costs
         self.log = log
         self.config = config
-        self.skip = bytearray(zone.frames.nr_pages // PAGEBLOCK)
+        self.shared = shared if shared is not None else CompactionState.for_zone(zone)
+        self.skip = self.shared.skip
         #: Free order->=9 blocks when this compactor's last run ended.
         self.last_free_order9 = 0
-        #: Shared by a guest's compactors (the guest replaces it): the last migration id.
-        self.mid_counter = [0]
         #: Migration handshake ids of the balloon pages this compactor holds isolated.
         self._mids: dict[int, int] = {}
 
@@ -124,7 +138,8 @@ class Compactor:
         full = order < 0
         if full:
             self.skip[:] = bytes(len(self.skip))  # __reset_isolation_suitable
-        cc = CompactControl(order, 0, nr_pages - PAGEBLOCK, ignore_skip_hint=full)
+        cc = CompactControl(order, 0, nr_pages - PAGEBLOCK, ignore_skip_hint=full,
+                            worker=worker)
         self.log.info(schema.COMPACT_START, worker=worker, order=order, trigger=trigger)
         result = COMPACT_COMPLETE
         while True:
@@ -140,7 +155,7 @@ class Compactor:
                 self.log.debug(schema.COMPACT_SCAN, worker=worker, migrate_pfn=cc.migrate_pfn,
                                free_pfn=cc.free_pfn, isolated=len(isolated))
             if isolated:
-                await self.migrate_pages(cc, isolated, worker)
+                await self.migrate_pages(cc, isolated)
             else:
                 await self.kernel.preempt("compact_zone")
         if result == COMPACT_COMPLETE and not full:
@@ -191,9 +206,8 @@ class Compactor:
                   and await isolate_balloon_page(self.kernel, f, self.balloon, pfn)):
                 isolated.append(pfn)
                 vm.inc("compact_balloon_isolated")
-                mid = self._mids[pfn] = self.new_mid()
-                self.log.info(schema.BALLOON_ISOLATE, worker=self.kernel_task_name(),
-                              mid=mid, pfn=pfn)
+                mid = self._mids[pfn] = next(self.shared.mids)
+                self.log.info(schema.BALLOON_ISOLATE, worker=cc.worker, mid=mid, pfn=pfn)
             pfn += 1
         vm.inc("compact_migrate_scanned", scanned)
         vm.inc("compact_isolated", len(isolated))
@@ -201,14 +215,6 @@ class Compactor:
             self.skip[pb] = 1  # update_pageblock_skip()
         cc.migrate_pfn = pfn
         return isolated
-
-    def new_mid(self) -> int:
-        """The next migration handshake id of this guest."""
-        self.mid_counter[0] += 1
-        return self.mid_counter[0]
-
-    def kernel_task_name(self) -> str:
-        return current_name()
 
     # -- free scanner --------------------------------------------------------------------------
     async def isolate_freepages(self, cc: CompactControl, want: int) -> None:
@@ -252,7 +258,7 @@ class Compactor:
         self.vmstat.inc("compact_isolated", len(got))
 
     # -- migration -----------------------------------------------------------------------------
-    async def migrate_pages(self, cc: CompactControl, pages: list[int], worker: str) -> None:
+    async def migrate_pages(self, cc: CompactControl, pages: list[int]) -> None:
         """migrate_pages(): move each isolated page to a free page; put back what cannot move."""
         if len(cc.freepages) < len(pages):
             await self.isolate_freepages(cc, len(pages) - len(cc.freepages))
@@ -301,11 +307,11 @@ class Compactor:
             cc.failed += 1
             vm.inc("pgmigrate_fail")
         for old in balloon_pages:
-            await self._migrate_balloon_page(cc, old, worker, to_free)
+            await self._migrate_balloon_page(cc, old, to_free)
         if to_free:
             await self.allocator.free(to_free, 0)
 
-    async def _migrate_balloon_page(self, cc: CompactControl, old: int, worker: str,
+    async def _migrate_balloon_page(self, cc: CompactControl, old: int,
                                     to_free: array.array[int]) -> None:
         """unmap_and_move() for a balloon page: the driver's migratepage under the page lock."""
         assert self.balloon is not None
@@ -317,7 +323,7 @@ class Compactor:
             await putback_balloon_page(k, f, self.balloon, old)
             vm.inc("compact_balloon_returned")
             vm.inc("pgmigrate_fail")
-            self.log.info(schema.BALLOON_PUTBACK, worker=worker, mid=mid, pfn=old)
+            self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=mid, pfn=old)
             cc.failed += 1
             return
         new = cc.freepages.pop()
@@ -325,7 +331,7 @@ class Compactor:
         if not trylock_page(k, f, old):
             await lock_page(k, f, old)
         rc = await balloon_page_migrate(k, f, self.balloon, new, old)
-        hs = getattr(self.balloon, "last_hs", {})
+        hs = self.balloon.last_hs
         unlock_page(k, f, old)
         if rc == BALLOON_MIGRATION_RETURN:
             # list_del(&page->lru); put_page(page); __free_page(page);
@@ -338,14 +344,14 @@ class Compactor:
             vm.inc("balloon_migrate")
             vm.inc("compact_balloon_migrated")
             vm.inc("compact_balloon_released")
-            self.log.info(schema.BALLOON_MIGRATE, worker=worker, mid=mid, old=old, new=new,
+            self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=mid, old=old, new=new,
                           hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
         else:
             cc.freepages.append(new)
             await putback_balloon_page(k, f, self.balloon, old)
             vm.inc("compact_balloon_returned")
             vm.inc("pgmigrate_fail")
-            self.log.info(schema.BALLOON_PUTBACK, worker=worker, mid=mid, pfn=old)
+            self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=mid, pfn=old)
             cc.failed += 1
 
     # -- triggers ------------------------------------------------------------------------------

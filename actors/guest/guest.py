@@ -19,8 +19,9 @@ from actors.guest import views
 from actors.guest.allocator import Allocator, AllocatorClient
 from actors.guest.balloon import DRIVERS, VirtioBalloon
 from actors.guest.balloon.common import MemInfo
+from actors.guest.balloon.v9 import V9Balloon
 from actors.guest.buddy import Zone
-from actors.guest.compaction import CompactionConfig, Compactor
+from actors.guest.compaction import CompactionConfig, CompactionState, Compactor
 from actors.guest.config import GuestConfig
 from actors.guest.pages import PageFrames
 from actors.guest.rmap import Rmap
@@ -84,9 +85,8 @@ class Guest:
         ]
         self._logger = logger
         self.compaction = compaction or CompactionConfig()
-        self.skip_hints = bytearray(self.frames.nr_pages // 512)  # shared by all compactors
+        self.compaction_state = CompactionState.for_zone(self.zone)  # shared by compactors
         self._compactors = 0
-        self.mid_counter = [0]
         self.highorder = HighOrderStats()
         self.compact_memory_runs = 0
         self.order9_after_compact_memory = -1  # -1: no compact_memory run finished
@@ -127,16 +127,13 @@ class Guest:
     def compactor(self, client: AllocatorClient | None = None) -> Compactor:
         """A compactor for one task (each task needs its own allocator connection)."""
         self._compactors += 1
-        movable = self.balloon is not None and self.balloon.movable
-        c = Compactor(kernel=self.kernel, zone=self.zone,
-                      allocator=client or self.allocator.client(
-                          f"{self.name}.compact{self._compactors}"),
-                      rmap=self.rmap, balloon=self.balloon if movable else None,  # type: ignore[arg-type]
-                      vmstat=self.vmstat, costs=self.costs,
-                      log=self._logger(f"{self.name}.compaction"), config=self.compaction)
-        c.skip = self.skip_hints
-        c.mid_counter = self.mid_counter
-        return c
+        movable = self.balloon if isinstance(self.balloon, V9Balloon) else None
+        return Compactor(kernel=self.kernel, zone=self.zone,
+                         allocator=client or self.allocator.client(
+                             f"{self.name}.compact{self._compactors}"),
+                         rmap=self.rmap, balloon=movable, vmstat=self.vmstat, costs=self.costs,
+                         log=self._logger(f"{self.name}.compaction"), config=self.compaction,
+                         shared=self.compaction_state)
 
     async def compact_memory(self, tg: TaskGroup) -> None:
         """echo 1 > /proc/sys/vm/compact_memory, by ``workers`` writers at once."""

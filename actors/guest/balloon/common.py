@@ -65,8 +65,6 @@ class VirtioBalloon:
 
     #: The allocation mask of balloon pages (v9/fixed: the mapping's, i.e. movable).
     gfp_mask: int = int(G.GFP_HIGHUSER)
-    #: Whether compaction may isolate and migrate this driver's pages.
-    movable: bool = False
 
     def __init__(
         self,
@@ -112,11 +110,6 @@ class VirtioBalloon:
     def page_to_balloon_pfn(self, page: int) -> int:
         """Convert pfn from Linux page size to balloon page size (4 KiB)."""
         return page * self.PAGES_PER_PAGE
-
-    def balloon_pfn_to_page(self, pfn: int) -> int:
-        if pfn % self.PAGES_PER_PAGE:  # BUG_ON(pfn % VIRTIO_BALLOON_PAGES_PER_PAGE);
-            raise KernelBug(f"balloon_pfn_to_page: pfn {pfn} not page aligned")
-        return pfn // self.PAGES_PER_PAGE
 
     def set_page_pfns(self, pfns: array.array[int], at: int, page: int) -> None:
         """Set balloon pfns pointing at this page; the first pfn points at its start."""

@@ -22,7 +22,10 @@ BALLOON_MIGRATION_RETURN = 0xBA1100
 
 
 class BalloonAops(Protocol):
-    """The balloon mapping's address_space_operations (DEFINE_BALLOON_MAPPING_AOPS)."""
+    """The balloon mapping's address_space_operations (DEFINE_BALLOON_MAPPING_AOPS), plus the
+    handshake ids of the driver's latest tell_host per queue (to link a migration's two)."""
+
+    last_hs: dict[int, int]
 
     async def virtballoon_isolatepage(self, page: int, mode: int) -> None: ...
 
@@ -50,8 +53,6 @@ def __is_movable_balloon_page(frames: PageFrames, page: int) -> bool:
     """mapping_balloon(ACCESS_ONCE(page->mapping)): lockless, re-check under the page lock."""
     return bool(frames.flags[page] & P.PG_balloon)
 
-
-is_movable_balloon_page = __is_movable_balloon_page
 
 
 def get_page_unless_zero(frames: PageFrames, page: int) -> bool:

@@ -12,7 +12,7 @@ import array
 from actors import schema
 from actors.guest import gfp as G
 from actors.guest import pages as P
-from actors.guest.balloon.common import DEFLATEQ, INFLATEQ, VirtioBalloon
+from actors.guest.balloon.common import DEFLATEQ, INFLATEQ, KernelBug, VirtioBalloon
 from actors.guest.balloon.compaction_mm import (
     BALLOON_MIGRATION_RETURN,
     assign_balloon_mapping,
@@ -22,17 +22,10 @@ from actors.kernel.lockdep import context
 from actors.kernel.locks import Atomic, Mutex, SpinLock, trylock_page, unlock_page
 from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
 
-CONFIG_BALLOON_COMPACTION = True
-
-
-class KernelBugOn(RuntimeError):
-    """BUG_ON() fired: the kernel would oops."""
-
 
 class V9Balloon(VirtioBalloon):
     """virtio_balloon.c with [PATCH v9 3/5] applied."""
 
-    movable = True
     # gfp_t vb_gfp_mask = mapping_gfp_mask(vb->mapping);  (balloon_mapping_gfp_mask())
     gfp_mask = int(G.GFP_HIGHUSER_MOVABLE)
 
@@ -97,7 +90,7 @@ class V9Balloon(VirtioBalloon):
             self.meminfo.totalram -= 1
             # BUG_ON(!trylock_page(page));
             if not trylock_page(k, frames, page):
-                raise KernelBugOn(f"fill_balloon: trylock_page({page}) failed")
+                raise KernelBug(f"fill_balloon: trylock_page({page}) failed")
             # spin_lock(&vb->pages_lock);
             await self.pages_lock.spin_lock()
             # list_add(&page->lru, &vb->pages);
@@ -141,7 +134,7 @@ class V9Balloon(VirtioBalloon):
         for page in batch:
             f = flags[page]
             if f & locked:  # BUG_ON(!trylock_page(page));
-                raise KernelBugOn(f"fill_balloon: trylock_page({page}) failed")
+                raise KernelBug(f"fill_balloon: trylock_page({page}) failed")
             # assign_balloon_mapping(page, vb->mapping);  (the allocator set the owner code)
             flags[page] = f | balloon
         self.pages.list_add_many(batch)  # list_add(&page->lru, &vb->pages);

@@ -265,7 +265,7 @@ def test_page_unmapped_while_isolated_is_not_migrated_or_double_freed(
         assert taken == victims
         if put_before_migrate:
             assert len(put_pages(f, taken)) == 0  # compaction still holds a reference
-        await comp.migrate_pages(cc, isolated, "test")
+        await comp.migrate_pages(cc, isolated)
         if not put_before_migrate:
             freed = put_pages(f, taken)
             assert list(freed) == victims  # the app's reference was the last one
