@@ -106,7 +106,8 @@ class Guest:
                 direct = self.compactor(client) if self.compaction.direct else None
                 await self.kernel.start(tg, app.name, run_app, app, self.frames, client,
                                         self.vmstat, self.costs,
-                                        self._logger(f"{self.name}.{app.name}"), direct)
+                                        self._logger(f"{self.name}.{app.name}"), self.kernel,
+                                        direct)
             if self.workload.highorder_at and self.workload.highorder_count:
                 client = self.allocator.client(f"{self.name}.highorder")
                 direct = self.compactor(client) if self.compaction.direct else None

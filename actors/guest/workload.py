@@ -34,6 +34,7 @@ from actors.guest.compaction import Compactor
 from actors.guest.pages import PageFrames
 from actors.guest.rmap import Rmap
 from actors.guest.views import VmStat
+from actors.kernel.kernel import Kernel
 from actors.units import UnitError, parse_duration
 
 HPAGE_ORDER = 9
@@ -222,11 +223,12 @@ async def run_app(
     vmstat: VmStat,
     costs: CostModel,
     log: FilteringBoundLogger,
+    kernel: Kernel,
     compactor: Compactor | None = None,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The app's task: one step per tick until cancelled with its session."""
+    """The app's task (a kernel task of ``kernel``): one step per tick until cancelled."""
     task_status.started()
     tick = app.cfg.tick
     # Stagger apps so they do not all wake at the same virtual instant.
@@ -235,8 +237,11 @@ async def run_app(
         step = app.step(anyio.current_time())
         if step.phase is not None:
             log.info(schema.WORKLOAD_PHASE, app=app.name, phase=step.phase, held=app.pages())
-        for _kind, pfns in step.free:
-            await allocator.free(put_pages(frames, pfns), 0, dropped=True)
+        # munmap drops the references when it unmaps, before anything else can run: a page
+        # compaction isolated meanwhile keeps only compaction's reference.
+        unmapped = [put_pages(frames, pfns) for _kind, pfns in step.free]
+        for pfns in unmapped:
+            await allocator.free(pfns, 0, dropped=True)
         if step.free_thp:
             await allocator.free(step.free_thp, HPAGE_ORDER)
         for kind, count in step.alloc:
@@ -254,10 +259,7 @@ async def run_app(
             app.map_pages(ANON, base[half:])
         if step.thp:
             await thp_fault(app, allocator, vmstat, costs, log, compactor)
-        if compactor is not None:  # a kernel task: its think time is a voluntary sleep
-            await compactor.kernel.msleep(tick)
-        else:
-            await anyio.sleep(tick)
+        await kernel.msleep(tick)  # think time is a voluntary sleep (not a soft lockup)
 
 
 def split_huge_page(zone: Zone, head: int) -> None:
