@@ -9,7 +9,6 @@ scenario, seed and code give a byte-identical log. ``session.start`` is the firs
 from __future__ import annotations
 
 import array
-import contextlib
 import functools
 import importlib.metadata
 import platform
@@ -26,7 +25,9 @@ import trio
 from anyio.abc import TaskStatus
 
 from actors import schema
+from actors.clock import SessionClock
 from actors.guest import pages as P
+from actors.guest import views
 from actors.guest.guest import Guest
 from actors.host.device import BalloonDevice
 from actors.host.host import Host
@@ -102,8 +103,7 @@ class Session:
         self.streams = determinism.RandomStreams(self.seed)
         self.violations: list[Violation] = []
         self.on_snapshot = on_snapshot
-        self.now = 0.0
-        self._clock = log.clock
+        self.clock = log.clock if isinstance(log.clock, SessionClock) else SessionClock()
         self.wall_start = time.time()
         self._wall0 = time.perf_counter()
         self._slog = log.logger("session")
@@ -112,7 +112,7 @@ class Session:
         self.policy = policy if policy is not None else load_policy(scenario)
         total = scenario.host.memory // 4096 or ram_4k
         self.host = Host(scenario.host, self.policy, scenario.costs, log.logger,
-                         report=self.violation, total_pages=total)
+                         report=self.violation, total_pages=total, clock=self.clock)
         device_features = feature_mask(*(BalloonFeature[f] for f in scenario.host.features))
         driver_features = feature_mask(*(BalloonFeature[f] for f in g.features))
         transport = Transport("guest0", features=select_features(device_features,
@@ -120,13 +120,19 @@ class Session:
         self.guests = [
             Guest("guest0", g, scenario.workload, scenario.costs, logger=log.logger,
                   rng=self.streams.get, duration=scenario.duration, transport=transport,
-                  report=self._kernel_report, compaction=scenario.compaction)
+                  report=self._kernel_report, compaction=scenario.compaction,
+                  clock=self.clock)
         ]
         for guest in self.guests:
             assert guest.transport is not None
             ppp = pages_per_page(g.page_size)
             device = self.host.attach(guest.transport, ram_4k, ppp)
             guest.allocator.on_alloc = functools.partial(_touched, device, ppp)
+
+    @property
+    def now(self) -> float:
+        """Virtual seconds since the session started (the last known time outside the run)."""
+        return self.clock()
 
     # -- invariants ----------------------------------------------------------------------------
     def _kernel_report(self, kind: str, detail: str, **fields: Any) -> None:
@@ -135,7 +141,7 @@ class Session:
 
     def violation(self, kind: str, detail: str, *, log: bool = True) -> None:
         """Record (and log) a broken invariant; the run will exit 1."""
-        v = Violation(round(self._clock(), 9), kind, detail)
+        v = Violation(round(self.clock(), 9), kind, detail)
         self.violations.append(v)
         if log:
             self._slog.error(schema.VIOLATION, kind=kind, detail=detail)
@@ -175,11 +181,8 @@ class Session:
         interval = self.scenario.snapshot_interval
         while True:
             await anyio.sleep(interval)
-            self.now = anyio.current_time()
             for guest in self.guests:
                 s = guest.zone
-                from actors.guest import views
-
                 self.log.logger(guest.name).info(
                     schema.MEM_SNAPSHOT, free=s.free_pages, buddyinfo=views.buddyinfo(s),
                     frag9=views.fragmentation_index(s, 9))
@@ -189,13 +192,14 @@ class Session:
 
     async def main(self) -> None:
         """Start every actor, let the scenario's duration pass, then stop them all."""
+        self.clock.start()
         async with anyio.create_task_group() as tg:
             for guest in self.guests:
                 await tg.start(guest.run)
             await tg.start(self.host.run)
             await tg.start(self._snapshots)
             await anyio.sleep(self.scenario.duration)
-            self.now = anyio.current_time()
+            self.clock()  # the end of the run is the session's last known time
             tg.cancel_scope.cancel()
 
     # -- summary -------------------------------------------------------------------------------
@@ -266,18 +270,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _clock_for(backend: str) -> Callable[[], float]:
-    last = [0.0]
-    now_fn = trio.current_time if backend == "trio" else anyio.current_time
-
-    def clock() -> float:
-        with contextlib.suppress(RuntimeError):  # outside the event loop: last known time
-            last[0] = now_fn()
-        return last[0]
-
-    return clock
-
-
 def run_session(
     scenario: Scenario,
     *,
@@ -304,7 +296,7 @@ def run_session(
         sinks.append(recorder)
     if console is not None:
         sinks.append(console)
-    log = SessionLog(clock=_clock_for(backend), level=level, sinks=sinks, validate=validate)
+    log = SessionLog(clock=SessionClock(), level=level, sinks=sinks, validate=validate)
     session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot,
                       policy=policy)
     reason, error = "completed", None

@@ -55,6 +55,7 @@ class Guest:
         transport: Transport | None = None,
         report: Callable[..., None] = lambda kind, detail, **fields: None,
         compaction: CompactionConfig | None = None,
+        clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         self.name = name
         self.config = config
@@ -65,7 +66,7 @@ class Guest:
         self.allocator = Allocator(self.zone, self.vmstat, costs, logger(f"{name}.alloc"))
         self.kernel = Kernel(log=logger(f"{name}.kernel"), costs=costs,
                              rng=rng(f"{name}.preempt"), report=report,
-                             strength=config.preempt, name=name)
+                             strength=config.preempt, name=name, clock=clock)
         self.meminfo = MemInfo(totalram=self.frames.nr_pages)
         self.transport = transport
         self.balloon: VirtioBalloon | None = None

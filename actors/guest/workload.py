@@ -234,7 +234,7 @@ async def run_app(
     # Stagger apps so they do not all wake at the same virtual instant.
     await anyio.sleep(tick * app.rng.random())
     while True:
-        step = app.step(anyio.current_time())
+        step = app.step(kernel.now())
         if step.phase is not None:
             log.info(schema.WORKLOAD_PHASE, app=app.name, phase=step.phase, held=app.pages())
         # munmap drops the references when it unmaps, before anything else can run: a page
@@ -335,7 +335,7 @@ async def run_highorder_passes(cfg: WorkloadConfig, allocator: AllocatorClient,
             got.extend(block)
         stats.attempts += cfg.highorder_count
         stats.success += len(got)
-        stats.passes.append({"t": round(anyio.current_time(), 6), "order": order,
+        stats.passes.append({"t": round(at, 6), "order": order,
                              "attempts": cfg.highorder_count, "success": len(got), **before})
         log.info(schema.HIGHORDER_PASS, order=order, attempts=cfg.highorder_count,
                  success=len(got))

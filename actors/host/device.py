@@ -51,6 +51,7 @@ class BalloonDevice:
         report: Report,
         stats_interval: float,
         pages_per_page: int,
+        clock: Callable[[], float] = anyio.current_time,
     ) -> None:
         self.transport = transport
         self.memory = memory
@@ -58,6 +59,7 @@ class BalloonDevice:
         self.log = log
         self.report = report
         self.stats_interval = stats_interval
+        self.clock = clock
         self.monitor = C.Conformance(transport.features, pages_per_page)
         transport.observe = self.feed  # the driver side's adds and page uses reach the monitor
         self.actual = 0
@@ -196,7 +198,7 @@ class BalloonDevice:
         known = {StatTag(t).name.lower(): v for t, v in entries if t in StatTag._value2member_map_}
         self.feed(C.StatsBufferAdded(frozenset(t for t, _ in entries)))
         self.stats = known
-        self.stats_time = anyio.current_time()
+        self.stats_time = self.clock()
         self.log.info(schema.HOST_STATS, hs=hs, stats=known)
         self._stats_head = chain.head
         return True

@@ -60,7 +60,7 @@ class Host:
 
     def __init__(self, config: HostConfig, policy: HostPolicy, costs: CostModel,
                  log: Callable[[str], FilteringBoundLogger], report: Report,
-                 total_pages: int) -> None:
+                 total_pages: int, clock: Callable[[], float] = anyio.current_time) -> None:
         self.config = config
         self.policy = policy
         self.costs = costs
@@ -69,6 +69,7 @@ class Host:
         self._log = log
         self.plog = log("host.policy")
         self.report = report
+        self.clock = clock  # session time (what schedules and stats timestamps mean)
         self.policy_errors = 0
         self.decisions = 0
 
@@ -77,13 +78,13 @@ class Host:
         mem = self.memory.add_guest(transport.name, ram_pages)
         dev = BalloonDevice(transport, mem, self.costs, self._log(f"host.{transport.name}"),
                             report=self.report, stats_interval=self.config.stats_interval,
-                            pages_per_page=pages_per_page)
+                            pages_per_page=pages_per_page, clock=self.clock)
         self.devices[transport.name] = dev
         return dev
 
     def view(self) -> HostView:
         return HostView(
-            time=anyio.current_time(),
+            time=self.clock(),
             total_pages=self.memory.total_pages,
             free_pages=self.memory.free_pages,
             guests=tuple(

@@ -57,3 +57,17 @@ def test_policy_file_that_raises_is_contained(tmp_path: Path) -> None:
     errors = [orjson.loads(line) for line in log.read_bytes().splitlines()
               if b'"policy.error"' in line]
     assert errors and "policy bug" in errors[0]["error"]
+
+
+def test_asyncio_backend_uses_session_time(tmp_path: Path) -> None:
+    """On asyncio (real time) schedules and log times are relative to the session start, so
+    "inflate at 0.5s" inflates, as on trio's virtual clock (regression: loop.time() is not 0)."""
+    log = tmp_path / "a.jsonl"
+    sc = scen.load("inflate-deflate", ["guest.memory=32MiB", "duration=1.5s", "workload.apps=0",
+                                       'host.policy.params.steps=[["0.5s", "25%"]]',
+                                       "host.policy.interval=0.25s"])
+    out = run_session(sc, log_path=log, backend="asyncio")
+    assert out.reason == "completed" and out.summary["violations"] == []
+    assert out.summary["balloon"]["actual"] == (32 << 20) // 4096 // 4
+    times = [orjson.loads(line)["t"] for line in log.read_bytes().splitlines()]
+    assert times[0] < 0.1 and 1.4 < times[-1] < 3.0
