@@ -138,17 +138,41 @@ class _OwnedLock:
     def _trylock(self) -> bool:
         if self.owner is not None:
             return False
-        k = self.kernel
         t = _CURRENT.get() or _missing()
         t.ops += 1
+        self._take(t)
+        return True
+
+    def _take(self, t: KTask) -> None:
+        """Make ``t`` the owner of the free lock: the uncontended path of every acquire."""
+        k = self.kernel
         self.owner = t
         if self.KIND == SPIN:
             t.atomic += 1
-        t.held.append((self, self.lock_class, self.KIND, k.now() if k.debug else 0.0))
         if k.debug:
+            t.held.append((self, self.lock_class, self.KIND, k.now()))
             k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=self.KIND,
                         waited=0.0)
-        return True
+        else:
+            t.held.append((self, self.lock_class, self.KIND, 0.0))
+
+    def _unlock(self) -> None:
+        """Release by the current task, handing the lock to the first waiter if any."""
+        k = self.kernel
+        t = _CURRENT.get() or _missing()
+        if self.owner is not t:
+            raise self._bad_unlock(t)
+        held = t.held
+        t0 = held.pop()[3] if held[-1][0] is self else _pop_held(t, self)
+        if self.KIND == SPIN:
+            t.atomic -= 1
+        if k.debug:
+            k.log.debug(schema.LOCK_RELEASE, task=t.name, lock=self.name, kind=self.KIND,
+                        held=k.now() - t0)
+        if self._waiters:
+            self._release()
+        else:
+            self.owner = None
 
     def _bad_unlock(self, t: KTask) -> BadUnlockError:
         owner = None if self.owner is None else self.owner.name
@@ -191,13 +215,7 @@ class Mutex(_OwnedLock):
             k.lockdep.acquire(t, self, self.lock_class, self.name, nested=nested)
         t.ops += 1
         if self.owner is None:
-            self.owner = t
-            if k.debug:
-                t.held.append((self, self.lock_class, MUTEX, k.now()))
-                k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=MUTEX,
-                            waited=0.0)
-            else:
-                t.held.append((self, self.lock_class, MUTEX, 0.0))
+            self._take(t)
             return
         await self._wait_turn(t)
 
@@ -207,19 +225,7 @@ class Mutex(_OwnedLock):
 
     def mutex_unlock(self) -> None:
         """Release the mutex, handing it to the first waiter if any."""
-        k = self.kernel
-        t = _CURRENT.get() or _missing()
-        if self.owner is not t:
-            raise self._bad_unlock(t)
-        held = t.held
-        t0 = held.pop()[3] if held[-1][0] is self else _pop_held(t, self)
-        if k.debug:
-            k.log.debug(schema.LOCK_RELEASE, task=t.name, lock=self.name, kind=MUTEX,
-                        held=k.now() - t0)
-        if self._waiters:
-            self._release()
-        else:
-            self.owner = None
+        self._unlock()
 
 
 class SpinLock(_OwnedLock):
@@ -244,14 +250,7 @@ class SpinLock(_OwnedLock):
             k.lockdep.acquire(t, self, self.lock_class, self.name, nested=nested)
         t.ops += 1
         if self.owner is None:
-            self.owner = t
-            t.atomic += 1
-            if k.debug:
-                t.held.append((self, self.lock_class, SPIN, k.now()))
-                k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=SPIN,
-                            waited=0.0)
-            else:
-                t.held.append((self, self.lock_class, SPIN, 0.0))
+            self._take(t)
             return
         await self._wait_turn(t)
         t.atomic += 1
@@ -262,20 +261,7 @@ class SpinLock(_OwnedLock):
 
     def spin_unlock(self) -> None:
         """Release the lock to the next ticket, if any; the task leaves atomic context."""
-        k = self.kernel
-        t = _CURRENT.get() or _missing()
-        if self.owner is not t:
-            raise self._bad_unlock(t)
-        held = t.held
-        t0 = held.pop()[3] if held[-1][0] is self else _pop_held(t, self)
-        t.atomic -= 1
-        if k.debug:
-            k.log.debug(schema.LOCK_RELEASE, task=t.name, lock=self.name, kind=SPIN,
-                        held=k.now() - t0)
-        if self._waiters:
-            self._release()
-        else:
-            self.owner = None
+        self._unlock()
 
 
 # -- page lock ---------------------------------------------------------------------------------
