@@ -143,6 +143,21 @@ class _OwnedLock:
         self._take(t)
         return True
 
+    async def _acquire(self, t: KTask, nested: bool) -> None:
+        """A preemption point, lockdep's ordering check, then the lock (or a wait for it)."""
+        k = self.kernel
+        if k.perturb.active:
+            await k.preempt(self._site)
+        if t.held:
+            k.lockdep.acquire(t, self, self.lock_class, self.name, nested=nested)
+        t.ops += 1
+        if self.owner is None:
+            self._take(t)
+            return
+        await self._wait_turn(t)
+        if self.KIND == SPIN:
+            t.atomic += 1
+
     def _take(self, t: KTask) -> None:
         """Make ``t`` the owner of the free lock: the uncontended path of every acquire."""
         k = self.kernel
@@ -209,15 +224,7 @@ class Mutex(_OwnedLock):
         t = _CURRENT.get() or _missing()
         if t.atomic:
             k.lockdep.might_sleep(t, self.name, "mutex_lock")
-        if k.perturb.active:
-            await k.preempt(self._site)
-        if t.held:
-            k.lockdep.acquire(t, self, self.lock_class, self.name, nested=nested)
-        t.ops += 1
-        if self.owner is None:
-            self._take(t)
-            return
-        await self._wait_turn(t)
+        await self._acquire(t, nested)
 
     def mutex_trylock(self) -> bool:
         """Take the mutex if free; never sleeps, never deadlocks (so no lockdep ordering)."""
@@ -242,18 +249,7 @@ class SpinLock(_OwnedLock):
 
     async def spin_lock(self, *, nested: bool = False) -> None:
         """Take the lock, busy-waiting (virtual time passes) while another task holds it."""
-        k = self.kernel
-        t = _CURRENT.get() or _missing()
-        if k.perturb.active:
-            await k.preempt(self._site)
-        if t.held:
-            k.lockdep.acquire(t, self, self.lock_class, self.name, nested=nested)
-        t.ops += 1
-        if self.owner is None:
-            self._take(t)
-            return
-        await self._wait_turn(t)
-        t.atomic += 1
+        await self._acquire(_CURRENT.get() or _missing(), nested)
 
     def spin_trylock(self) -> bool:
         """Take the lock if free; never spins."""
