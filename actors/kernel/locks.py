@@ -184,10 +184,7 @@ class _OwnedLock:
         if k.debug:
             k.log.debug(schema.LOCK_RELEASE, task=t.name, lock=self.name, kind=self.KIND,
                         held=k.now() - t0)
-        if self._waiters:
-            self._release()
-        else:
-            self.owner = None
+        self._release()
 
     def _bad_unlock(self, t: KTask) -> BadUnlockError:
         owner = None if self.owner is None else self.owner.name
