@@ -40,7 +40,8 @@ def _event(name: str, level: Level, fields: tuple[str, ...], doc: str) -> str:
 SESSION_START: Final = _event(
     "session.start",
     "info",
-    ("seed", "scenario", "versions", "git", "wall_start"),
+    ("seed", "scenario", "versions", "git", "wall_start", "log_level", "faults",
+     "fail_fast"),
     "First record: everything needed to replay (resolved scenario, seed, versions).",
 )
 SESSION_END: Final = _event(
@@ -128,6 +129,12 @@ PREEMPT: Final = _event(
     "debug",
     ("task", "site", "delay"),
     "The seeded perturbation policy preempted a task at a preemption point.",
+)
+FAULT: Final = _event(
+    "fault.inject",
+    "info",
+    ("site", "detail"),
+    "An injected fault fired (an active BUGGIFY site, or a forced choice): what it did.",
 )
 WAIT_SLEEP: Final = _event(
     "wait.sleep",

@@ -14,9 +14,10 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from actors.choices import Choice
 from actors.host.policy import PolicyError
 from run import scenario as scen
-from run.logs import LEVELS, PrettyConsole
+from run.logs import LEVELS, FlightRecorder, PrettyConsole
 from run.session import EXIT_USAGE, Session, run_session
 
 
@@ -72,11 +73,33 @@ def main() -> None:
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio",
               show_default=True,
               help="trio: virtual time, deterministic. asyncio: real time, not deterministic.")
+@click.option("--choices", "choices_path", type=click.Path(path_type=Path),
+              help="Force the perturbation and fault choices of a choices file (written by "
+                   "fuzz --minimise); scenario and seed default to the file's.")
+@click.option("--fail-fast", is_flag=True,
+              help="Stop the session at its first violation (how fuzz runs it).")
+@click.option("--check-determinism", is_flag=True,
+              help="Run twice and confirm both logs are identical record for record.")
 def run(scenario: str | None, seed: int | None, log_path: Path | None,
         summary_path: Path | None, duration: str | None, sets: tuple[str, ...], level: str,
-        verbose: bool, as_json: bool, backend: str) -> None:
+        verbose: bool, as_json: bool, backend: str, choices_path: Path | None,
+        fail_fast: bool, check_determinism: bool) -> None:
     """Run a SCENARIO (built-in name or TOML path; default: 'default') and summarise it."""
-    sc = _load(scenario, sets, duration)
+    forced = None
+    if choices_path is not None:
+        from run import minimise
+
+        extra = [*sets, *([f"duration={duration}"] if duration else [])]
+        try:
+            file_sc, file_seed, forced = minimise.load(choices_path, extra)
+        except minimise.ChoicesFileError as e:
+            raise BadInput(str(e)) from None
+        sc = file_sc if scenario is None else _load(scenario, sets, duration)
+        seed = file_seed if seed is None else seed
+    else:
+        sc = _load(scenario, sets, duration)
+    if check_determinism and backend != "trio":
+        raise BadInput("--check-determinism needs --backend trio (asyncio runs in real time)")
     _writable(log_path, "--log")
     _writable(summary_path, "--summary")
     out = Console(stderr=as_json)
@@ -99,9 +122,11 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
             progress.update(task, completed=session.now, status=status)
 
         progress.start()
+    recorder = FlightRecorder() if check_determinism else None
     try:
         outcome = run_session(sc, seed=seed, log_path=log_path, level=level, console=pretty,
-                              backend=backend, on_snapshot=on_snapshot)
+                              backend=backend, on_snapshot=on_snapshot, recorder=recorder,
+                              forced=forced, fail_fast=fail_fast)
     except PolicyError as e:
         raise BadInput(str(e)) from None
     except OSError as e:
@@ -122,10 +147,173 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
         click.echo(f"vballoon: session error: {outcome.error}", err=True)
     if outcome.reason == "interrupted":
         sys.exit(130)
-    if outcome.exit_code:
-        click.echo(f"reproduce: vballoon run {scenario or 'default'} --seed {summary['seed']}"
-                   + "".join(f" --set {s}" for s in sets), err=True)
-    sys.exit(outcome.exit_code)
+    code = outcome.exit_code
+    if recorder is not None and not _same_twice(sc, summary["seed"], level, forced, fail_fast,
+                                                recorder):
+        code = max(code, 1)
+    if code:
+        what = f"--choices {choices_path}" if scenario is None and choices_path else (
+            (scenario or "default") + (f" --choices {choices_path}" if choices_path else ""))
+        click.echo(f"reproduce: vballoon run {what} --seed {summary['seed']}"
+                   + "".join(f" --set {s}" for s in sets)
+                   + (f" --duration {duration}" if duration else "")
+                   + (f" --level {level}" if level != "info" else "")
+                   + (" --fail-fast" if fail_fast else ""), err=True)
+    sys.exit(code)
+
+
+def _same_twice(sc: scen.Scenario, seed: int, level: str, forced: list[Choice] | None,
+                fail_fast: bool, first: FlightRecorder) -> bool:
+    """Run the session again and compare logs; print the first difference if any."""
+    from run.logs import dumps
+    from run.replay import first_difference, show_difference
+
+    again = FlightRecorder()
+    run_session(sc, seed=seed, level=level, recorder=again, forced=forced, fail_fast=fail_fast)
+    a = [dumps(r).rstrip(b"\n") for r in first.records]
+    b = [dumps(r).rstrip(b"\n") for r in again.records]
+    diff = first_difference(a, b)
+    if diff is None:
+        click.echo(f"determinism: both runs wrote the same {len(a)} records", err=True)
+        return True
+    click.echo("determinism: the two runs differ", err=True)
+    show_difference(Console(stderr=True), diff, a, ("first run", "second run"))
+    return False
+
+
+@main.command()
+@click.argument("log", type=click.Path(path_type=Path))
+def replay(log: Path) -> None:
+    """Re-run the session LOG records (from its header) and confirm an identical log."""
+    from run import replay as rp
+
+    try:
+        header, original, outcome, replayed, diff = rp.replay(log)
+    except rp.LogError as e:
+        raise BadInput(str(e)) from None
+    console = Console()
+    for note in rp.provenance_notes(header, replayed[0]) if replayed else []:
+        console.print(f"[yellow]note[/]: {note}")
+    if diff is None:
+        console.print(f"replay: identical — {len(original)} records, seed {header['seed']}, "
+                      f"{outcome.reason}, {len(outcome.violations)} violation(s)")
+        sys.exit(0)
+    console.print(f"[red]replay: the logs differ[/] ({len(original)} records recorded, "
+                  f"{len(replayed)} replayed)")
+    rp.show_difference(console, diff, original, (f"{log}", "replayed"))
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("scenario", required=False)
+@click.option("--driver", type=click.Choice(["legacy", "v9", "fixed"]), default="fixed",
+              show_default=True, help="Balloon driver variant to fuzz.")
+@click.option("--seeds", default="0..99", show_default=True,
+              help="A..B (inclusive), N (0..N-1) or a comma list.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Parallel processes.")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Directory for the full JSON logs of failing seeds (or minimised choices).")
+@click.option("--preempt", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Perturbation strength at preemption points.")
+@click.option("--faults/--no-faults", default=True, show_default=True,
+              help="Inject faults (each site active per run by a seeded draw).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario field for every run (repeatable).")
+@click.option("--minimise", "minimise_seed", type=click.IntRange(min=0), metavar="SEED",
+              help="Shrink SEED's failing choices to a minimal replayable choices file.")
+@click.option("--budget", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Most runs --minimise may spend.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write the results as JSON here.")
+def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | None,
+         preempt: float, faults: bool, sets: tuple[str, ...], minimise_seed: int | None,
+         budget: int, json_path: Path | None) -> None:
+    """Run many seeds of SCENARIO with perturbation and faults; group failures."""
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from run import compare as cmp
+    from run import fuzz as fz
+
+    overrides = [*sets, *fz.fuzz_overrides(driver, preempt, faults)]
+    _load(scenario, tuple(overrides), None)
+    _writable(json_path, "--json")
+    if out is not None and out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: not a directory")
+    console = Console()
+    if minimise_seed is not None:
+        _minimise(console, scenario, overrides, minimise_seed, budget, out)
+        return
+    try:
+        seed_list = cmp.parse_seeds(seeds)
+    except ValueError as e:
+        raise BadInput(f"--seeds {seeds!r}: {e}") from None
+    failed = 0
+    with Progress(TextColumn("[bold]fuzz"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("seeds", total=len(seed_list), status="")
+
+        def step(r: fz.SeedResult) -> None:
+            nonlocal failed
+            failed += r.failure is not None
+            progress.update(task, advance=1, status=f"{failed} failing")
+
+        results, groups = fz.fuzz(scenario, seed_list, overrides, jobs=jobs, out=out,
+                                  progress=step)
+    wall = sum(r.wall for r in results)
+    console.print(f"fuzz {scenario or 'default'} --driver {driver}: {len(results)} seeds, "
+                  f"{failed} failing, {len(groups)} kind(s); {wall:.1f}s of session time")
+    if groups:
+        table = Table("first violation", "seeds", "smallest", "reproduce",
+                      title="failures by first violation", title_justify="left",
+                      show_lines=True)
+        for g in groups:
+            repro = fz.reproduce_command(scenario, g.seeds[0], overrides)
+            log = g.logs.get(g.seeds[0])
+            table.add_row(g.signature, str(len(g.seeds)), str(g.seeds[0]),
+                          repro + (f"\nlog: {log}" if log else ""))
+        console.print(table)
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps({
+            "scenario": scenario or "default", "driver": driver, "overrides": overrides,
+            "seeds": seed_list, "failing": failed,
+            "groups": [{"signature": g.signature, "kind": g.kind, "seeds": g.seeds,
+                        "example": g.example, "logs": g.logs,
+                        "reproduce": fz.reproduce_command(scenario, g.seeds[0], overrides)}
+                       for g in groups]}, option=orjson.OPT_INDENT_2))
+    sys.exit(1 if failed else 0)
+
+
+def _minimise(console: Console, scenario: str | None, overrides: list[str], seed: int,
+              budget: int, out: Path | None) -> None:
+    from run import minimise as mn
+
+    sc = _load(scenario, tuple(overrides), None)
+    with Progress(TextColumn("[bold]minimise"), TextColumn("{task.fields[status]}"),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("tests", total=None, status="")
+        runs = 0
+
+        def step(kept: int, recorded: int) -> None:
+            nonlocal runs
+            runs += 1
+            progress.update(task, status=f"run {runs}: trying {kept} of {recorded} choices")
+
+        result = mn.minimise(sc, seed, budget=budget, progress=step)
+    if result is None:
+        console.print(f"seed {seed} does not fail; nothing to minimise")
+        sys.exit(0)
+    directory = out or Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{sc.name}-seed{seed}.choices.json"
+    mn.write(result, path)
+    console.print(f"seed {seed}: {result.failure['signature']}")
+    console.print(f"minimised {result.recorded} recorded choices to {len(result.choices)} "
+                  f"in {result.tests} runs: {path}")
+    console.print(f"reproduce: vballoon run --choices {path}")
+    sys.exit(1)
 
 
 @main.command()

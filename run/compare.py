@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
 from run import scenario as scen
+from run.pool import run_all
 
 #: (key, label, how to read it from a summary, higher is better?)
 METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float], bool | None]] = [
@@ -92,20 +92,10 @@ def compare(spec: str | None, drivers: Sequence[str], seeds: Sequence[int],
     scen.load(spec, list(overrides))  # bad input fails here, before any process starts
     work = [Job(spec, tuple(overrides), d, s) for d in drivers for s in seeds]
     results: dict[str, list[dict[str, Any]]] = {d: [] for d in drivers}
-    if jobs <= 1:
-        for job in work:
-            _, summary = run_job(job)
-            results[job.driver].append(summary)
-            if progress:
-                progress(job)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(run_job, job) for job in work]
-            for fut in as_completed(futures):
-                job, summary = fut.result()
-                results[job.driver].append(summary)
-                if progress:
-                    progress(job)
+    for job, summary in run_all(run_job, work, processes=jobs):
+        results[job.driver].append(summary)
+        if progress:
+            progress(job)
     table: dict[str, dict[str, dict[str, float]]] = {}
     for key, _label, read, _better in METRICS:
         table[key] = {}

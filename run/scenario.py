@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from actors.choices import FaultConfig
 from actors.costs import CostModel
 from actors.guest.compaction import CompactionConfig
 from actors.guest.config import GuestConfig
@@ -44,6 +45,7 @@ class Scenario:
     host: HostConfig = field(default_factory=HostConfig)
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     costs: CostModel = field(default_factory=CostModel)
+    faults: FaultConfig = field(default_factory=FaultConfig)
 
     def validate(self) -> list[tuple[str, str]]:
         problems = []

@@ -25,6 +25,7 @@ import trio
 from anyio.abc import TaskStatus
 
 from actors import schema
+from actors.choices import Choice, Choices
 from actors.clock import SessionClock
 from actors.guest import pages as P
 from actors.guest import views
@@ -95,12 +96,19 @@ class Session:
 
     def __init__(self, scenario: Scenario, *, seed: int | None = None, log: SessionLog,
                  backend: str = "trio", on_snapshot: Callable[[Session], None] | None = None,
-                 policy: HostPolicy | None = None) -> None:
+                 policy: HostPolicy | None = None, forced: list[Choice] | None = None,
+                 record: bool = False, fail_fast: bool = False) -> None:
         self.scenario = scenario
+        #: Stop at the first violation (fuzzing: only the first one is wanted, and a livelock
+        #: found by a watchdog need not be simulated to the end of the scenario).
+        self.fail_fast = fail_fast
+        self._scope: anyio.CancelScope | None = None
         self.seed = scenario.seed if seed is None else seed
         self.log = log
         self.backend = backend
         self.streams = determinism.RandomStreams(self.seed)
+        #: Perturbation and fault decisions: seeded, recorded, or forced (``actors.choices``).
+        self.choices = Choices(self.streams.get, scenario.faults, forced=forced, record=record)
         self.violations: list[Violation] = []
         self.on_snapshot = on_snapshot
         self.clock = log.clock if isinstance(log.clock, SessionClock) else SessionClock()
@@ -112,7 +120,8 @@ class Session:
         self.policy = policy if policy is not None else load_policy(scenario)
         total = scenario.host.memory // 4096 or ram_4k
         self.host = Host(scenario.host, self.policy, scenario.costs, log.logger,
-                         report=self.violation, total_pages=total, clock=self.clock)
+                         report=self.violation, total_pages=total, clock=self.clock,
+                         choices=self.choices)
         device_features = feature_mask(*(BalloonFeature[f] for f in scenario.host.features))
         driver_features = feature_mask(*(BalloonFeature[f] for f in g.features))
         transport = Transport("guest0", features=select_features(device_features,
@@ -121,7 +130,7 @@ class Session:
             Guest("guest0", g, scenario.workload, scenario.costs, logger=log.logger,
                   rng=self.streams.get, duration=scenario.duration, transport=transport,
                   report=self._kernel_report, compaction=scenario.compaction,
-                  clock=self.clock)
+                  clock=self.clock, choices=self.choices)
         ]
         for guest in self.guests:
             assert guest.transport is not None
@@ -145,6 +154,8 @@ class Session:
         self.violations.append(v)
         if log:
             self._slog.error(schema.VIOLATION, kind=kind, detail=detail)
+        if self.fail_fast and self._scope is not None:
+            self._scope.cancel()
 
     def check(self, *, full: bool = False) -> None:
         """Cheap cross-checks every snapshot; the full buddy walk at the end (small guests)."""
@@ -194,6 +205,7 @@ class Session:
         """Start every actor, let the scenario's duration pass, then stop them all."""
         self.clock.start()
         async with anyio.create_task_group() as tg:
+            self._scope = tg.cancel_scope
             for guest in self.guests:
                 await tg.start(guest.run)
             await tg.start(self.host.run)
@@ -232,7 +244,9 @@ class Session:
     def start_record(self) -> None:
         self._slog.info(schema.SESSION_START, seed=self.seed, scenario=to_dict(self.scenario),
                         versions=versions(), git=git_revision(), wall_start=self.wall_start,
-                        backend=self.backend)
+                        backend=self.backend, log_level=self.log.level,
+                        fail_fast=self.fail_fast,
+                        faults=self.choices.header())
 
     def end_record(self, summary: dict[str, Any], reason: str) -> None:
         self._slog.info(schema.SESSION_END, reason=reason, summary=_loggable(summary),
@@ -281,6 +295,9 @@ def run_session(
     backend: str = "trio",
     validate: Callable[[dict[str, Any]], None] | None = None,
     on_snapshot: Callable[[Session], None] | None = None,
+    forced: list[Choice] | None = None,
+    record: bool = False,
+    fail_fast: bool = False,
 ) -> Outcome:
     """Run one session to completion and return its outcome; the log is always closed.
 
@@ -298,7 +315,7 @@ def run_session(
         sinks.append(console)
     log = SessionLog(clock=SessionClock(), level=level, sinks=sinks, validate=validate)
     session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot,
-                      policy=policy)
+                      policy=policy, forced=forced, record=record, fail_fast=fail_fast)
     reason, error = "completed", None
     try:
         session.start_record()
@@ -307,7 +324,10 @@ def run_session(
             trio.run(session.main, clock=determinism.virtual_clock())
         else:
             anyio.run(session.main, backend=backend)
-        session.check(full=session.guests[0].frames.nr_pages <= 1 << 20)
+        if fail_fast and session.violations:
+            reason = "first-violation"
+        else:
+            session.check(full=session.guests[0].frames.nr_pages <= 1 << 20)
     except KeyboardInterrupt:
         reason = "interrupted"
     except Exception as exc:  # an actor crashed: log it, still close the log with a summary

@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema, streams
+from actors.choices import Choices
 from actors.costs import CostModel
 from actors.guest.buddy import Zone
 from actors.guest.views import VmStat
@@ -106,6 +107,8 @@ class Allocator:
         log: FilteringBoundLogger,
         *,
         queue_depth: int = 64,
+        choices: Choices | None = None,
+        name: str = "",
     ) -> None:
         self.zone = zone
         self.vmstat = vmstat
@@ -113,6 +116,8 @@ class Allocator:
         self.log = log
         self._send, self._recv = anyio.create_memory_object_stream[_Request](queue_depth)
         self.requests = 0
+        self.choices = choices
+        self.name = name
         #: Called with (pfns, order, owner) for every block handed out: the guest is about to
         #: use those pages (the host refaults discarded ones; the conformance monitor checks).
         self.on_alloc: Callable[[array.array[int], int, int], None] | None = None
@@ -138,7 +143,13 @@ class Allocator:
                 self.requests += 1
                 if isinstance(req, _Alloc):
                     out: array.array[int] = array.array("I")
-                    got = zone.alloc_pages_bulk(req.n, req.order, req.gfp, req.owner, out)
+                    if self.choices is not None and self.choices.fault("alloc.fail",
+                                                                       self.name) is not None:
+                        log.info(schema.FAULT, site="alloc.fail", client=req.client,
+                                 detail=f"order-{req.order} x{req.n} request failed")
+                        got = 0
+                    else:
+                        got = zone.alloc_pages_bulk(req.n, req.order, req.gfp, req.owner, out)
                     pages = got << req.order
                     vmstat.inc("pgalloc", pages)
                     if got < req.n:

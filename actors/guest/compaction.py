@@ -330,7 +330,13 @@ class Compactor:
         # if (!trylock_page(page)) { ... lock_page(page); }   (sync migration: force)
         if not trylock_page(k, f, old):
             await lock_page(k, f, old)
-        rc = await balloon_page_migrate(k, f, self.balloon, new, old)
+        choices = k.choices
+        if choices is not None and choices.fault("compaction.migrate_fail", k.name) is not None:
+            self.log.info(schema.FAULT, site="compaction.migrate_fail",
+                          detail=f"migration of balloon pfn {old} failed with -EAGAIN")
+            rc = -11  # -EAGAIN from migrate_pages: the page is put back below
+        else:
+            rc = await balloon_page_migrate(k, f, self.balloon, new, old)
         hs = self.balloon.last_hs
         unlock_page(k, f, old)
         if rc == BALLOON_MIGRATION_RETURN:

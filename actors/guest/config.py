@@ -19,6 +19,8 @@ class GuestConfig:
     balloon: bool = field(default=True, metadata={"doc": "load the virtio_balloon driver"})
     preempt: float = field(default=0.0, metadata={
         "doc": "probability that a preemption point yields or delays (seeded perturbation)"})
+    preempt_delay: float = field(default=1e-6, metadata={
+        "unit": "duration", "doc": "longest virtual delay a preemption point may add"})
     hung_task_timeout: float = field(default=120.0, metadata={
         "unit": "duration", "doc": "hung-task watchdog threshold (kernel.hung_task_timeout_secs)"})
     softlockup_thresh: float = field(default=20.0, metadata={
@@ -37,6 +39,8 @@ class GuestConfig:
                                  f"{', '.join(BalloonFeature.__members__)}"))
         if not 0.0 <= self.preempt <= 1.0:
             problems.append(("preempt", f"must be between 0 and 1, got {self.preempt}"))
+        if self.preempt_delay < 0:
+            problems.append(("preempt_delay", "must be >= 0"))
         if self.page_size not in (4096, 16384, 65536):
             problems.append(("page_size", f"must be 4KiB, 16KiB or 64KiB, got {self.page_size}"))
             return problems

@@ -13,6 +13,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
+from actors.choices import Choices
 from actors.costs import CostModel
 from actors.guest import pages as P
 from actors.guest import views
@@ -56,6 +57,7 @@ class Guest:
         report: Callable[..., None] = lambda kind, detail, **fields: None,
         compaction: CompactionConfig | None = None,
         clock: Callable[[], float] = anyio.current_time,
+        choices: Choices | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -63,10 +65,12 @@ class Guest:
         self.frames = PageFrames(config.nr_pages, config.page_size)
         self.zone = Zone(self.frames)
         self.vmstat = views.VmStat()
-        self.allocator = Allocator(self.zone, self.vmstat, costs, logger(f"{name}.alloc"))
+        self.allocator = Allocator(self.zone, self.vmstat, costs, logger(f"{name}.alloc"),
+                                   choices=choices, name=name)
         self.kernel = Kernel(log=logger(f"{name}.kernel"), costs=costs,
                              rng=rng(f"{name}.preempt"), report=report,
-                             strength=config.preempt, name=name, clock=clock)
+                             strength=config.preempt, max_delay=config.preempt_delay,
+                             name=name, clock=clock, choices=choices)
         self.meminfo = MemInfo(totalram=self.frames.nr_pages)
         self.transport = transport
         self.balloon: VirtioBalloon | None = None

@@ -19,6 +19,7 @@ from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema, streams
+from actors.choices import Choices
 from actors.costs import CostModel
 from actors.host.memory import BALLOONED, GuestMemory
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
@@ -52,8 +53,10 @@ class BalloonDevice:
         stats_interval: float,
         pages_per_page: int,
         clock: Callable[[], float] = anyio.current_time,
+        choices: Choices | None = None,
     ) -> None:
         self.transport = transport
+        self.choices = choices
         self.memory = memory
         self.costs = costs
         self.log = log
@@ -102,7 +105,14 @@ class BalloonDevice:
         self.target = num_pages
         self.log.info(schema.CONFIG_TARGET, num_pages=num_pages, previous=previous)
         self.feed(C.ConfigTarget(num_pages))
+        if self._fault("host.drop_config") is not None:
+            self.log.info(schema.FAULT, site="host.drop_config",
+                          detail=f"num_pages={num_pages} written, no config interrupt")
+            return
         await streams.send(self.transport.to_driver, ConfigChanged())
+
+    def _fault(self, site: str) -> float | None:
+        return None if self.choices is None else self.choices.fault(site, self.transport.name)
 
     # -- buffers -------------------------------------------------------------------------------
     def _pfns(self, chain: Chain, queue: int, hs: int) -> list[int]:
@@ -227,11 +237,25 @@ class BalloonDevice:
             return
         # One charge for the device's work and the trip back (fewer clock jumps, same time):
         # the buffers are returned, and the guest interrupted, once the work is done.
+        cost += self._injected_delay()
         await anyio.sleep(cost + self.costs.vq_roundtrip)
         for head in done:
             dev.push_used(head, 0)
         if dev.take_interrupt():
             await streams.send(self.transport.to_driver, Interrupt(queue))
+
+    def _injected_delay(self) -> float:
+        """Extra device time from the host.slow / host.stall fault sites (0 when off)."""
+        if self.choices is None or not self.choices.active:
+            return 0.0
+        extra = 0.0
+        for site, lo, hi in (("host.slow", 0.0, 0.05), ("host.stall", 0.5, 3.0)):
+            u = self._fault(site)
+            if u is not None:
+                delay = lo + (hi - lo) * u
+                self.log.info(schema.FAULT, site=site, detail=f"device delayed {delay:.6f}s")
+                extra += delay
+        return extra
 
     async def _poll_stats(self) -> None:
         """Every ``stats_interval``: hand the held stats buffer back so the guest refills it."""

@@ -11,6 +11,7 @@ from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema
+from actors.choices import Choices
 from actors.costs import CostModel
 from actors.host.device import BalloonDevice, Report
 from actors.host.memory import HostMemory
@@ -60,7 +61,8 @@ class Host:
 
     def __init__(self, config: HostConfig, policy: HostPolicy, costs: CostModel,
                  log: Callable[[str], FilteringBoundLogger], report: Report,
-                 total_pages: int, clock: Callable[[], float] = anyio.current_time) -> None:
+                 total_pages: int, clock: Callable[[], float] = anyio.current_time,
+                 choices: Choices | None = None) -> None:
         self.config = config
         self.policy = policy
         self.costs = costs
@@ -70,6 +72,7 @@ class Host:
         self.plog = log("host.policy")
         self.report = report
         self.clock = clock  # session time (what schedules and stats timestamps mean)
+        self.choices = choices
         self.policy_errors = 0
         self.decisions = 0
 
@@ -78,7 +81,8 @@ class Host:
         mem = self.memory.add_guest(transport.name, ram_pages)
         dev = BalloonDevice(transport, mem, self.costs, self._log(f"host.{transport.name}"),
                             report=self.report, stats_interval=self.config.stats_interval,
-                            pages_per_page=pages_per_page, clock=self.clock)
+                            pages_per_page=pages_per_page, clock=self.clock,
+                            choices=self.choices)
         self.devices[transport.name] = dev
         return dev
 
