@@ -235,12 +235,23 @@ class V9Balloon(VirtioBalloon):
                 leak_target -= (num_pfns - before) // ppp
             if page < 0:  # no page taken this turn: the loop spins, and spinning costs time
                 await k.cpu_relax()
+        self._leaked(pfns, num_pfns)
+        # mutex_lock(&vb->balloon_lock);
+        await self.balloon_lock.mutex_lock()
+        await self._leak_balloon_tell(pfns, num_pfns, num)
+        # mutex_unlock(&vb->balloon_lock);
+        self.balloon_lock.mutex_unlock()
+
+    def _leaked(self, pfns: array.array[int], num_pfns: int) -> None:
+        """Counters and the ``balloon.leak`` record of one leak round (not C)."""
+        ppp = self.PAGES_PER_PAGE
         self.deflated += num_pfns // ppp
         self.vmstat.inc("balloon_deflate", num_pfns // ppp)
         self.log.info(schema.BALLOON_LEAK, pfns=self.guest_pages(pfns, num_pfns),
                       num_pages=self.num_pages.atomic_read())
-        # mutex_lock(&vb->balloon_lock);
-        await self.balloon_lock.mutex_lock()
+
+    async def _leak_balloon_tell(self, pfns: array.array[int], num_pfns: int, num: int) -> None:
+        """leak_balloon()'s tail under balloon_lock (split out so ``fixed`` reuses it verbatim)."""
         # for (i = 0; i < num; i++)
         #         vb->pfns[i] = pfns[i];
         for i in range(num):
@@ -251,8 +262,6 @@ class V9Balloon(VirtioBalloon):
         await self.tell_host(DEFLATEQ)
         # release_pages_by_pfn(pfns, num_pfns);
         await self.release_pages_by_pfn(pfns, num_pfns)
-        # mutex_unlock(&vb->balloon_lock);
-        self.balloon_lock.mutex_unlock()
 
     # ---------------------------------------------------------------- stats_handle_request
     @context()
@@ -294,9 +303,19 @@ class V9Balloon(VirtioBalloon):
     @context()
     async def virtballoon_migratepage(self, newpage: int, page: int, mode: int) -> int:
         """virtballoon_migratepage(): must be called under page lock (old and new)."""
-        frames, ppp = self.frames, self.PAGES_PER_PAGE
         # mutex_lock(&vb->balloon_lock);
         await self.balloon_lock.mutex_lock()
+        await self._virtballoon_migratepage_locked(newpage, page)
+        # mutex_unlock(&vb->balloon_lock);
+        self.balloon_lock.mutex_unlock()
+        # wake_up(&vb->config_change);
+        self.config_change.wake_up()
+        # return BALLOON_MIGRATION_RETURN;
+        return BALLOON_MIGRATION_RETURN
+
+    async def _virtballoon_migratepage_locked(self, newpage: int, page: int) -> None:
+        """virtballoon_migratepage()'s two steps under balloon_lock (``fixed`` reuses them)."""
+        frames, ppp = self.frames, self.PAGES_PER_PAGE
         # /* balloon's page migration 1st step */
         # vb->num_pfns = VIRTIO_BALLOON_PAGES_PER_PAGE;
         self.num_pfns = ppp
@@ -323,12 +342,6 @@ class V9Balloon(VirtioBalloon):
         self.set_page_pfns(self.pfns, 0, page)
         # tell_host(vb, vb->deflate_vq);
         await self.tell_host(DEFLATEQ)
-        # mutex_unlock(&vb->balloon_lock);
-        self.balloon_lock.mutex_unlock()
-        # wake_up(&vb->config_change);
-        self.config_change.wake_up()
-        # return BALLOON_MIGRATION_RETURN;
-        return BALLOON_MIGRATION_RETURN
 
     @context()
     async def virtballoon_putbackpage(self, page: int) -> None:
