@@ -48,6 +48,9 @@ FAULT_PREFIX: Final = "fault."
 HANDSHAKE_FLOW: Final = ("handshake", "virtqueue")
 MIGRATION_FLOW: Final = ("migration", "compaction")
 
+#: Flow events a slice carries: (phase s/t/f, flow id, flow kind).
+Flows = tuple[tuple[str, int, tuple[str, str]], ...]
+
 _dumps = orjson.dumps
 _STAMP: Final = frozenset(("t", "seq", "actor", "event", "level"))
 _ERRORS: Final = frozenset(n for n, spec in schema.EVENTS.items() if spec.level == "error")
@@ -100,6 +103,7 @@ class TraceWriter:
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
         self._buf: list[bytes] = []
+        self._put = self._buf.append  # one C call per event on the hot paths
         self.events = 0
         self._rec_ns = 0
         self._last_ns = -STEP_NS
@@ -112,8 +116,17 @@ class TraceWriter:
 
     # -- time --------------------------------------------------------------------------------
     def at(self, t: float) -> None:
-        """The record being converted happened at virtual time ``t`` seconds."""
+        """The next record happened at virtual time ``t`` seconds. (Also where the previous
+        record's events are settled: its last event was its latest, and buffers flush.)"""
+        self._settle()
         self._rec_ns = round(t * 1e9)
+
+    def _settle(self) -> None:
+        skew = self._last_ns - self._rec_ns
+        if skew > self.max_skew_ns:
+            self.max_skew_ns = skew
+        if len(self._buf) >= 4096:
+            self._flush()
 
     def tick(self) -> float:
         """A fresh timestamp (µs) for the next event: never before the record's time, always
@@ -121,8 +134,6 @@ class TraceWriter:
         ns = self._last_ns + STEP_NS
         if ns < self._rec_ns:
             ns = self._rec_ns
-        elif ns - self._rec_ns > self.max_skew_ns:
-            self.max_skew_ns = ns - self._rec_ns
         self._last_ns = ns
         return ns / 1000
 
@@ -159,12 +170,6 @@ class TraceWriter:
         return list(self._tracks.values())
 
     # -- events ------------------------------------------------------------------------------
-    def _emit(self, event: dict[str, Any]) -> None:
-        buf = self._buf
-        buf.append(_dumps(event))
-        if len(buf) >= 4096:
-            self._flush()
-
     def _flush(self) -> None:
         if self._buf:
             if self.events:
@@ -174,15 +179,16 @@ class TraceWriter:
             self._buf.clear()
 
     def _meta(self, name: str, pid: int, tid: int, args: dict[str, Any]) -> None:
-        self._emit({"ph": "M", "name": name, "pid": pid, "tid": tid, "ts": 0, "args": args})
+        self._put(_dumps({"ph": "M", "name": name, "pid": pid, "tid": tid, "ts": 0, "args": args}))
 
     def begin(self, tr: Track, key: Hashable, name: str, cat: str, args: dict[str, Any],
-              flows: tuple[tuple[str, int, tuple[str, str]], ...] = ()) -> None:
+              flows: Flows = ()) -> None:
         """Open slice ``name`` on ``tr`` (closed by ``end(tr, key)``); flows bind to it."""
-        self._emit({"ph": "B", "name": name, "cat": cat, "pid": tr.pid, "tid": tr.tid,
-                    "ts": self.tick(), "args": args})
+        self._put(_dumps({"ph": "B", "name": name, "cat": cat, "pid": tr.pid, "tid": tr.tid,
+                          "ts": self.tick(), "args": args}))
         tr.stack.append((key, name, cat))
-        self._flows(tr, flows)
+        if flows:
+            self._flows(tr, flows)
 
     def end(self, tr: Track, key: Hashable, args: dict[str, Any] | None = None) -> bool:
         """Close the innermost open slice with ``key``; False if none is open. Slices opened
@@ -205,8 +211,8 @@ class TraceWriter:
         self._end(tr, name, cat, args)
         del stack[i:]
         for entry in above:
-            self._emit({"ph": "B", "name": entry[1], "cat": entry[2], "pid": tr.pid,
-                        "tid": tr.tid, "ts": self.tick(), "args": {"continued": True}})
+            self._put(_dumps({"ph": "B", "name": entry[1], "cat": entry[2], "pid": tr.pid,
+                              "tid": tr.tid, "ts": self.tick(), "args": {"continued": True}}))
             stack.append(entry)
         return True
 
@@ -215,44 +221,46 @@ class TraceWriter:
                                  "tid": tr.tid, "ts": self.tick()}
         if args:
             event["args"] = args
-        self._emit(event)
+        self._put(_dumps(event))
 
     def is_open(self, tr: Track, key: Hashable) -> bool:
         return any(entry[0] == key for entry in tr.stack)
 
     def step(self, tr: Track, name: str, cat: str, args: dict[str, Any],
-             flows: tuple[tuple[str, int, tuple[str, str]], ...]) -> None:
+             flows: Flows) -> None:
         """A tiny ``X`` slice carrying flow events (``(phase, id, kind)``) at its timestamp."""
-        self._emit({"ph": "X", "name": name, "cat": cat, "pid": tr.pid, "tid": tr.tid,
-                    "ts": self.tick(), "dur": TINY_US, "args": args})
-        self._flows(tr, flows)
+        self._put(_dumps({"ph": "X", "name": name, "cat": cat, "pid": tr.pid, "tid": tr.tid,
+                          "ts": self.tick(), "dur": TINY_US, "args": args}))
+        if flows:
+            self._flows(tr, flows)
 
-    def _flows(self, tr: Track, flows: tuple[tuple[str, int, tuple[str, str]], ...]) -> None:
+    def _flows(self, tr: Track, flows: Flows) -> None:
         """Flow events one tick after the slice they bind to opened, so inside it (viewers
         bind a flow event to the slice open on its track at its time; a tie is ambiguous)."""
-        if not flows:
-            return
         ts = self.tick()
         for ph, fid, (name, cat) in flows:
             event: dict[str, Any] = {"ph": ph, "id": fid, "name": name, "cat": cat,
                                      "pid": tr.pid, "tid": tr.tid, "ts": ts}
             if ph == "f":
                 event["bp"] = "e"  # bind to the enclosing slice, not the next one
-            self._emit(event)
+            self._put(_dumps(event))
 
     def instant(self, tr: Track, name: str, cat: str, scope: str, args: dict[str, Any]) -> None:
         """An ``i`` event: scope ``t`` (its track), ``p`` (its process) or ``g`` (global)."""
-        self._emit({"ph": "i", "name": name, "cat": cat, "s": scope, "pid": tr.pid,
-                    "tid": tr.tid, "ts": self.tick(), "args": args})
+        self._put(_dumps({"ph": "i", "name": name, "cat": cat, "s": scope, "pid": tr.pid,
+                          "tid": tr.tid, "ts": self.tick(), "args": args}))
 
     def counter(self, tr: Track, name: str, unit: str, value: float) -> None:
         """A ``C`` sample of the process counter ``name`` (Perfetto names it "name unit")."""
-        self._emit({"ph": "C", "name": name, "pid": tr.pid, "tid": tr.tid, "ts": self.tick(),
-                    "args": {unit: value}})
+        self._put(_dumps({"ph": "C", "name": name, "pid": tr.pid, "tid": tr.tid,
+                          "ts": self.tick(), "args": {unit: value}}))
 
     def close(self, other: dict[str, Any]) -> None:
-        """End the event array; ``displayTimeUnit`` last (old Perfetto read it as ts unit)."""
+        """End the event array and add ``other`` (with ``max_skew_us``); ``displayTimeUnit``
+        comes last (old Perfetto versions read it, at the start of a file, as the ts unit)."""
+        self._settle()
         self._flush()
+        other["max_skew_us"] = self.max_skew_ns / 1000
         self.out.write(b"\n],")
         self.out.write(orjson.dumps({"displayTimeUnit": "ns", "otherData": other})[1:])
         self.out.write(b"\n")
@@ -285,7 +293,7 @@ Handler = Callable[[Record], None]
 class Exporter:
     """Turns records into trace events; one handler per event name of ``actors/schema.py``."""
 
-    def __init__(self, writer: TraceWriter, migration_hs: dict[tuple[str, int], int]) -> None:
+    def __init__(self, writer: TraceWriter, migration_hs: dict[str, dict[int, int]]) -> None:
         self.w = writer
         self._guests: dict[str, _Guest] = {}
         self._placed: dict[tuple[str, object], Track] = {}
@@ -327,9 +335,7 @@ class Exporter:
     def _guest(self, name: str) -> _Guest:
         g = self._guests.get(name)
         if g is None:
-            g = self._guests[name] = _Guest(name)
-            g.migration_of_hs = {hs: mid for (gn, hs), mid in self._migration_hs.items()
-                                 if gn == name}
+            g = self._guests[name] = _Guest(name, migration_of_hs=self._migration_hs.get(name, {}))
         return g
 
     def _place(self, r: Record) -> Track:
@@ -403,7 +409,7 @@ class Exporter:
         lane = self._lane(guest, queue)
         fid = self._flow_id()
         self.handshakes += 1
-        flows: tuple[tuple[str, int, tuple[str, str]], ...] = (("s", fid, HANDSHAKE_FLOW),)
+        flows: Flows = (("s", fid, HANDSHAKE_FLOW),)
         mid = g.migration_of_hs.get(hs)
         if mid is not None and mid in g.migrations:
             flows += (("t", g.migrations[mid][0], MIGRATION_FLOW),)
@@ -423,7 +429,7 @@ class Exporter:
         hs: int = r["hs"]
         queue: str = r["queue"]
         h = g.handshakes.get(hs)
-        flows: tuple[tuple[str, int, tuple[str, str]], ...] = ()
+        flows: Flows = ()
         if h is not None:
             if queue == "statsq":  # the device keeps the buffer: the logged chain ends here
                 flows = (("f", h.flow, HANDSHAKE_FLOW),)
@@ -455,7 +461,7 @@ class Exporter:
         hs: int = r["hs"]
         h = g.handshakes.pop(hs, None)
         lane = h.lane if h is not None else self._lane(guest, r["queue"])
-        flows: tuple[tuple[str, int, tuple[str, str]], ...] = ()
+        flows: Flows = ()
         if h is not None:
             flows = (("f", h.flow, HANDSHAKE_FLOW),)
         self.w.step(lane, "ack" if h is not None else f"ack of unknown #{hs}", "virtqueue",
@@ -520,7 +526,7 @@ class Exporter:
         g = self._guest(guest)
         tr = self._place(r)
         started = g.migrations.pop(r["mid"], None)
-        flows: tuple[tuple[str, int, tuple[str, str]], ...] = ()
+        flows: Flows = ()
         if started is not None:
             flows = (("f", started[0], MIGRATION_FLOW),)
             g.isolated -= 1
@@ -537,7 +543,9 @@ class Exporter:
     def _lock_acquire(self, r: Record) -> None:
         tr = self._place(r)
         lock: str = r["lock"]
-        self.w.end(tr, ("wait", lock), {"waited": r["waited"]})
+        wait = ("wait", lock)
+        if tr.stack and tr.stack[-1][0] == wait:  # a contended acquire ends its wait
+            self.w.end(tr, wait, {"waited": r["waited"]})
         self.lock_holds += 1
         self.w.begin(tr, ("lock", lock), lock, "lock",
                      {"kind": r["kind"], "t": r["t"], "seq": r["seq"]})
@@ -565,21 +573,20 @@ class Exporter:
                 w.end(tr, tr.stack[-1][0], {"open_at_end": True})
 
 
-def migration_handshakes(path: Path) -> dict[tuple[str, int], int]:
-    """Pre-scan: (guest, handshake id) -> migration id, for the handshakes of migrations
+def migration_handshakes(path: Path) -> dict[str, dict[int, int]]:
+    """Pre-scan: guest -> handshake id -> migration id, for the handshakes of migrations
     (``balloon.migrate`` names them only after they happened). Unparsable lines are left
     for the main pass to report."""
     needle = b'"' + schema.BALLOON_MIGRATE.encode() + b'"'
-    out: dict[tuple[str, int], int] = {}
+    out: dict[str, dict[int, int]] = {}
     for _, line in lines(path):
         if needle not in line:
             continue
         try:
             r = orjson.loads(line)
             if r.get("event") == schema.BALLOON_MIGRATE:
-                guest = str(r["actor"]).partition(".")[0]
-                out[(guest, int(r["hs_inflate"]))] = out[(guest, int(r["hs_deflate"]))] = (
-                    int(r["mid"]))
+                of_hs = out.setdefault(str(r["actor"]).partition(".")[0], {})
+                of_hs[int(r["hs_inflate"])] = of_hs[int(r["hs_deflate"])] = int(r["mid"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             continue
     return out
@@ -614,7 +621,6 @@ def export(log: Path, out: IO[bytes]) -> TraceStats:
         "records": n,
         "time": "ts = max(t, previous ts + 2 ns) in µs: log order kept, shown at most "
                 "max_skew_us after the record's virtual time t (exact t and seq in args)",
-        "max_skew_us": writer.max_skew_ns / 1000,
     }
     writer.close(other)
     return TraceStats(n, writer.events, exporter.handshakes, exporter.migrations,
