@@ -10,7 +10,8 @@ The README's "Timeline" section says what each of them means.
 
 Timestamps. The log's time is virtual: many records share one instant (a whole inflate round
 happens at one ``t``), but their order (``seq``) matters. Every trace event therefore gets
-its own timestamp ``ts = max(t, previous ts + 2 ns)`` (in µs): the log's order is kept
+its own timestamp ``ts = max(t, previous ts + 2 ns)`` (in µs; the flow events of one step
+share theirs): the log's order is kept
 exactly and strictly, per track and across tracks, and each event is shown at its true time
 or slightly after it, by at most ``otherData.max_skew_us`` (a few µs after a burst of records
 at one instant). 2 ns, not 1: viewers truncate µs to whole ns, and a 1 ns step could make two
