@@ -439,5 +439,35 @@ def bench(names: tuple[str, ...], json_path: Path | None, quick: bool) -> None:
         json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
 
 
+@main.command(name="trace")
+@click.argument("log", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_path", type=click.Path(path_type=Path),
+              default=Path("trace.json"), show_default=True,
+              help="Where to write the Chrome trace-event JSON.")
+def trace_cmd(log: Path, out_path: Path) -> None:
+    """Convert session LOG (JSON lines, or gzip) to a timeline for ui.perfetto.dev."""
+    import os
+
+    from run.logfile import LogError
+    from run.trace import export
+
+    _writable(out_path, "--output")
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    try:
+        with tmp.open("wb") as out:
+            stats = export(log, out)
+        os.replace(tmp, out_path)
+    except LogError as e:
+        raise BadInput(str(e)) from None
+    except OSError as e:
+        raise BadInput(f"cannot write {out_path}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"wrote {out_path}: {stats.events} trace events from {stats.records} records "
+               f"({stats.handshakes} handshakes, {stats.migrations} migrations, "
+               f"{stats.lock_holds} lock holds, {stats.instants} instants; display skew "
+               f"≤ {stats.max_skew_us:g} µs). Open it in https://ui.perfetto.dev")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
