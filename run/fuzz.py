@@ -19,7 +19,7 @@ from run.logs import FlightRecorder
 from run.pool import run_all
 from run.session import Outcome, run_session
 
-_NUMBER = re.compile(r"\b(0x[0-9a-f]+|\d+(\.\d+)?)\b")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_])(0x[0-9a-f]+|\d+(\.\d+)?)")
 
 
 def signature(kind: str, detail: str) -> str:
