@@ -21,6 +21,21 @@ FIX(leak-spin): v9's ``leak_balloon`` busy-waits -- loops without sleeping -- fo
   locked, and end the round when no page can be taken; ``virtballoon_migratepage`` takes
   ``balloon_lock`` with ``mutex_trylock`` and returns ``-EAGAIN`` when it is busy, so it never
   sleeps on it holding two page locks while ``leak_balloon`` waits for isolated pages to return.
+
+FIX(leak-pfns): v9's ``leak_balloon`` gathers PFNs in a local array, then copies ``num`` of them
+  into ``vb->pfns`` (``for (i = 0; i < num; i++)``) and tells the host about ``num_pfns``. With
+  guest pages larger than 4 KiB the loop rounds up to whole pages, so ``num_pfns > num`` and the
+  deflate buffer ends with stale PFNs of an earlier inflate: the host deflates pages still in the
+  balloon and keeps part of one the guest now uses (``vballoon fuzz race --driver v9 --set
+  guest.page_size=64KiB`` fails on most seeds: ``driver.split-guest-page``). Upstream v3.8 fills
+  ``vb->pfns`` directly; the correction copies the ``num_pfns`` PFNs taken.
+
+FIX(64k-target): the balloon moves in whole guest pages (``PAGES_PER_PAGE`` 4 KiB PFNs), but
+  ``towards_target`` compares the host's 4 KiB target with it as is. A target that is not a
+  multiple of ``PAGES_PER_PAGE`` is overshot by the fill round, and the next round leaks a whole
+  page back -- below the target, a spec violation without DEFLATE_ON_OOM -- and the next fills
+  again: the balloon oscillates for ever (64 KiB guest, ``race`` with any unaligned target;
+  upstream kept this quirk). The correction rounds the target up to whole guest pages.
 """
 
 from __future__ import annotations
@@ -88,7 +103,8 @@ class FixedBalloon(V9Balloon):
                 leak_target -= (num_pfns - before) // ppp
         self._leaked(pfns, num_pfns)
         if num_pfns:  # FIX(leak-spin): /* Did we get any? */ as upstream
-            await self._leak_balloon_tell(pfns, num_pfns, num)
+            # FIX(leak-pfns): copy the num_pfns PFNs taken, not num
+            await self._leak_balloon_tell(pfns, num_pfns, num_pfns)
         self.balloon_lock.mutex_unlock()
         if not num_pfns:
             await k.cpu_relax()  # the kthread retries; let whoever holds the pages run first
@@ -102,3 +118,9 @@ class FixedBalloon(V9Balloon):
         self.balloon_lock.mutex_unlock()
         self.config_change.wake_up()
         return BALLOON_MIGRATION_RETURN
+
+    def towards_target(self) -> int:
+        """towards_target() with FIX(64k-target): the target in whole guest pages."""
+        ppp = self.PAGES_PER_PAGE
+        target = -(-self.read_num_pages() // ppp) * ppp  # FIX(64k-target): ALIGN(target, ppp)
+        return target - self.num_pages.atomic_read()
