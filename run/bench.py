@@ -430,12 +430,54 @@ def bench_handshake(quick: bool) -> Result:
         "ring_and_codec_alone_us": us["ring_and_codec"],
     }
 
+# -- race tools: fuzzing throughput and the cost of determinism ---------------------------------
+
+def bench_fuzz(quick: bool) -> Result:
+    """Seeds per wall second of `vballoon fuzz race --driver fixed --jobs 2` (perturbation
+    and faults on; process start-up included)."""
+    from run.fuzz import fuzz, fuzz_overrides
+
+    n = 8 if quick else 40
+    t0 = time.perf_counter()
+    results, _ = fuzz("race", list(range(n)), fuzz_overrides("fixed", 0.05, True), jobs=2,
+                      out=None)
+    wall = time.perf_counter() - t0
+    rate = n / wall
+    return {"seeds": n, "failing": sum(r.failure is not None for r in results),
+            "wall_seconds": round(wall, 2),
+            "mean_session_wall_seconds": round(statistics.fmean(r.wall for r in results), 3),
+            "seeds_per_second": round(rate, 2), "target": ">= 20 seeds/s",
+            "meets_target": "yes" if rate >= 20 else "NO"}
+
+
+def bench_determinism(quick: bool) -> Result:
+    """Wall time of one `race` session with the seeded scheduler vs trio's own scheduling
+    (both on the virtual clock), best of N alternating runs."""
+    sc = scen.load("race", ["duration=4s"] if quick else [])
+    laps = 2 if quick else 3
+    seeded: list[float] = []
+    unseeded: list[float] = []
+    for _ in range(laps):
+        for det, out in ((True, seeded), (False, unseeded)):
+            gc.collect()
+            t0 = time.perf_counter()
+            run_session(sc, seed=1, deterministic=det)
+            out.append(time.perf_counter() - t0)
+    determinism.unseed_scheduler()
+    overhead = min(seeded) / min(unseeded) - 1
+    return {"seeded_seconds": round(min(seeded), 3), "unseeded_seconds": round(min(unseeded), 3),
+            "overhead_percent": round(100 * overhead, 1), "target": "<= 15 %",
+            "meets_target": "yes" if overhead <= 0.15 else "NO"}
+
+
 BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "alloc": bench_alloc,
     "memory": bench_memory,
     "inflate": bench_inflate,
     "handshake": bench_handshake,
     "compact": bench_compact,
+    "fuzz": bench_fuzz,
+    "determinism": bench_determinism,
 }
 
 

@@ -79,6 +79,12 @@ def seed_scheduler(seed: int) -> None:
     run_mod._r.seed(derive_seed(seed, "scheduler"))
 
 
+def unseed_scheduler() -> None:
+    """Back to trio's own scheduling (benchmarks measure what determinism costs)."""
+    check_trio_internals()
+    _run_module()._ALLOW_DETERMINISTIC_SCHEDULING = False
+
+
 def virtual_clock() -> trio.testing.MockClock:
     """A clock that starts at 0 and autojumps to the next deadline when all tasks block."""
     return trio.testing.MockClock(autojump_threshold=0)
