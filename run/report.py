@@ -30,8 +30,8 @@ def summary_tables(s: dict[str, Any]) -> Group:
         [
             ("virtual time", f"{s['virtual_seconds']:.3f} s"),
             ("wall time", f"{s['wall_seconds']:.3f} s"),
-            ("guest", f"{format_size(guest['memory_bytes'])} = {guest['pages']} pages of "
-                      f"{format_size(page_size)}"),
+            (_first_guest(s), f"{format_size(guest['memory_bytes'])} = {guest['pages']} "
+                              f"pages of {format_size(page_size)}"),
             ("free", f"{free} pages ({free * page_size / guest['memory_bytes']:.1%})"),
         ]
         + [(f"  {owner}", n) for owner, n in guest["owners"].items() if n and owner != "free"],
@@ -68,6 +68,12 @@ def summary_tables(s: dict[str, Any]) -> Group:
     else:
         parts.append("[green]no violations[/green]")
     return Group(*parts)
+
+
+def _first_guest(s: dict[str, Any]) -> str:
+    """The label of the guest the top-level sections describe."""
+    names = list(s.get("guests", {}))
+    return "guest" if len(names) <= 1 else f"guest {names[0]} (1 of {len(names)}; all below)"
 
 
 def _host_tables(s: dict[str, Any]) -> list[Any]:

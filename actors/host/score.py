@@ -76,7 +76,9 @@ class GuestScore:
             "reversals": self.reversals,
             "settle_seconds_mean": round(statistics.fmean(settle), 6) if settle else 0.0,
             "settle_seconds_max": round(max(settle), 6) if settle else 0.0,
-            "targets_unreached": self.unreached + (self._pending is not None),
+            # a target still pending at the end counts, unless it was set at the very end
+            "targets_unreached": self.unreached + (self._pending is not None
+                                                   and self._pending < end),
             "stalls": self.stalls,
         }
 
