@@ -24,7 +24,7 @@ from actors.host.device import BalloonDevice, Report
 from actors.host.memory import HostMemory
 from actors.host.policy import HostPolicy
 from actors.host.score import host_score
-from actors.host.shell import Decision, SafetyShell, ShellConfig, guest_floor
+from actors.host.shell import Decision, SafetyShell, ShellConfig, Stall, guest_floor
 from actors.host.view import GuestSample, GuestView, HostSample, HostView, hyperv_floor
 from actors.integral import Integral
 from actors.transport import Transport
@@ -160,16 +160,10 @@ class Host:
 
     # -- the policy loop -------------------------------------------------------------------------
     def record(self, decision: Decision) -> None:
-        """Log one tick's stalls, error, overrides and decision, and count them."""
+        """Log one tick's error, overrides and decision, and count them."""
         name = self.policy.name
         self.decisions += 1
         self.steps_max = max(self.steps_max, decision.steps)
-        for s in decision.stalls:
-            self.stalls += 1
-            self.devices[s.guest].score.stalls += 1
-            self.plog.warning(schema.POLICY_STALL, guest=s.guest, target=s.target,
-                              actual=s.actual, rate=s.rate, backoff=s.backoff,
-                              hold_until=s.hold_until)
         if decision.error is not None:
             self.policy_errors += 1
             self.plog.error(schema.POLICY_ERROR, policy=name, error=decision.error)
@@ -196,11 +190,29 @@ class Host:
                     await self.devices[name].set_target(target)
             await anyio.sleep(interval)
 
+    def record_stall(self, s: Stall) -> None:
+        self.stalls += 1
+        self.devices[s.guest].score.stalls += 1
+        self.plog.warning(schema.POLICY_STALL, guest=s.guest, target=s.target, actual=s.actual,
+                          rate=s.rate, backoff=s.backoff, hold_until=s.hold_until)
+
+    async def _stall_loop(self) -> None:
+        """The shell's stall detector, on its own cadence; back-offs apply at once."""
+        check = self.config.policy.shell.stall_check
+        while True:
+            await anyio.sleep(check)
+            for s in self.shell.watch(self.view()):
+                self.record_stall(s)
+                if s.backoff is not None and s.backoff < self.devices[s.guest].target:
+                    await self.devices[s.guest].set_target(s.backoff)
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             for dev in self.devices.values():
                 await tg.start(dev.run)
             tg.start_soon(self._policy_loop)
+            if self.config.policy.shell.stall_after > 0:
+                tg.start_soon(self._stall_loop)
             task_status.started()
 
     def summary(self) -> dict[str, Any]:

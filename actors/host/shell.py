@@ -13,10 +13,12 @@ Whatever a policy does, the host keeps running and every guest keeps a sane targ
 4. **Clamp** to the hard limits: the balloon never exceeds ``RAM - floor`` (targets are balloon
    sizes; the floor is the least *memory* a guest keeps), and while a stall hold is active it
    does not exceed the backed-off size.
-5. **Back off on stalls** (ChromeOS concierge's detector): a guest that has not reached its
-   target and moved towards it at less than ``stall_rate`` over at least ``stall_after`` is
-   stalled; if it was inflating, its balloon is backed off to ``actual - stall_backoff`` and
-   held there for ``stall_hold`` (the guest could not give more without suffering).
+5. **Back off on stalls** (ChromeOS concierge's detector), on its own cadence
+   (``stall_check``, independent of the policy's interval): a guest that has not reached its
+   target and moved towards it at less than ``stall_rate`` over at least ``stall_after`` since
+   the target was set (or since the last check that saw progress) is stalled; if it was
+   inflating, its balloon is backed off at once to ``actual - stall_backoff`` and held there for
+   ``stall_hold`` (the guest could not give more without suffering).
 
 Every step that changes what the policy asked for is an ``Override`` with a rule and a reason;
 the host logs each one.
@@ -69,6 +71,7 @@ class ShellConfig:
                "or a percentage of guest RAM; a guest's min_memory overrides it"})
     deadband: int = _size("0", "ignore target changes smaller than this (0: off)")
     max_step: int = _size("0", "largest target change per tick (0: unlimited)")
+    stall_check: float = _dur(1.0, "how often the stall detector looks (ChromeOS: 5 s)")
     stall_after: float = _dur(4.0, "judge progress over at least this long (0: no detector)")
     stall_rate: int = _size("15MiB", "less progress than this per second is a stall")
     stall_backoff: int = _size("128MiB", "on an inflate stall, back off to actual minus this")
@@ -88,6 +91,8 @@ class ShellConfig:
         for key in ("stall_after", "stall_hold"):
             if getattr(self, key) < 0:
                 problems.append((key, "must be >= 0"))
+        if self.stall_check <= 0:
+            problems.append(("stall_check", "must be > 0"))
         if self.decide_budget < 0:
             problems.append(("decide_budget", "must be >= 0"))
         return problems
@@ -148,7 +153,6 @@ class Decision:
     targets: dict[str, int]  # every guest's target after the shell
     asked: dict[str, int | str] | None  # the policy's answer, log-safe (None: it failed)
     overrides: list[Override] = field(default_factory=list)
-    stalls: list[Stall] = field(default_factory=list)
     error: str | None = None
     steps: int = 0  # trace events decide() used (0 when unguarded)
 
@@ -201,13 +205,17 @@ def _loggable(value: object) -> int | str:
 
 @dataclass
 class _Progress:
-    """The stall detector's state for one guest."""
+    """The stall detector's state for one guest: the window it judges progress over."""
 
-    target: int = 0
-    since: float = 0.0
-    actual: int = 0
+    target: int
+    since: float
+    actual: int
+    progressing: bool = True
     hold_until: float = -math.inf
     hold_target: int = 0
+
+    def restart(self, target: int, now: float, actual: int) -> None:
+        self.target, self.since, self.actual = target, now, actual
 
 
 class SafetyShell:
@@ -218,49 +226,62 @@ class SafetyShell:
         self._progress: dict[str, _Progress] = {}
 
     # -- the stall detector ------------------------------------------------------------------------
-    def _track(self, g: GuestView, now: float) -> tuple[GuestView, Stall | None]:
-        """Update ``g``'s progress window; the view with its flags, and a stall if one fired."""
-        c = self.config
+    def _progress_of(self, g: GuestView, now: float) -> _Progress:
         p = self._progress.get(g.name)
         if p is None:
             p = self._progress[g.name] = _Progress(g.target, now, g.actual)
-        gap = g.target - g.actual
-        stall = None
-        progressing = True
-        if abs(gap) < 16 or g.target != p.target or c.stall_after <= 0:
-            p.target, p.since, p.actual = g.target, now, g.actual  # settled or a new request
-        elif now - p.since >= c.stall_after:
-            rate = (g.actual - p.actual) * (1 if gap > 0 else -1) / (now - p.since)
-            if rate < c.stall_rate / 4096:
-                progressing = False
-                backoff = None
-                if gap > 0:  # inflating: give the guest room back and hold
-                    backoff = max(0, g.actual - c.stall_backoff // 4096)
-                    p.hold_until, p.hold_target = now + c.stall_hold, backoff
-                stall = Stall(g.name, g.target, g.actual, round(rate, 3), backoff,
-                              round(p.hold_until, 9) if backoff is not None else now)
-            p.target, p.since, p.actual = g.target, now, g.actual
-        stalled = now < p.hold_until
-        return replace(g, progressing=progressing, stalled=stalled), stall
+        return p
+
+    def watch(self, view: HostView) -> list[Stall]:
+        """One look of the stall detector (every ``stall_check``): the stalls it found. An
+        inflate stall's back-off is in force from now: ``hold(name)`` gives the new target."""
+        c, now = self.config, view.time
+        stalls = []
+        for g in view.guests:
+            p = self._progress_of(g, now)
+            gap = g.target - g.actual
+            if abs(gap) < 16 or g.target != p.target or c.stall_after <= 0:
+                p.restart(g.target, now, g.actual)  # settled, or a request it has not judged
+                p.progressing = True
+            elif now - p.since >= c.stall_after:
+                rate = (g.actual - p.actual) * (1 if gap > 0 else -1) / (now - p.since)
+                p.progressing = rate >= c.stall_rate / 4096
+                if not p.progressing:
+                    backoff = None
+                    if gap > 0:  # inflating: give the guest room back and hold
+                        backoff = max(0, g.actual - c.stall_backoff // 4096)
+                        p.hold_until, p.hold_target = now + c.stall_hold, backoff
+                        p.target = backoff
+                    stalls.append(Stall(g.name, g.target, g.actual, round(rate, 3), backoff,
+                                        round(p.hold_until if backoff is not None else now, 9)))
+                p.restart(p.target, now, g.actual)
+        return stalls
+
+    def hold(self, name: str, now: float) -> int | None:
+        """The most the guest's balloon may be while a stall hold is in force (else None)."""
+        p = self._progress.get(name)
+        return p.hold_target if p is not None and now < p.hold_until else None
+
+    def _annotate(self, g: GuestView, now: float) -> GuestView:
+        p = self._progress_of(g, now)
+        return replace(g, progressing=p.progressing, stalled=now < p.hold_until)
 
     # -- one tick --------------------------------------------------------------------------------
     def decide(self, policy: HostPolicy, view: HostView) -> Decision:
-        """Annotate the view, run the policy under its budget, and make its answer safe."""
-        tracked = [self._track(g, view.time) for g in view.guests]
-        view = replace(view, guests=tuple(g for g, _ in tracked))
-        stalls = [s for _, s in tracked if s is not None]
+        """Run the policy on the annotated view under its budget, and make its answer safe."""
+        view = replace(view, guests=tuple(self._annotate(g, view.time) for g in view.guests))
         previous = {g.name: g.target for g in view.guests}
         try:
             answer, steps = run_guarded(policy.decide, view, self.config.decide_budget)
         except DecideBudgetExceeded:
-            return self._regulate(view, {}, None, stalls, 0,
+            return self._regulate(view, {}, None, 0,
                                   f"decide() did not finish within its budget of "
                                   f"{self.config.decide_budget} Python trace events "
                                   "(host.policy.shell.decide_budget)")
         except Exception as e:  # a broken policy never stops the session
-            return self._regulate(view, {}, None, stalls, 0, f"{type(e).__name__}: {e}")
+            return self._regulate(view, {}, None, 0, f"{type(e).__name__}: {e}")
         if not isinstance(answer, Mapping):
-            return self._regulate(view, {}, None, stalls, steps,
+            return self._regulate(view, {}, None, steps,
                                   f"decide() returned {type(answer).__name__}, expected a "
                                   "mapping of guest name to target")
         overrides: list[Override] = []
@@ -289,10 +310,10 @@ class SafetyShell:
                                           f"target {v} above guest RAM; clamped"))
                 v = g.ram_pages
             wanted[name] = v
-        return self._regulate(view, wanted, asked, stalls, steps, None, overrides)
+        return self._regulate(view, wanted, asked, steps, None, overrides)
 
     def _regulate(self, view: HostView, wanted: dict[str, int],
-                  asked: dict[str, int | str] | None, stalls: list[Stall], steps: int,
+                  asked: dict[str, int | str] | None, steps: int,
                   error: str | None, overrides: list[Override] | None = None) -> Decision:
         """Dead-band, max step, floor and stall hold, per guest (omitted guests keep theirs)."""
         c = self.config
@@ -319,14 +340,17 @@ class SafetyShell:
                     f"balloon {v} would leave less than the floor of {g.floor_pages} pages "
                     f"({g.floor_pages / MIB:.1f} MiB)"))
                 v = g.max_balloon
-            p = self._progress.get(g.name)
-            if p is not None and view.time < p.hold_until and v > p.hold_target:
+            p = self._progress_of(g, view.time)
+            if view.time < p.hold_until and v > p.hold_target:
                 overrides.append(Override(
                     g.name, "stall-hold", shown, p.hold_target,
                     f"stalled: balloon held at {p.hold_target} until t={p.hold_until:.3f}"))
                 v = p.hold_target
+            if v != prev:  # a new request: the stall detector judges it from now
+                p.restart(v, view.time, g.actual)
+                p.progressing = True
             targets[g.name] = v
-        return Decision(targets, asked, overrides, stalls, error, steps)
+        return Decision(targets, asked, overrides, error, steps)
 
 
 def guest_floor(config: ShellConfig, ram_pages: int, min_memory_pages: int) -> int:

@@ -240,3 +240,30 @@ def test_policies_lists_and_compare_rejects_bad_names(tmp_path: Path) -> None:
         assert code == 0 and "proxmox" in out and "squeezed" in out
     code, _, err = cli("policies", "compare", write(tmp_path, THREE), "--policies", "mom,nope")
     assert code == 2 and "unknown host policy 'nope'" in err
+
+
+def test_stall_detector_backs_off_a_guest_that_cannot_inflate(tmp_path: Path) -> None:
+    """overcommit asks a guest for more than __GFP_NORETRY can give: with the detector on, the
+    stall is logged 4-5 s after the target was set, the target drops at once to actual minus
+    the back-off, the schedule's requests are held down until the hold ends, and the run is
+    ok."""
+    log = tmp_path / "o.jsonl"
+    from run.session import run_session
+
+    sc = scen.load("overcommit", ["guest.memory=128MiB", "duration=20s",
+                                  "host.policy.shell.stall_after=4s",
+                                  'host.policy.shell.stall_backoff="32MiB"'])
+    out = run_session(sc, log_path=log)
+    assert out.reason == "completed" and out.violations == []
+    recs = records(log)
+    stalls = [r for r in recs if r["event"] == schema.POLICY_STALL]
+    assert stalls and stalls[0]["backoff"] == stalls[0]["actual"] - 32 * 256
+    first = stalls[0]
+    assert 14.0 <= first["t"] <= 15.0  # target set at 10 s, judged 4-5 s later
+    targets = [r for r in recs if r["event"] == schema.CONFIG_TARGET and r["t"] == first["t"]]
+    assert targets and targets[0]["num_pages"] == first["backoff"]
+    holds = [r for r in recs
+             if r["event"] == schema.POLICY_OVERRIDE and r["rule"] == "stall-hold"]
+    assert holds and all(first["t"] <= r["t"] < first["hold_until"] for r in holds)
+    s = out.summary["host"]
+    assert s["stalls"] == len(stalls) and s["guests"]["guest0"]["score"]["stalls"] == len(stalls)

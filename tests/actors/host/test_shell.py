@@ -188,64 +188,71 @@ def test_bad_floor_rule_is_a_validation_problem(rule: str) -> None:
 
 CFG = ShellConfig(floor="none", stall_after=4.0, stall_rate=15 << 20, stall_backoff=128 << 20,
                   stall_hold=10.0)
+RAM = 1024 * MiB
 
 
 def test_inflate_stall_backs_off_and_holds() -> None:
     """An inflating guest moving slower than 15 MiB/s for 4 s is stalled: its balloon backs
-    off to actual - 128 MiB, held there for 10 s against the policy, then released."""
+    off at once to actual - 128 MiB (not below 0), held there for 10 s against the policy,
+    then released; the policy sees the guest as stalled meanwhile."""
     sh = SafetyShell(CFG)
-    want = {"a": 200 * MiB}
-    ram = 1024 * MiB
-    d = sh.decide(Answer(want), hv(guest("a", ram, target=200 * MiB, actual=0), t=0.0))
-    assert d.stalls == [] and d.targets == want
-    # 4 s later the guest has moved 40 MiB: 10 MiB/s < 15 MiB/s
-    d = sh.decide(Answer(want), hv(guest("a", ram, target=200 * MiB, actual=40 * MiB), t=4.0))
-    (s,) = d.stalls
-    assert (s.guest, s.actual, s.backoff, s.hold_until) == ("a", 40 * MiB, 0, 14.0)
-    assert s.rate == 10 * MiB  # pages per second
-    assert d.targets == {"a": 0} and rules(d) == [("a", "stall-hold", 0)]
-    # during the hold the policy cannot inflate beyond the backoff
+    want = {"a": 300 * MiB}
+    d = sh.decide(Answer(want), hv(guest("a", RAM, target=0, actual=0), t=0.0))
+    assert d.targets == want
+    assert sh.watch(hv(guest("a", RAM, target=300 * MiB, actual=20 * MiB), t=3.0)) == []
+    # 4 s after the target was set the guest has moved 40 MiB: 10 MiB/s < 15 MiB/s
+    (s,) = sh.watch(hv(guest("a", RAM, target=300 * MiB, actual=40 * MiB), t=4.0))
+    assert (s.guest, s.target, s.actual, s.rate) == ("a", 300 * MiB, 40 * MiB, 10 * MiB)
+    assert (s.backoff, s.hold_until) == (0, 14.0)
+    assert sh.hold("a", 13.9) == 0 and sh.hold("a", 14.0) is None
+    # during the hold the policy cannot inflate beyond the back-off
     seen: list[GuestView] = []
     d = sh.decide(Answer(lambda v: seen.append(v.guests[0]) or want),
-                  hv(guest("a", ram, target=0, actual=0), t=9.0))
-    assert d.targets == {"a": 0} and seen[0].stalled and seen[0].progressing
+                  hv(guest("a", RAM, target=0, actual=0), t=9.0))
+    assert d.targets == {"a": 0} and rules(d) == [("a", "stall-hold", 0)]
+    assert seen[0].stalled and not seen[0].progressing
     # after it, it can
-    d = sh.decide(Answer(want), hv(guest("a", ram, target=0, actual=0), t=14.0))
+    d = sh.decide(Answer(want), hv(guest("a", RAM, target=0, actual=0), t=14.0))
     assert d.targets == want and d.overrides == []
+
+
+def test_backoff_keeps_what_the_guest_gave_above_128_mib() -> None:
+    """A guest stalled at 500 MiB of balloon is backed off to 372 MiB."""
+    sh = SafetyShell(CFG)
+    sh.decide(Answer({"a": 900 * MiB}), hv(guest("a", RAM, target=400 * MiB), t=0.0))
+    (s,) = sh.watch(hv(guest("a", RAM, target=900 * MiB, actual=420 * MiB), t=5.0))
+    assert s.backoff == 292 * MiB
 
 
 def test_fast_enough_progress_is_not_a_stall() -> None:
     """Moving at 20 MiB/s is progress: no stall, and the window slides."""
     sh = SafetyShell(CFG)
-    ram = 1024 * MiB
-    sh.decide(Answer({}), hv(guest("a", ram, target=500 * MiB, actual=0), t=0.0))
-    d = sh.decide(Answer({}), hv(guest("a", ram, target=500 * MiB, actual=80 * MiB), t=4.0))
-    assert d.stalls == [] and d.targets == {"a": 500 * MiB}
+    sh.decide(Answer({"a": 500 * MiB}), hv(guest("a", RAM), t=0.0))
+    assert sh.watch(hv(guest("a", RAM, target=500 * MiB, actual=80 * MiB), t=4.0)) == []
+    assert sh.watch(hv(guest("a", RAM, target=500 * MiB, actual=90 * MiB), t=7.0)) == []
+    (s,) = sh.watch(hv(guest("a", RAM, target=500 * MiB, actual=100 * MiB), t=8.0))
+    assert s.rate == 5 * MiB  # 20 MiB in the 4 s since the window slid at t=4
 
 
 def test_deflate_stall_is_reported_without_backoff() -> None:
     """A deflate that does not progress is reported (progressing False) but nothing backs off."""
     sh = SafetyShell(CFG)
-    ram = 1024 * MiB
-    sh.decide(Answer({}), hv(guest("a", ram, target=0, actual=300 * MiB), t=0.0))
+    sh.decide(Answer({"a": 0}), hv(guest("a", RAM, target=300 * MiB), t=0.0))
+    (s,) = sh.watch(hv(guest("a", RAM, target=0, actual=300 * MiB), t=5.0))
+    assert s.backoff is None and s.rate == 0.0 and sh.hold("a", 5.0) is None
     seen: list[GuestView] = []
-    d = sh.decide(Answer(lambda v: seen.append(v.guests[0]) or {}),
-                  hv(guest("a", ram, target=0, actual=300 * MiB), t=5.0))
-    (s,) = d.stalls
-    assert s.backoff is None and s.rate == 0.0
+    sh.decide(Answer(lambda v: seen.append(v.guests[0]) or {}),
+              hv(guest("a", RAM, target=0, actual=300 * MiB), t=6.0))
     assert not seen[0].progressing and not seen[0].stalled
-    assert d.targets == {"a": 0}
 
 
 def test_a_new_target_restarts_the_window() -> None:
     """A target change gives the guest a fresh stall_after to get going."""
     sh = SafetyShell(CFG)
-    ram = 1024 * MiB
-    sh.decide(Answer({}), hv(guest("a", ram, target=100 * MiB, actual=0), t=0.0))
-    d = sh.decide(Answer({}), hv(guest("a", ram, target=200 * MiB, actual=0), t=4.0))
-    assert d.stalls == []
-    d = sh.decide(Answer({}), hv(guest("a", ram, target=200 * MiB, actual=0), t=8.0))
-    assert len(d.stalls) == 1
+    sh.decide(Answer({"a": 100 * MiB}), hv(guest("a", RAM), t=0.0))
+    sh.decide(Answer({"a": 200 * MiB}), hv(guest("a", RAM, target=100 * MiB, actual=0), t=3.0))
+    assert sh.watch(hv(guest("a", RAM, target=200 * MiB, actual=0), t=5.0)) == []
+    assert len(sh.watch(hv(guest("a", RAM, target=200 * MiB, actual=0), t=7.0))) == 1
 
 
 # -- the deterministic budget -----------------------------------------------------------------
