@@ -114,14 +114,15 @@ def test_broken_policy_never_stops_the_session(tmp_path: Path, answer: Any, rule
                    overrides=["host.policy.shell.decide_budget=20000"])
     assert s["reason"] == "completed" and s["violations"] == []
     host = s["host"]
-    assert host["policy_decisions"] == 3  # t = 0, 1, 2
+    ticks = host["policy_decisions"]
+    assert ticks in (3, 4)  # t = 0, 1, 2 and maybe 3, as the session ends at that instant
     recs = records(log)
     if rule == "error":
-        assert host["policy_errors"] == 3
+        assert host["policy_errors"] == ticks
         errors = [r for r in recs if r["event"] == schema.POLICY_ERROR]
-        assert len(errors) == 3 and text in errors[0]["error"]
+        assert len(errors) == ticks and text in errors[0]["error"]
     else:
-        assert host["policy_errors"] == 0 and host["policy_violations"][rule] >= 3
+        assert host["policy_errors"] == 0 and host["policy_violations"][rule] >= ticks
         over = [r for r in recs if r["event"] == schema.POLICY_OVERRIDE and r["rule"] == rule]
         assert over and text in over[0]["reason"]
     for g in host["guests"].values():  # every target stayed within [0, RAM - floor]
