@@ -153,8 +153,9 @@ class Host:
             lim = self.limits[name]
             guests.append(GuestView(
                 name, d.memory.pages, d.target, d.actual, MappingProxyType(dict(d.stats)),
-                d.stats_time, lim.floor_pages, lim.max_pages, lim.shares, d.memory.rss,
-                tuple(self.guest_history[name])))
+                d.stats_time, floor_pages=lim.floor_pages, max_pages=lim.max_pages,
+                shares=lim.shares, rss_pages=d.memory.rss,
+                history=tuple(self.guest_history[name])))
         return HostView(self.clock(), self.memory.total_pages, self.memory.free_pages,
                         tuple(guests), tuple(self.history))
 

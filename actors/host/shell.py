@@ -53,6 +53,9 @@ from actors.units import UnitError, parse_size
 #: Override rules that mean the policy broke its contract (the rest is normal regulation).
 CONTRACT_RULES = frozenset({"unknown-guest", "not-a-number", "negative", "above-ram"})
 
+#: A policy's value as the log records it (see ``_loggable``).
+Loggable = int | float | str
+
 
 def _size(default: str, doc: str) -> int:
     return field(default=parse_size(default), metadata={"unit": "size", "doc": doc})
@@ -125,7 +128,7 @@ class Override:
     guest: str
     rule: str  # unknown-guest | not-a-number | negative | above-ram | deadband | max-step |
     #            floor | stall-hold
-    asked: int | str | None  # what the policy asked (None: it left the guest alone)
+    asked: Loggable | None  # what the policy asked (None: it left the guest alone)
     applied: int | None  # the target applied (None: nothing, for an unknown guest)
     reason: str
 
@@ -151,7 +154,7 @@ class Decision:
     """What the shell made of one policy tick."""
 
     targets: dict[str, int]  # every guest's target after the shell
-    asked: dict[str, int | str] | None  # the policy's answer, log-safe (None: it failed)
+    asked: dict[str, Loggable] | None  # the policy's answer, log-safe (None: it failed)
     overrides: list[Override] = field(default_factory=list)
     error: str | None = None
     steps: int = 0  # trace events decide() used (0 when unguarded)
@@ -191,13 +194,13 @@ def run_guarded(decide: Callable[[HostView], Any], view: HostView, budget: int
         sys.settrace(previous)
 
 
-def _loggable(value: object) -> int | str:
+def _loggable(value: object) -> Loggable:
     """A policy's value as the log records it: numbers as such, anything else by type only
     (a repr could carry a memory address and break byte-identical logs)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)  # type: ignore[return-value]
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
         return repr(value[:40])
     return f"<{type(value).__name__}>"
@@ -285,7 +288,7 @@ class SafetyShell:
                                   f"decide() returned {type(answer).__name__}, expected a "
                                   "mapping of guest name to target")
         overrides: list[Override] = []
-        asked: dict[str, int | str] = {}
+        asked: dict[str, Loggable] = {}
         wanted: dict[str, int] = {}
         for name, value in answer.items():
             key = name if isinstance(name, str) else _loggable(name)
@@ -313,7 +316,7 @@ class SafetyShell:
         return self._regulate(view, wanted, asked, steps, None, overrides)
 
     def _regulate(self, view: HostView, wanted: dict[str, int],
-                  asked: dict[str, int | str] | None, steps: int,
+                  asked: dict[str, Loggable] | None, steps: int,
                   error: str | None, overrides: list[Override] | None = None) -> Decision:
         """Dead-band, max step, floor and stall hold, per guest (omitted guests keep theirs)."""
         c = self.config
