@@ -265,14 +265,30 @@ BALLOON_TOTALRAM: Final = _event(
 POLICY_DECISION: Final = _event(
     "policy.decision",
     "info",
-    ("policy", "targets", "overrides"),
-    "The host policy's decision (balloon targets, 4 KiB pages) after the safety shell.",
+    ("policy", "asked", "targets"),
+    "One policy tick: what decide() asked (guest -> balloon target, 4 KiB pages; null if it "
+    "failed) and the targets applied after the safety shell.",
+)
+POLICY_OVERRIDE: Final = _event(
+    "policy.override",
+    "warning",
+    ("policy", "guest", "rule", "asked", "applied", "reason"),
+    "The safety shell did not apply what the policy asked for one guest. Contract rules "
+    "(unknown-guest, not-a-number, negative, above-ram) are policy violations; deadband, "
+    "max-step, floor and stall-hold are regulation.",
+)
+POLICY_STALL: Final = _event(
+    "policy.stall",
+    "warning",
+    ("guest", "target", "actual", "rate", "backoff", "hold_until"),
+    "The stall detector fired: the guest moved towards its target at `rate` pages/s, too "
+    "slowly; an inflating balloon is backed off to `backoff` and held there until hold_until.",
 )
 POLICY_ERROR: Final = _event(
     "policy.error",
     "error",
     ("policy", "error"),
-    "The policy raised or returned nonsense; the previous targets stay.",
+    "The policy raised, blew its decide budget or returned no mapping; targets stay.",
 )
 
 # -- compaction (actors/guest/compaction) -------------------------------------------------------

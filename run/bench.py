@@ -468,6 +468,39 @@ def bench_determinism(quick: bool) -> Result:
     return {"seeded_seconds": round(min(seeded), 3), "unseeded_seconds": round(min(unseeded), 3),
             "overhead_percent": round(100 * overhead, 1), "target": "<= 15 %",
             "meets_target": "yes" if overhead <= 0.15 else "NO"}
+def _guests_scenario(n: int, guest_mib: int, seconds: int) -> scen.Scenario:
+    """``n`` guests of ``guest_mib`` on a host with three quarters of their RAM, under mom."""
+    return scen.from_data({
+        "name": f"bench-guests-{n}", "duration": f"{seconds}s",
+        "host": {"memory": f"{n * guest_mib * 3 // 4}MiB", "policy": {"name": "mom"}},
+        "workload": {"apps": 2, "tick": "300ms", "batch": 768, "fill": 0.75, "churn": 0.2,
+                     "thp_rate": 0.05, "drop_at": 0.5},
+        "compaction": {"direct": False, "kcompactd_interval": "0s"},
+        "guests": [{"name": f"g{i}", "memory": f"{guest_mib}MiB"} for i in range(n)],
+    }, "bench guests")
+
+
+def bench_guests(quick: bool) -> Result:
+    """8 guests of 1 GiB under mom, 60 s virtual: wall time vs 8x one guest alone."""
+    n, mib, seconds = (4, 256, 20) if quick else (8, 1024, 60)
+    walls, cpus = [], []
+    for count in (1, n):
+        sc = _guests_scenario(count, mib, seconds)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = run_session(sc, seed=0)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)  # what other processes' load does not inflate
+        if out.reason != "completed" or out.violations:
+            return {"RUN_FAILED": f"{count} guests: {out.reason} {out.error or ''}",
+                    "violations": len(out.violations)}
+    single, multi = walls
+    ratio = multi / (n * single)
+    return {"guests": n, "guest_mib": mib, "virtual_seconds": seconds,
+            "policy_decisions": out.summary["host"]["policy_decisions"],
+            "wall_seconds": round(multi, 3), "single_guest_wall_seconds": round(single, 3),
+            "ratio_to_n_single_runs": round(ratio, 3),
+            "cpu_ratio_to_n_single_runs": round(cpus[1] / (n * cpus[0]), 3), "target": "<= 1.2",
+            "meets_target": "yes" if ratio <= 1.2 else "NO"}
 
 
 BENCHMARKS: dict[str, Callable[[bool], Result]] = {
@@ -478,6 +511,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "compact": bench_compact,
     "fuzz": bench_fuzz,
     "determinism": bench_determinism,
+    "guests": bench_guests,
 }
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,7 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
                               backend=backend, on_snapshot=on_snapshot, recorder=recorder,
                               forced=forced, fail_fast=fail_fast)
     except PolicyError as e:
-        raise BadInput(str(e)) from None
+        raise BadInput(f"{scenario or 'default'}: {e}") from None
     except OSError as e:
         raise BadInput(f"cannot write: {e}") from None
     finally:
@@ -349,9 +350,6 @@ def scenarios(show: str | None) -> None:
 def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], jobs: int,
                 json_path: Path | None) -> None:
     """Run SCENARIO (default thp-under-balloon) under each driver and seed; compare."""
-    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
-    from rich.table import Table
-
     from run import compare as cmp
 
     names = [d.strip() for d in drivers.split(",") if d.strip()]
@@ -365,59 +363,105 @@ def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], 
         raise BadInput(f"--seeds {seeds!r}: {e}") from None
     _load(scenario, sets, None)
     _writable(json_path, "--json")
+    variants = {d: (f"guest.driver={d}",) for d in names}
+    _run_comparison(scenario, variants, seed_list, sets, jobs, json_path, cmp.METRICS,
+                    "drivers", "vballoon compare")
+
+
+def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds: list[int],
+                    sets: tuple[str, ...], jobs: int, json_path: Path | None,
+                    metrics: list[Any], kind: str, command: str) -> None:
+    """Run a comparison with progress, print its table, write its JSON; exit 1 on violations."""
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+
+    from run import compare as cmp
+
     console = Console()
     with Progress(TextColumn("[bold]compare"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
                   console=console, transient=True) as progress:
-        task = progress.add_task("runs", total=len(names) * len(seed_list), last="")
-        result = cmp.compare(scenario, names, seed_list, list(sets), jobs=jobs,
-                             progress=lambda job: progress.update(
-                                 task, advance=1, last=f"{job.driver} seed {job.seed}"))
-    table = Table(title=f"vballoon compare {result['scenario']} — seeds "
-                        f"{seed_list[0]}..{seed_list[-1]} (mean ± spread)",
-                  title_justify="left")
-    table.add_column("metric")
-    for d in names:
-        table.add_column(d, justify="right")
-    for key, label, _read, _better in cmp.METRICS:
-        row = result["metrics"][key]
-        table.add_row(label, *(_mean_spread(row[d]["mean"], row[d]["stdev"]) for d in names))
-    console.print(table)
+        task = progress.add_task("runs", total=len(variants) * len(seeds), last="")
+        result = cmp.compare(scenario, variants, seeds, list(sets), metrics=metrics, kind=kind,
+                             jobs=jobs, progress=lambda job: progress.update(
+                                 task, advance=1, last=f"{job.variant} seed {job.seed}"))
+    labels = list(variants)
+    console.print(cmp.table(result, labels, metrics,
+                            f"{command} {result['scenario']} — seeds {seeds[0]}..{seeds[-1]} "
+                            "(mean ± spread)"))
     if json_path is not None:
         json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     failed = result["metrics"]["violations"]
-    if any(failed[d]["mean"] > 0 for d in names):
+    if any(failed[v]["mean"] > 0 for v in labels):
         click.echo("some runs reported violations (see the violations row)", err=True)
         sys.exit(1)
-
-
-def _mean_spread(mean: float, stdev: float) -> str:
-    if mean != mean:  # nan: the scenario does not measure it
-        return "n/a"
-    return f"{mean:.3f} ± {stdev:.3f}" if abs(mean) < 10 else f"{mean:.1f} ± {stdev:.1f}"
 
 
 @main.group(invoke_without_command=True)
 @click.pass_context
 def policies(ctx: click.Context) -> None:
+    """Host policies: list them (the default), or compare them on a scenario."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(policies_list)
+
+
+@policies.command(name="list")
+def policies_list() -> None:
     """List the host policies (built-in and from the vballoon.policies entry points)."""
-    if ctx.invoked_subcommand is not None:
-        return
     import importlib.metadata
 
     from rich.table import Table
 
-    from actors.host.policy import BUILTINS, ENTRY_POINT_GROUP
+    from actors.host.loader import ENTRY_POINT_GROUP
+    from actors.host.policies import BUILTINS
 
-    table = Table("name", "description", "parameters", title="host policies",
+    table = Table("name", "description", "parameters (defaults)", title="host policies",
                   title_justify="left")
     for name, cls in BUILTINS.items():
         params = ", ".join(f"{k}={v!r}" for k, v in cls.params.items())
-        table.add_row(name, cls.description, params + ", interval='1s'")
+        table.add_row(name, cls.description,
+                      (params + ", " if params else "") + f"interval={cls.default_interval:g}s")
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         table.add_row(ep.name, f"(entry point {ep.value})", "")
     Console().print(table)
     click.echo("Also: module:attr or path/to/file.py:Class naming a HostPolicy subclass.")
+
+
+@policies.command(name="compare")
+@click.argument("scenario")
+@click.option("--policies", "names", default="static,mom,proxmox,squeezed", show_default=True,
+              help="Comma-separated policies (built-in names, module:attr, file.py:Class).")
+@click.option("--seeds", default="3", show_default=True,
+              help="N (seeds 0..N-1), A..B, or a comma list.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario field for every run (repeatable).")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Parallel processes.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write the results (and every run's figures) as JSON here.")
+def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...], jobs: int,
+                     json_path: Path | None) -> None:
+    """Run SCENARIO under each policy (with its default parameters and interval; the
+    scenario's safety shell applies to all) and seed; print one table of scores."""
+    from run import compare as cmp
+    from run.session import load_policy
+
+    labels = [p.strip() for p in names.split(",") if p.strip()]
+    if not labels:
+        raise BadInput("--policies: no policy given")
+    try:
+        seed_list = cmp.parse_seeds(seeds)
+    except ValueError as e:
+        raise BadInput(f"--seeds {seeds!r}: {e}") from None
+    variants = {p: (f"host.policy.name={p}", "host.policy.params={}",
+                    "host.policy.interval=0") for p in labels}
+    for settings in variants.values():  # a bad policy fails here, before any process starts
+        try:
+            load_policy(_load(scenario, (*sets, *settings), None))
+        except PolicyError as e:
+            raise BadInput(str(e)) from None
+    _writable(json_path, "--json")
+    _run_comparison(scenario, variants, seed_list, sets, jobs, json_path, cmp.POLICY_METRICS,
+                    "policies", "vballoon policies compare")
 
 
 @main.command()

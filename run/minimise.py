@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from actors.choices import Choice, parse_choices
+from actors.choices import SITES, Choice, parse_choices
 from run import scenario as scen
 from run.fuzz import first_failure
 from run.logs import FlightRecorder
@@ -116,8 +116,22 @@ def minimise(sc: scen.Scenario, seed: int, *, budget: int = 400,
     if not fails(recorded):  # forcing every recorded choice must reproduce the run
         raise RuntimeError(f"seed {seed}: forcing the {len(recorded)} recorded choices did not "
                            "reproduce the failure (a nondeterminism bug)")
-    kept, tests = ddmin(recorded, fails, budget=budget)
-    return Minimised(sc, seed, failure, len(recorded), kept, tests + 1)
+    # Faults are few and preemptions many: try each kind alone before bisecting blindly.
+    start, tests = recorded, 1
+    faults = [c for c in recorded if is_fault(c)]
+    for subset in (faults, [c for c in recorded if not is_fault(c)]):
+        if 0 < len(subset) < len(recorded):
+            tests += 1
+            if fails(subset):
+                start = subset
+                break
+    kept, spent = ddmin(start, fails, budget=max(1, budget - tests))
+    return Minimised(sc, seed, failure, len(recorded), kept, tests + spent)
+
+
+def is_fault(choice: Choice) -> bool:
+    """Whether a choice is a fault injection (its site names a fault site)."""
+    return choice.site.rpartition(":")[2] in SITES
 
 
 def write(result: Minimised, path: Path) -> None:

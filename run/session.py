@@ -1,9 +1,10 @@
 """Session wiring: build the actors a scenario describes, run them, summarise, always log.
 
-A session is: guest(s) + (later) host, a snapshot ticker that checks invariants, and the
-log. On the trio backend it runs on virtual time with a seeded scheduler, so the same
-scenario, seed and code give a byte-identical log. ``session.start`` is the first record and
-``session.end`` (with the summary) the last, also when an actor crashes or on Ctrl-C.
+A session is: one or more guests, the host (its devices, memory and policy), a snapshot
+ticker that checks invariants, and the log. On the trio backend it runs on virtual time with
+a seeded scheduler, so the same scenario, seed and code give a byte-identical log.
+``session.start`` is the first record and ``session.end`` (with the summary) the last, also
+when an actor crashes or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from actors.guest import views
 from actors.guest.guest import Guest
 from actors.host.device import BalloonDevice
 from actors.host.host import Host
-from actors.host.policy import HostPolicy, make_policy
+from actors.host.loader import make_policy
+from actors.host.policy import HostPolicy, PolicyError
 from actors.transport import Transport
 from protocol import conformance as C
 from protocol.balloon import BalloonFeature, feature_mask, pages_per_page, select_features
@@ -115,28 +117,29 @@ class Session:
         self.wall_start = time.time()
         self._wall0 = time.perf_counter()
         self._slog = log.logger("session")
-        g = scenario.guest
-        ram_4k = g.memory // 4096
+        specs = scenario.guest_specs()
         self.policy = policy if policy is not None else load_policy(scenario)
-        total = scenario.host.memory // 4096 or ram_4k
+        total = scenario.host.memory // 4096 or sum(g.memory // 4096 for g in specs)
         self.host = Host(scenario.host, self.policy, scenario.costs, log.logger,
                          report=self.violation, total_pages=total, clock=self.clock,
                          choices=self.choices)
         device_features = feature_mask(*(BalloonFeature[f] for f in scenario.host.features))
-        driver_features = feature_mask(*(BalloonFeature[f] for f in g.features))
-        transport = Transport("guest0", features=select_features(device_features,
-                                                                 driver_features))
-        self.guests = [
-            Guest("guest0", g, scenario.workload, scenario.costs, logger=log.logger,
-                  rng=self.streams.get, duration=scenario.duration, transport=transport,
-                  report=self._kernel_report, compaction=scenario.compaction,
-                  clock=self.clock, choices=self.choices)
-        ]
-        for guest in self.guests:
-            assert guest.transport is not None
+        self.guests: list[Guest] = []
+        for g in specs:  # each guest's random streams are derived from its name
+            driver_features = feature_mask(*(BalloonFeature[f] for f in g.features))
+            transport = Transport(g.name, features=select_features(device_features,
+                                                                   driver_features))
+            guest = Guest(g.name, g, g.workload, scenario.costs, logger=log.logger,
+                          rng=self.streams.get, duration=scenario.duration,
+                          transport=transport, report=self._kernel_report,
+                          compaction=scenario.compaction, clock=self.clock,
+                          choices=self.choices)
             ppp = pages_per_page(g.page_size)
-            device = self.host.attach(guest.transport, ram_4k, ppp)
+            device = self.host.attach(transport, g.memory // 4096, ppp,
+                                      min_memory_pages=g.min_memory // 4096,
+                                      max_memory_pages=g.max_memory // 4096, shares=g.shares)
             guest.allocator.on_alloc = functools.partial(_touched, device, ppp)
+            self.guests.append(guest)
 
     @property
     def now(self) -> float:
@@ -163,12 +166,13 @@ class Session:
             problem = guest.conservation_problem()
             if problem:
                 self.violation("conservation", f"{guest.name}: {problem}")
+            full_walk = full and guest.frames.nr_pages <= 1 << 20  # a buddy walk per page
             if full and guest.balloon is not None and self.quiescent(guest):
                 device = self.host.devices[guest.name]
                 device.feed(C.Quiescent())
                 for kind, detail in guest.balloon_problems(device.memory.state):
                     self.violation(kind, f"{guest.name}: {detail}")
-            if full:
+            if full_walk:
                 try:
                     guest.zone.check_invariants()
                 except AssertionError as e:
@@ -216,27 +220,19 @@ class Session:
 
     # -- summary -------------------------------------------------------------------------------
     def summary(self, reason: str) -> dict[str, Any]:
-        guest = self.guests[0]
-        g = guest.summary()
+        """The run's outcome. The top-level guest keys (``guest``, ``vmstat``, ``buddyinfo``,
+        ``thp``, ``balloon``...) describe the first guest, as they always have; ``guests``
+        has the same keys for every guest by name, and ``host.guests`` the host's side of each
+        (device counters, limits and policy score)."""
+        per_guest = {guest.name: _guest_summary(guest) for guest in self.guests}
         return {
             "seed": self.seed,
             "scenario": self.scenario.name,
             "reason": reason,
             "virtual_seconds": round(self.now, 9),
             "wall_seconds": round(time.perf_counter() - self._wall0, 3),
-            "guest": {"pages": g["pages"], "page_size": g["page_size"],
-                      "memory_bytes": g["memory_bytes"], "free_pages": g["free_pages"],
-                      "owners": g["owners"], "allocation_pressure": g["allocation_pressure"]},
-            "vmstat": g["vmstat"],
-            "buddyinfo": g["buddyinfo"],
-            "pagetypeinfo": g["pagetypeinfo"],
-            "fragmentation_index": g["fragmentation_index"],
-            "free_order9_blocks": g["free_order9_blocks"],
-            "unusable_free_index": g["unusable_free_index"],
-            "thp": g["thp"],
-            "highorder": g["highorder"],
-            "compaction": g["compaction"],
-            **({"balloon": guest.balloon.summary()} if guest.balloon is not None else {}),
+            **per_guest[self.guests[0].name],
+            "guests": per_guest,
             "host": self.host.summary(),
             "violations": [v.as_dict() for v in self.violations],
         }
@@ -251,6 +247,21 @@ class Session:
     def end_record(self, summary: dict[str, Any], reason: str) -> None:
         self._slog.info(schema.SESSION_END, reason=reason, summary=_loggable(summary),
                         wall_end=time.time())
+
+
+def _guest_summary(guest: Guest) -> dict[str, Any]:
+    """One guest's part of the summary (the keys the top level has for the first guest)."""
+    g = guest.summary()
+    return {
+        "guest": {"pages": g["pages"], "page_size": g["page_size"],
+                  "memory_bytes": g["memory_bytes"], "free_pages": g["free_pages"],
+                  "owners": g["owners"], "allocation_pressure": g["allocation_pressure"],
+                  "low_memory_seconds": g["low_memory_seconds"]},
+        **{k: g[k] for k in ("vmstat", "buddyinfo", "pagetypeinfo", "fragmentation_index",
+                             "free_order9_blocks", "unusable_free_index", "thp", "highorder",
+                             "compaction")},
+        **({"balloon": guest.balloon.summary()} if guest.balloon is not None else {}),
+    }
 
 
 def _touched(device: BalloonDevice, ppp: int, pfns: array.array[int], order: int,
@@ -270,9 +281,13 @@ def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_policy(scenario: Scenario) -> HostPolicy:
-    """The scenario's host policy, configured (PolicyError names what is wrong)."""
+    """The scenario's host policy, configured (PolicyError names what is wrong and where)."""
     cfg = scenario.host.policy
-    return make_policy(cfg.name, {"interval": cfg.interval, **cfg.params})
+    params = {**cfg.params, **({"interval": cfg.interval} if cfg.interval else {})}
+    try:
+        return make_policy(cfg.name, params)
+    except PolicyError as e:
+        raise PolicyError(f"[host.policy] of scenario {scenario.name!r}: {e}") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -295,6 +310,7 @@ def run_session(
     backend: str = "trio",
     validate: Callable[[dict[str, Any]], None] | None = None,
     on_snapshot: Callable[[Session], None] | None = None,
+    policy: HostPolicy | None = None,
     forced: list[Choice] | None = None,
     record: bool = False,
     fail_fast: bool = False,
@@ -302,9 +318,10 @@ def run_session(
 ) -> Outcome:
     """Run one session to completion and return its outcome; the log is always closed.
 
-    Bad input (a policy that cannot be loaded) raises before any file is opened.
+    Bad input (a policy that cannot be loaded) raises before any file is opened. ``policy``
+    replaces the scenario's (a policy object under test: ``run/harness.py``).
     """
-    policy = load_policy(scenario)
+    policy = policy if policy is not None else load_policy(scenario)
     sinks: list[Sink] = []
     stream = None
     if log_path is not None:
@@ -331,7 +348,7 @@ def run_session(
         if fail_fast and session.violations:
             reason = "first-violation"
         else:
-            session.check(full=session.guests[0].frames.nr_pages <= 1 << 20)
+            session.check(full=True)
     except KeyboardInterrupt:
         reason = "interrupted"
     except Exception as exc:  # an actor crashed: log it, still close the log with a summary

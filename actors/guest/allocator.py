@@ -23,7 +23,9 @@ from actors import schema, streams
 from actors.choices import Choices
 from actors.costs import CostModel
 from actors.guest.buddy import Zone
+from actors.guest.gfp import WMARK_LOW
 from actors.guest.views import VmStat
+from actors.integral import Integral
 
 T = TypeVar("T")
 
@@ -107,6 +109,7 @@ class Allocator:
         log: FilteringBoundLogger,
         *,
         queue_depth: int = 64,
+        clock: Callable[[], float] | None = None,
         choices: Choices | None = None,
         name: str = "",
     ) -> None:
@@ -121,6 +124,10 @@ class Allocator:
         #: Called with (pfns, order, owner) for every block handed out: the guest is about to
         #: use those pages (the host refaults discarded ones; the conformance monitor checks).
         self.on_alloc: Callable[[array.array[int], int, int], None] | None = None
+        #: Free pages over time, and the time spent below the low watermark (where kswapd
+        #: would be reclaiming): the guest's memory pressure, for the session's scores.
+        self.clock = clock
+        self.free = Integral(0.0, zone.free_pages, threshold=zone.watermark[WMARK_LOW])
 
     def client(self, name: str) -> AllocatorClient:
         """Connect a new client, before or while the allocator runs (one per task)."""
@@ -176,3 +183,5 @@ class Allocator:
                     result = req.fn(zone)
                     await anyio.sleep(costs.alloc_request + req.cost)
                     await streams.send(req.reply, result)
+                if self.clock is not None:
+                    self.free.set(self.clock(), zone.free_pages)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import array
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -112,7 +112,8 @@ class Compactor:
     def __init__(self, *, kernel: Kernel, zone: Zone, allocator: AllocatorClient, rmap: Rmap,
                  balloon: BalloonAops | None, vmstat: VmStat, costs: CostModel,
                  log: FilteringBoundLogger, config: CompactionConfig,
-                 shared: CompactionState | None = None) -> None:
+                 shared: CompactionState | None = None,
+                 touched: Callable[[array.array[int]], None] | None = None) -> None:
         self.kernel = kernel
         self.zone = zone
         self.frames = zone.frames
@@ -125,6 +126,8 @@ class Compactor:
         self.config = config
         self.shared = shared if shared is not None else CompactionState.for_zone(zone)
         self.skip = self.shared.skip
+        #: Told the PFNs a migration wrote (the host backs the copies' new pages).
+        self.touched = touched
         #: Free order->=9 blocks when this compactor's last run ended.
         self.last_free_order9 = 0
         #: Migration handshake ids of the balloon pages this compactor holds isolated.
@@ -273,6 +276,7 @@ class Compactor:
             await self.kernel.preempt("migrate_pages")
             await anyio.sleep(self.costs.page_copy * len(moving) * (f.page_size // 4096))
         putback = 0
+        written: array.array[int] = array.array("I")
         for old in moving:
             if refcount[old] == 1:  # the app unmapped it meanwhile: freed from under us
                 flags[old] &= ~P.PG_isolated
@@ -295,7 +299,10 @@ class Compactor:
             flags[old] = 0
             refcount[old] = 1  # drop the mapping's reference; ours goes with the free
             to_free.append(old)
+            written.append(new)
             cc.migrated += 1
+        if written and self.touched is not None:
+            self.touched(written)
         vm.inc("pgmigrate_success", len(moving) - putback)
         for old in lru_pages[len(moving):]:  # no target page: putback_lru_page()
             flags[old] = (flags[old] & ~P.PG_isolated) | P.PG_lru

@@ -6,6 +6,7 @@ actors (allocator first, since every other actor is its client) and reports read
 
 from __future__ import annotations
 
+import array
 import random
 from collections.abc import Callable
 
@@ -66,7 +67,7 @@ class Guest:
         self.zone = Zone(self.frames)
         self.vmstat = views.VmStat()
         self.allocator = Allocator(self.zone, self.vmstat, costs, logger(f"{name}.alloc"),
-                                   choices=choices, name=name)
+                                   clock=clock, choices=choices, name=name)
         self.kernel = Kernel(log=logger(f"{name}.kernel"), costs=costs,
                              rng=rng(f"{name}.preempt"), report=report,
                              strength=config.preempt, max_delay=config.preempt_delay,
@@ -129,6 +130,12 @@ class Guest:
         await run_highorder_passes(self.workload, client, direct, self.highorder,
                                    self._logger(f"{self.name}.highorder"))
 
+    def touched(self, pfns: array.array[int]) -> None:
+        """The guest wrote these pages other than by allocating them (a migration's copy):
+        the host backs them like freshly allocated pages."""
+        if self.allocator.on_alloc is not None and pfns:
+            self.allocator.on_alloc(pfns, 0, P.OWNER_ANON)
+
     # -- compaction triggers -------------------------------------------------------------------
     def compactor(self, client: AllocatorClient | None = None) -> Compactor:
         """A compactor for one task (each task needs its own allocator connection)."""
@@ -139,7 +146,7 @@ class Guest:
                              f"{self.name}.compact{self._compactors}"),
                          rmap=self.rmap, balloon=movable, vmstat=self.vmstat, costs=self.costs,
                          log=self._logger(f"{self.name}.compaction"), config=self.compaction,
-                         shared=self.compaction_state)
+                         shared=self.compaction_state, touched=self.touched)
 
     async def compact_memory(self, tg: TaskGroup) -> None:
         """echo 1 > /proc/sys/vm/compact_memory, by ``workers`` writers at once."""
@@ -204,7 +211,8 @@ class Guest:
         if host_ballooned is not None:
             driver = {p * ppp + i for p in b.pages.pfns() for i in range(ppp)}
             driver |= {p * ppp + i for p in self.isolated_pfns() for i in range(ppp)}
-            host = {p for p, st in enumerate(host_ballooned) if st == 1}
+            # bit 0 of the host's page state: in the balloon (actors/host/memory.py)
+            host = {p for p, st in enumerate(host_ballooned) if st & 1}
             if driver != host:
                 only_d = sorted(driver - host)[:8]
                 only_h = sorted(host - driver)[:8]
@@ -250,4 +258,5 @@ class Guest:
                            "free_order9_after_compact_memory":
                                self.order9_after_compact_memory},
             "allocation_pressure": sum(app.pressure for app in self.apps),
+            "low_memory_seconds": round(self.allocator.free.time_below(self.kernel.now()), 6),
         }

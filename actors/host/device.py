@@ -22,6 +22,7 @@ from actors import schema, streams
 from actors.choices import Choices
 from actors.costs import CostModel
 from actors.host.memory import BALLOONED, GuestMemory
+from actors.host.score import GuestScore
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
 from protocol import conformance as C
 from protocol.balloon import (
@@ -53,6 +54,7 @@ class BalloonDevice:
         stats_interval: float,
         pages_per_page: int,
         clock: Callable[[], float] = anyio.current_time,
+        floor_pages: int = 0,
         choices: Choices | None = None,
     ) -> None:
         self.transport = transport
@@ -73,6 +75,10 @@ class BalloonDevice:
         self.inflated = 0
         self.deflated = 0
         self.rejected = 0
+        self.score = GuestScore(memory.pages, floor_pages)
+        # The host's hooks: guest RSS changed (inflate, deflate, fault-in); stats were read.
+        self.on_memory: Callable[[], None] = lambda: None
+        self.on_stats: Callable[[], None] = lambda: None
 
     # -- conformance ---------------------------------------------------------------------------
     def feed(self, event: C.Event) -> None:
@@ -86,14 +92,21 @@ class BalloonDevice:
         self.report(f"virtio:{rule}", f"{self.transport.name}: {detail}")
 
     def touched(self, guest_pfns: array.array[int], pages_per_page: int) -> None:
-        """The guest touched these pages: check them, refault the discarded ones."""
+        """The guest touched these pages: check them, fault in the unbacked ones."""
         self.feed(C.PageUsed(guest_pfns))
-        if self.memory.discarded:
+        if self.memory.unbacked:
             wire = guest_pfns if pages_per_page == 1 else [
                 p * pages_per_page + i for p in guest_pfns for i in range(pages_per_page)]
             n = self.memory.touch(wire)
             if n:
                 self.log.debug(schema.HOST_REFAULT, pages=n)
+                self._memory_changed()
+
+    def _memory_changed(self) -> None:
+        t = self.clock()
+        self.score.saved.set(t, self.memory.saved)
+        self.score.ballooned.set(t, self.memory.ballooned)
+        self.on_memory()
 
     # -- targets -------------------------------------------------------------------------------
     async def set_target(self, num_pages: int) -> None:
@@ -103,6 +116,7 @@ class BalloonDevice:
         previous = self.transport.config.num_pages
         self.transport.config = self.transport.config.with_num_pages(num_pages)
         self.target = num_pages
+        self.score.target_set(self.clock(), previous, num_pages, self.actual)
         self.log.info(schema.CONFIG_TARGET, num_pages=num_pages, previous=previous)
         self.feed(C.ConfigTarget(num_pages))
         if self._fault("host.drop_config") is not None:
@@ -156,13 +170,14 @@ class BalloonDevice:
         """Act on an inflate buffer; returns the virtual time the discards take."""
         pfns = self._pfns(chain, INFLATEQ, hs)
         st = self.memory.state
-        again = [p for p in pfns if st[p] == BALLOONED]
+        again = [p for p in pfns if st[p] & BALLOONED]
         if again:
             self.violation("device.double-inflate", "driver",
                            f"inflateq hs={hs}: {len(again)} PFNs already ballooned "
                            "(not counted twice)", again[:16])
-            pfns = [p for p in pfns if st[p] != BALLOONED]
+            pfns = [p for p in pfns if not st[p] & BALLOONED]
         self.memory.inflate(pfns)
+        self._memory_changed()
         self.feed(C.InflateAcked(pfns))
         self.inflated += len(pfns)
         rejected = len(chain.out_data) // 4 - len(pfns)
@@ -174,13 +189,14 @@ class BalloonDevice:
         """Act on a deflate buffer (a hint: no host work to charge)."""
         pfns = self._pfns(chain, DEFLATEQ, hs)
         st = self.memory.state
-        stray = [p for p in pfns if st[p] != BALLOONED]
+        stray = [p for p in pfns if not st[p] & BALLOONED]
         if stray:
             self.violation("device.deflate-not-ballooned", "driver",
                            f"deflateq hs={hs}: {len(stray)} PFNs were never inflated "
                            "(ignored)", stray[:16])
-            pfns = [p for p in pfns if st[p] == BALLOONED]
+            pfns = [p for p in pfns if st[p] & BALLOONED]
         self.memory.deflate(pfns)
+        self._memory_changed()
         self.feed(C.DeflateAcked(pfns))
         self.deflated += len(pfns)
         rejected = len(chain.out_data) // 4 - len(pfns)
@@ -210,6 +226,7 @@ class BalloonDevice:
         self.stats = known
         self.stats_time = self.clock()
         self.log.info(schema.HOST_STATS, hs=hs, stats=known)
+        self.on_stats()
         self._stats_head = chain.head
         return True
 
@@ -295,6 +312,7 @@ class BalloonDevice:
                         # The monitor saw the write when the driver made it (config space is
                         # shared); feeding it again here, later, would misorder it.
                         self.actual = msg.actual
+                        self.score.actual_changed(self.clock(), msg.actual)
             tg.cancel_scope.cancel()
 
     def holds_stats_buffer(self) -> bool:
@@ -304,6 +322,7 @@ class BalloonDevice:
     def summary(self) -> dict[str, int]:
         m = self.memory
         return {"target": self.target, "actual": self.actual, "ballooned": m.ballooned,
-                "rss_pages": m.rss, "discarded": m.discarded, "refaults": m.refaults,
-                "inflated": self.inflated, "deflated": self.deflated,
-                "rejected_pfns": self.rejected}
+                "rss_pages": m.rss, "discarded": m.discarded, "untouched": m.untouched,
+                "saved_pages": m.saved, "refaults": m.refaults,
+                "first_touches": m.first_touches, "inflated": self.inflated,
+                "deflated": self.deflated, "rejected_pfns": self.rejected}
