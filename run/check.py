@@ -126,6 +126,9 @@ class Violation:
     hs: tuple[int, ...] = ()
     #: The rebuilt state of its pages and locks at that moment, one line each.
     state: tuple[str, ...] = ()
+    #: Seq since which one of its locks is held: every record of the guest from there on is
+    #: part of its story (0: none held).
+    window: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source, "seq": self.seq, "t": self.t,
@@ -421,9 +424,15 @@ class Checker:
             t = self._t if rec is None else float(rec["t"])
             pfns, locks = tuple(pfns), tuple(dict.fromkeys(locks))
             g = self._guests.get(guest)
-            state = () if g is None or len(r.violations) > 100 else self._state(g, pfns, locks)
+            state: tuple[str, ...] = ()
+            window = 0
+            if g is not None and len(r.violations) < 100:
+                state = self._state(g, pfns, locks)
+                window = min((g.locks[lock][2] for lock in locks if lock in g.locks),
+                             default=0)
             r.violations.append(Violation(kind, source, seq, t, guest, detail, pfns, locks,
-                                          tuple(dict.fromkeys(tasks)), tuple(hs), state))
+                                          tuple(dict.fromkeys(tasks)), tuple(hs), state,
+                                          window))
 
     def _state(self, g: _Guest, pfns: Sequence[int], locks: Sequence[str]) -> tuple[str, ...]:
         """What the log says about these pages and locks right now (for the report)."""
@@ -1201,7 +1210,7 @@ class Checker:
 
 # -- entry points ----------------------------------------------------------------------------
 
-def check_log(path: Path, *, history: int = 20) -> Report:
+def check_log(path: Path, *, history: int = 16) -> Report:
     """Check the log at ``path``; LogError if it cannot be read."""
     checker = Checker()
     feed_log(path, checker.feed)
@@ -1215,7 +1224,7 @@ def check_log(path: Path, *, history: int = 20) -> Report:
     return report
 
 
-def check_records(records: Sequence[Record], *, history: int = 20) -> Report:
+def check_records(records: Sequence[Record], *, history: int = 16) -> Report:
     """Check in-memory records (a flight recorder's, a test's); LogError names the record."""
     checker = Checker()
     for n, rec in enumerate(records, 1):
@@ -1253,7 +1262,8 @@ def _history(report: Report, records: Iterable[Record], v: Violation, ppp: int,
         if seq > v.seq:
             break
         if _concerns(rec, v.guest, pfns, locks, hs, tasks, ppp) or (
-                seq == v.seq and rec.get("event") != schema.SESSION_END):
+                (seq == v.seq or 0 < v.window <= seq) and rec.get("event") != schema.SESSION_END
+                and (not v.guest or _guest_name(str(rec.get("actor", ""))) == v.guest)):
             out.append(dict(rec))
     report.history_skipped = max(0, len(out) - limit)
     report.history = out[-limit:]
