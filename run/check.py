@@ -78,7 +78,7 @@ from actors import schema
 from protocol.balloon import BalloonFeature, feature_mask, select_features
 from protocol.conformance import Rule
 from protocol.pfns import wire_to_guest_pfns
-from run.logread import BadRecord, LogError, feed_log, iter_log
+from run.logread import BadRecord, LogError, iter_log
 
 __all__ = ["BadRecord", "Checker", "LogError", "Pending", "Report", "Violation", "check_log",
            "check_records"]
@@ -1213,11 +1213,7 @@ class Checker:
 def check_log(path: Path, *, history: int = 16) -> Report:
     """Check the log at ``path``; LogError if it cannot be read."""
     checker = Checker()
-    feed_log(path, checker.feed)
-    try:
-        report = checker.finish()
-    except LogError as e:
-        raise LogError(e.line, e.why, str(path)) from None
+    report = _check(checker, iter_log(path), str(path))
     first = report.first
     if first is not None and history:
         _history(report, iter_log(path, stop_seq=first.seq), first, checker.ppp, history)
@@ -1227,16 +1223,26 @@ def check_log(path: Path, *, history: int = 16) -> Report:
 def check_records(records: Sequence[Record], *, history: int = 16) -> Report:
     """Check in-memory records (a flight recorder's, a test's); LogError names the record."""
     checker = Checker()
-    for n, rec in enumerate(records, 1):
-        try:
-            checker.feed(rec)
-        except BadRecord as e:
-            raise LogError(n, str(e)) from None
-    report = checker.finish()
+    report = _check(checker, records, None)
     first = report.first
     if first is not None and history:
         _history(report, records, first, checker.ppp, history)
     return report
+
+
+def _check(checker: Checker, records: Iterable[Record], where: str | None) -> Report:
+    """Feed every record, then finish; a record that cannot be read is a LogError naming its
+    number (its line, in a file)."""
+    feed = checker.feed
+    for n, rec in enumerate(records, 1):
+        try:
+            feed(rec)
+        except BadRecord as e:
+            raise LogError(n, str(e), where) from None
+    try:
+        return checker.finish()
+    except LogError as e:
+        raise LogError(e.line, e.why, where) from None
 
 
 # -- the first violation's story -------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NoReturn, cast
 
@@ -41,33 +41,9 @@ def open_log(path: Path) -> IO[bytes]:
         raise LogError(0, f"cannot read: {e.strerror or e}", str(path)) from None
 
 
-def feed_log(path: Path, consume: Callable[[Any], object]) -> int:
-    """Parse the log line by line into ``consume`` (the fast path: no generator); returns the
-    number of records. ``consume`` may raise :class:`BadRecord`, reported with its line."""
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    n = 0
-    line = b"\n"
-    where = str(path)
-    try:
-        with open_log(path) as f:
-            for line in f:
-                n += 1
-                try:
-                    rec = loads(line)
-                except decode_error as e:
-                    _bad_line(line, n, e, where)
-                try:
-                    consume(rec)
-                except BadRecord as e:
-                    raise LogError(n, str(e), where) from None
-    except _READ_ERRORS as e:
-        raise _read_error(e, n + 1, where) from None
-    _check_end(line, n, where)
-    return n
-
-
 def iter_log(path: Path, *, stop_seq: int | None = None) -> Iterator[dict[str, Any]]:
-    """The log's records, in order, up to the one whose ``seq`` reaches ``stop_seq``."""
+    """The log's records, in order (up to the one whose ``seq`` reaches ``stop_seq``); a line
+    that cannot be read raises LogError naming it. Record number n is on line n."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     n = 0
     line = b"\n"
