@@ -68,7 +68,7 @@ fields, no header or no end, seq out of order -- raises :class:`LogError` naming
 from __future__ import annotations
 
 import functools
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -463,9 +463,6 @@ class Checker:
                 line += f"; waiting: {', '.join(waiters)}"
             out.append(line)
         return tuple(out)
-
-    def _ignore(self, rec: Record) -> None:
-        return None
 
     def _note(self, rec: Record) -> None:
         self._notes[rec["event"]] += 1
@@ -1262,7 +1259,8 @@ def _history(report: Report, records: Iterable[Record], v: Violation, ppp: int,
     locks = set(v.locks) | {f"page:{p}" for p in pfns}
     hs = set(v.hs)
     tasks = set(v.tasks)
-    out: list[dict[str, Any]] = []
+    out: deque[dict[str, Any]] = deque(maxlen=limit)
+    n = 0
     for rec in records:
         seq = rec.get("seq", 0)
         if seq > v.seq:
@@ -1271,8 +1269,9 @@ def _history(report: Report, records: Iterable[Record], v: Violation, ppp: int,
                 (seq == v.seq or 0 < v.window <= seq) and rec.get("event") != schema.SESSION_END
                 and (not v.guest or _guest_name(str(rec.get("actor", ""))) == v.guest)):
             out.append(dict(rec))
-    report.history_skipped = max(0, len(out) - limit)
-    report.history = out[-limit:]
+            n += 1
+    report.history_skipped = n - len(out)
+    report.history = list(out)
 
 
 def _concerns(rec: Record, guest: str, pfns: set[int], locks: set[str], hs: set[int],
