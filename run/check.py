@@ -1104,8 +1104,8 @@ class Checker:
             pending("waiter", t, seq, f"{task} waits for {lock} since t={t:.6f}")
         if g.actual_due is not None:
             seq, t = g.actual_due
-            pending("actual", t, seq, f"the balloon changed at t={t:.6f} (now {g.num_pages} "
-                    f"4 KiB pages) and actual is still {g.actual}", "actual-not-updated",
+            pending("actual", t, seq, f"the balloon changed at t={t:.6f} (to {g.num_pages} "
+                    f"x 4 KiB) and actual is still {g.actual}", "actual-not-updated",
                     self._hung)
         now = (self._t, self._seq)
         if g.pending_fill is not None:
