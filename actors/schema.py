@@ -234,7 +234,9 @@ BALLOON_FILL: Final = _event(
     "balloon.fill",
     "info",
     ("pfns", "num_pages"),
-    "fill_balloon put these guest pages on vb->pages; num_pages after (4 KiB units).",
+    "fill_balloon got these guest pages and puts them all on vb->pages (logged before the "
+    "first goes on, so no compaction record about them can precede it); num_pages once they "
+    "are all on (4 KiB units).",
 )
 BALLOON_LEAK: Final = _event(
     "balloon.leak",

@@ -464,6 +464,31 @@ def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...
                     "policies", "vballoon policies compare")
 
 
+@main.command(name="check")
+@click.argument("log", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
+def check_cmd(log: Path, as_json: bool) -> None:
+    """Check a session LOG (JSON lines, or gzip) from the records alone.
+
+    Rebuilds the host's ballooned set, the driver's list, isolated pages and every handshake
+    and lock, and checks the balloon's rules. Exit 0 clean, 1 violations, 2 unreadable log.
+    """
+    from run import check as chk
+
+    try:
+        report = chk.check_log(log)
+    except chk.LogError as e:
+        raise BadInput(str(e)) from None
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2)
+                                + b"\n")
+    else:
+        from run.verdict import print_report
+
+        print_report(Console(), report, str(log))
+    sys.exit(report.exit_code)
+
+
 @main.command()
 @click.argument("names", nargs=-1)
 @click.option("--json", "json_path", type=click.Path(path_type=Path),

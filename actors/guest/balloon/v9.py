@@ -69,6 +69,12 @@ class V9Balloon(VirtioBalloon):
         #                                __GFP_NOMEMALLOC);   (the whole round, batched)
         got = await self.alloc_pages(
             -(-num // ppp), vb_gfp_mask | int(G.GFP.NORETRY | G.GFP.NOWARN | G.GFP.NOMEMALLOC))
+        if got:
+            # Logged before the first page goes on vb->pages (the loop below puts every page
+            # it got there): compaction may isolate them from then on, also while an "Out of
+            # puff" round sleeps, and its records must not come before this one.
+            self.log.info(schema.BALLOON_FILL, pfns=got.tolist(),
+                          num_pages=self.num_pages.atomic_read() + len(got) * ppp)
         i = 0
         # for (vb->num_pfns = 0; vb->num_pfns < num; vb->num_pfns += PAGES_PER_PAGE) {
         self.num_pfns = 0
@@ -109,8 +115,6 @@ class V9Balloon(VirtioBalloon):
         if self.num_pfns:
             self.inflated += self.num_pfns // ppp
             self.vmstat.inc("balloon_inflate", self.num_pfns // ppp)
-            self.log.info(schema.BALLOON_FILL, pfns=self.guest_pages(self.pfns, self.num_pfns),
-                          num_pages=self.num_pages.atomic_read())
 
     # ------------------------------------------------- fast paths (not in the C code)
     # When no other task can run between two iterations of a loop below -- no seeded
