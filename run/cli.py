@@ -517,7 +517,7 @@ def trace_cmd(log: Path, out_path: Path) -> None:
     """Convert session LOG (JSON lines, or gzip) to a timeline for ui.perfetto.dev."""
     import os
 
-    from run.logfile import LogError
+    from run.logread import LogError
     from run.trace import export
 
     _writable(out_path, "--output")

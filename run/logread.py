@@ -1,8 +1,8 @@
 """Reading session logs back: JSON lines, plain or gzip, with errors that name the line.
 
-The log tools (``check`` and its kin) read through here, so a damaged log is reported the same
-way everywhere: :class:`LogError` with the path, the line number and why (bad JSON, a
-truncated final line, a damaged gzip stream, an unreadable file).
+The log tools (``check``, ``trace``, ``replay``) read through here, so a damaged log is
+reported the same way everywhere: :class:`LogError` with the path, the line number and why
+(bad JSON, a truncated final line, a damaged gzip stream, an unreadable file).
 """
 
 from __future__ import annotations
@@ -87,3 +87,59 @@ def _check_end(line: bytes, n: int, where: str) -> None:
 
 
 _TRUNCATED = "truncated final line (no newline: the log was cut while being written)"
+
+# -- strict streaming (trace, replay): numbered lines, every record's stamp checked ------------
+
+Record = dict[str, Any]
+_NUMBER = (int, float)
+_STAMPED = (("t", _NUMBER), ("seq", (int,)), ("actor", (str,)), ("event", (str,)))
+
+
+def lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw line)`` for every line; a final line without newline is yielded
+    as is (``parse`` decides whether it is a truncated record)."""
+    n = 0
+    where = str(path)
+    try:
+        with open_log(path) as f:
+            for n, line in enumerate(f, 1):
+                yield n, line
+    except _READ_ERRORS as e:
+        raise _read_error(e, n + 1, where) from None
+
+
+def parse(path: Path, n: int, line: bytes) -> Record:
+    """One record, with the four stamped keys checked; LogError says what is wrong."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        _bad_line(line, n, e, str(path))
+    if type(record) is not dict:
+        raise LogError(n, f"not a JSON object but {type(record).__name__}", str(path))
+    try:  # the fast path: every stamped key there, with its type
+        if (type(record["t"]) in _NUMBER and type(record["seq"]) is int
+                and type(record["actor"]) is str and type(record["event"]) is str):
+            return record
+    except KeyError as e:
+        raise LogError(n, f"record lacks {e}", str(path)) from None
+    for key, kinds in _STAMPED:
+        if type(record[key]) not in kinds:
+            raise LogError(n, f"{key!r} is {record[key]!r}, not a "
+                              f"{' or '.join(k.__name__ for k in kinds)}", str(path))
+    return record
+
+
+def records(path: Path) -> Iterator[tuple[int, Record]]:
+    """``(line number, record)`` in log order; checks that ``seq`` increases and ``t`` never
+    goes back (a concatenated or reordered log would silently mislead every reader)."""
+    last_seq = -1
+    last_t = float("-inf")
+    for n, line in lines(path):
+        record = parse(path, n, line)
+        seq, t = record["seq"], record["t"]
+        if seq <= last_seq:
+            raise LogError(n, f"seq {seq} does not follow seq {last_seq}", str(path))
+        if t < last_t:
+            raise LogError(n, f"t {t} goes back (previous record at {last_t})", str(path))
+        last_seq, last_t = seq, t
+        yield n, record

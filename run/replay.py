@@ -8,8 +8,6 @@ bytes, except for the wall-clock and provenance fields the determinism contract 
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from rich.text import Text
 from actors import schema
 from actors.choices import forced_choices
 from run import scenario as scen
+from run.logread import LogError, lines, parse
 from run.logs import FlightRecorder, dumps
 from run.session import Outcome, run_session
 
@@ -32,38 +31,23 @@ VOLATILE: dict[str, tuple[str, ...]] = {
 }
 
 
-class LogError(ValueError):
-    """A log that cannot be read back; the message names the file, the line and why."""
-
-
-def open_log(path: Path) -> Iterator[bytes]:
-    """The log's lines (gzip-compressed logs too), without their newlines."""
-    try:
-        with path.open("rb") as raw:
-            magic = raw.read(2)
-        opener: Any = gzip.open if magic == b"\x1f\x8b" else open
-        with opener(path, "rb") as f:
-            for line in f:
-                yield line.rstrip(b"\n")
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise LogError(f"{path}: cannot read: {e}") from None
+def log_lines(path: Path) -> list[bytes]:
+    """The log's lines without newlines (gzip too); unreadable logs raise LogError."""
+    return [line.rstrip(b"\n") for _, line in lines(path)]
 
 
 def read_header(path: Path) -> dict[str, Any]:
     """The ``session.start`` record that opens every session log."""
-    for line in open_log(path):
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise LogError(f"{path}:1: not JSON: {e}") from None
-        if not isinstance(record, dict) or record.get("event") != schema.SESSION_START:
-            raise LogError(f"{path}:1: not a vballoon session log (first record is not "
-                           f"{schema.SESSION_START})")
+    for n, line in lines(path):
+        record = parse(path, n, line)
+        if record["event"] != schema.SESSION_START:
+            raise LogError(1, "not a vballoon session log (first record is not "
+                              f"{schema.SESSION_START})", str(path))
         for key in ("scenario", "seed"):
             if key not in record:
-                raise LogError(f"{path}:1: header lacks {key!r}; cannot replay")
+                raise LogError(1, f"header lacks {key!r}; cannot replay", str(path))
         return record
-    raise LogError(f"{path}: empty log")
+    raise LogError(0, "empty log", str(path))
 
 
 def rerun(header: dict[str, Any], source: str = "<header>") -> tuple[Outcome, list[bytes]]:
@@ -72,7 +56,7 @@ def rerun(header: dict[str, Any], source: str = "<header>") -> tuple[Outcome, li
         sc = scen.from_data(header["scenario"], f"{source}: header scenario")
         forced = forced_choices(header.get("faults"))
     except ValueError as e:
-        raise LogError(str(e)) from None
+        raise LogError(1, str(e), source) from None
     recorder = FlightRecorder()
     outcome = run_session(sc, seed=header["seed"], level=header.get("log_level", "info"),
                           recorder=recorder, backend=header.get("backend", "trio"),
@@ -145,6 +129,6 @@ def replay(path: Path) -> tuple[dict[str, Any], list[bytes], Outcome, list[bytes
                                 Difference | None]:
     """Re-run the session logged at ``path``: (header, original, outcome, replayed, diff)."""
     header = read_header(path)
-    original = list(open_log(path))
+    original = log_lines(path)
     outcome, replayed = rerun(header, str(path))
     return header, original, outcome, replayed, first_difference(original, replayed)

@@ -35,7 +35,7 @@ from typing import IO, Any, Final
 import orjson
 
 from actors import schema
-from run.logfile import LogError, Record, lines, records
+from run.logread import LogError, Record, lines, records
 
 STEP_NS: Final = 2  # display-clock step between two trace events (see the module docstring)
 # A step slice lasts 3 ns: its flow events come one step (2 ns) in, the next event two steps.
@@ -601,14 +601,14 @@ def export(log: Path, out: IO[bytes]) -> TraceStats:
     for lineno, r in records(log):
         event = r["event"]
         if event not in schema.EVENTS and not event.startswith(FAULT_PREFIX):
-            raise LogError(log, lineno, f"unknown event {event!r} (not declared in "
-                           "actors/schema.py)")
+            raise LogError(lineno, f"unknown event {event!r} (not declared in "
+                           "actors/schema.py)", str(log))
         try:
             exporter.record(r)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             why = (f"{event} record lacks field {e}" if isinstance(e, KeyError)
                    else f"{event} record: {e}")
-            raise LogError(log, lineno, why) from None
+            raise LogError(lineno, why, str(log)) from None
         n += 1
     exporter.finish()
     h = exporter.header

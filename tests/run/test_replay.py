@@ -70,7 +70,7 @@ def test_replay_rejects_what_is_not_a_session_log(tmp_path: Path) -> None:
     assert code == 2 and "not a vballoon session log" in out
     bad.write_text("nope\n")
     code, out = _run("replay", str(bad))
-    assert code == 2 and "1: not JSON" in out
+    assert code == 2 and ":1: bad JSON" in out
     code, out = _run("replay", str(tmp_path / "missing.jsonl"))
     assert code == 2 and "cannot read" in out
 

@@ -201,8 +201,8 @@ def _flow_of(doc: dict[str, Any], step: dict[str, Any]) -> int:
 
 
 @pytest.mark.parametrize(("name", "body", "line", "why"), [
-    ("truncated", lambda lines: [*lines[:-1], lines[-1][:30]], 6, "truncated record"),
-    ("not json", lambda lines: [lines[0], b"{oops\n", *lines[1:]], 2, "not a JSON record"),
+    ("truncated", lambda lines: [*lines[:-1], lines[-1][:30]], 6, "truncated final line"),
+    ("not json", lambda lines: [lines[0], b"{oops\n", *lines[1:]], 2, "bad JSON"),
     ("unknown event", lambda lines: [lines[0], lines[1].replace(b"vq.add", b"vq.bogus"),
                                      *lines[2:]], 2, "unknown event 'vq.bogus'"),
     ("lacks field", lambda lines: [lines[0], lines[1].replace(b'"hs":1,', b""), *lines[2:]],
@@ -223,7 +223,7 @@ def test_unreadable_log_exits_2_naming_the_line(
     out = tmp_path / "bad.json"
     code, _, err = _cli("trace", str(log), "-o", str(out))
     assert code == 2
-    assert err.startswith(f"vballoon: error: {log} line {line}: ")
+    assert err.startswith(f"vballoon: error: {log}:{line}: ")
     assert why in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))
@@ -237,7 +237,7 @@ def test_missing_or_corrupt_gzip_log_exits_2(tmp_path: Path) -> None:
     cut = tmp_path / "cut.jsonl.gz"
     cut.write_bytes(packed[: len(packed) // 2])
     code, _, err = _cli("trace", str(cut), "-o", str(tmp_path / "t.json"))
-    assert code == 2 and "gzip stream is corrupt or truncated" in err
+    assert code == 2 and "compressed stream is damaged or cut short" in err
 
 
 @pytest.fixture(scope="module")
