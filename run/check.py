@@ -297,6 +297,7 @@ class Checker:
         self._by_actor: dict[str, _Guest] = {}
         self.ppp = 1
         self._nr_pages = 0
+        self._shapes: dict[str, tuple[int, int]] = {}  # guest name -> (pages, PAGES_PER_PAGE)
         self._must_tell = False
         self._hung = 120.0
         self._soft = 20.0
@@ -409,7 +410,8 @@ class Checker:
             name = _guest_name(actor)
             g = self._guests.get(name)
             if g is None:
-                g = self._guests[name] = _Guest(name, self._nr_pages, self.ppp)
+                nr_pages, ppp = self._shapes.get(name, (self._nr_pages, self.ppp))
+                g = self._guests[name] = _Guest(name, nr_pages, ppp)
             self._by_actor[actor] = g
         return g
 
@@ -477,6 +479,10 @@ class Checker:
             page_size = int(guest["page_size"])
             self._nr_pages = int(guest["memory"]) // page_size
             self.ppp = max(1, page_size // 4096)
+            for spec in sc.get("guests") or ():  # [[guests]]: each its own size and page size
+                size = int(spec["page_size"])
+                self._shapes[str(spec["name"])] = (int(spec["memory"]) // size,
+                                                   max(1, size // 4096))
             offered = feature_mask(*(BalloonFeature[f] for f in host["features"]))
             accepted = feature_mask(*(BalloonFeature[f] for f in guest["features"]))
             features = select_features(offered, accepted)
@@ -1125,7 +1131,10 @@ class Checker:
             pending("compaction", t, seq, f"{worker}'s compaction run, started at t={t:.6f}")
 
     def _summary_checks(self, g: _Guest) -> None:
-        s = self._summary
+        host = self._summary.get("host")
+        per_guest = self._summary.get("guests")  # several guests: each has its own sections
+        s = per_guest.get(g.name, self._summary) if isinstance(per_guest, Mapping) \
+            else self._summary
         guest = s.get("guest")
         owners = guest.get("owners") if isinstance(guest, Mapping) else None
         if isinstance(guest, Mapping):
@@ -1145,7 +1154,6 @@ class Checker:
                 if total != free:
                     self._violation("conservation", None, g.name,
                                     f"summary: free={free} but buddyinfo adds up to {total}")
-        host = s.get("host")
         dev = host.get("guests", {}).get(g.name) if isinstance(host, Mapping) else None
         if isinstance(dev, Mapping):
             self._compare(g, "host ballooned (4 KiB pages)", dev.get("ballooned"), g.n_hosted)

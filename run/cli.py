@@ -187,10 +187,11 @@ def _same_twice(sc: scen.Scenario, seed: int, level: str, forced: list[Choice] |
 def replay(log: Path) -> None:
     """Re-run the session LOG records (from its header) and confirm an identical log."""
     from run import replay as rp
+    from run.logread import LogError
 
     try:
         header, original, outcome, replayed, diff = rp.replay(log)
-    except rp.LogError as e:
+    except LogError as e:
         raise BadInput(str(e)) from None
     console = Console()
     for note in rp.provenance_notes(header, replayed[0]) if replayed else []:

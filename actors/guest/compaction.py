@@ -48,6 +48,7 @@ PAGEBLOCK = G.pageblock_nr_pages
 COMPACT_COMPLETE = "complete"  # the scanners met
 COMPACT_SUCCESS = "success"  # a free block of the requested order exists
 COMPACT_SKIPPED = "skipped"  # not enough free memory to compact with
+COMPACT_PARTIAL = "partial"  # migration ran out of free target pages (-ENOMEM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +145,9 @@ class Compactor:
         cc = CompactControl(order, 0, nr_pages - PAGEBLOCK, ignore_skip_hint=full,
                             worker=worker)
         self.log.info(schema.COMPACT_START, worker=worker, order=order, trigger=trigger)
-        result = COMPACT_COMPLETE
-        while True:
+        # compaction_suitable(): below the order-0 watermark there is nothing to migrate into
+        result = COMPACT_COMPLETE if full or self.compaction_suitable(order) else COMPACT_SKIPPED
+        while result != COMPACT_SKIPPED:
             # compact_finished()
             if cc.free_pfn <= cc.migrate_pfn:
                 result = COMPACT_COMPLETE
@@ -158,12 +160,17 @@ class Compactor:
                 self.log.debug(schema.COMPACT_SCAN, worker=worker, migrate_pfn=cc.migrate_pfn,
                                free_pfn=cc.free_pfn, isolated=len(isolated))
             if isolated:
-                await self.migrate_pages(cc, isolated)
+                if not await self.migrate_pages(cc, isolated):
+                    result = COMPACT_PARTIAL  # migrate_pages() returned -ENOMEM
+                    break
             else:
                 await self.kernel.preempt("compact_zone")
-        if result == COMPACT_COMPLETE and not full:
-            # The scanners met: the next run starts with fresh skip hints, as kswapd's
-            # __reset_isolation_suitable() does once compact_blockskip_flush is set.
+        if cc.free_pfn <= cc.migrate_pfn and not full:
+            # The scanners met (COMPACT_COMPLETE, or the free scanner ran down to the migrate
+            # scanner and migration then failed with -ENOMEM: the kernel's next run starts
+            # from those cached positions and completes at once): the next run starts with
+            # fresh skip hints, as kswapd's __reset_isolation_suitable() does once
+            # compact_blockskip_flush is set.
             self.skip[:] = bytes(len(self.skip))
         if cc.freepages:  # release_freepages()
             await self.allocator.free(cc.freepages, 0)
@@ -261,8 +268,14 @@ class Compactor:
         self.vmstat.inc("compact_isolated", len(got))
 
     # -- migration -----------------------------------------------------------------------------
-    async def migrate_pages(self, cc: CompactControl, pages: list[int]) -> None:
-        """migrate_pages(): move each isolated page to a free page; put back what cannot move."""
+    async def migrate_pages(self, cc: CompactControl, pages: list[int]) -> bool:
+        """migrate_pages(): move each isolated page to a free page; put back what cannot move.
+
+        Returns False (-ENOMEM) when the free scanner found no target for some page: the
+        kernel's migrate_pages() stops at the first page compaction_alloc() cannot serve, the
+        rest are put back, and compact_zone() ends (COMPACT_PARTIAL) instead of isolating
+        pages it has nowhere to put.
+        """
         if len(cc.freepages) < len(pages):
             await self.isolate_freepages(cc, len(pages) - len(cc.freepages))
         f, vm, rmap = self.frames, self.vmstat, self.rmap
@@ -313,26 +326,37 @@ class Compactor:
                 to_free.append(old)
             cc.failed += 1
             vm.inc("pgmigrate_fail")
+        enomem = len(moving) < len(lru_pages)
         for old in balloon_pages:
-            await self._migrate_balloon_page(cc, old, to_free)
+            if enomem:
+                await self._putback_balloon_page(cc, old)
+            elif not await self._migrate_balloon_page(cc, old, to_free):
+                enomem = True
         if to_free:
             await self.allocator.free(to_free, 0)
+        return not enomem
+
+    async def _putback_balloon_page(self, cc: CompactControl, old: int) -> None:
+        """putback_balloon_page() of an isolated page that was not migrated."""
+        assert self.balloon is not None
+        await putback_balloon_page(self.kernel, self.frames, self.balloon, old)
+        self.vmstat.inc("compact_balloon_returned")
+        self.vmstat.inc("pgmigrate_fail")
+        self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=self._mids.pop(old, 0),
+                      pfn=old)
+        cc.failed += 1
 
     async def _migrate_balloon_page(self, cc: CompactControl, old: int,
-                                    to_free: array.array[int]) -> None:
-        """unmap_and_move() for a balloon page: the driver's migratepage under the page lock."""
+                                    to_free: array.array[int]) -> bool:
+        """unmap_and_move() for a balloon page: the driver's migratepage under the page lock.
+        Returns False (-ENOMEM, the page put back) when no free target page can be found."""
         assert self.balloon is not None
         k, f, vm = self.kernel, self.frames, self.vmstat
-        mid = self._mids.pop(old, 0)
         if not cc.freepages:
             await self.isolate_freepages(cc, 1)
-        if not cc.freepages:  # nowhere to go: putback_balloon_page()
-            await putback_balloon_page(k, f, self.balloon, old)
-            vm.inc("compact_balloon_returned")
-            vm.inc("pgmigrate_fail")
-            self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=mid, pfn=old)
-            cc.failed += 1
-            return
+        if not cc.freepages:  # compaction_alloc() returned NULL
+            await self._putback_balloon_page(cc, old)
+            return False
         new = cc.freepages.pop()
         # if (!trylock_page(page)) { ... lock_page(page); }   (sync migration: force)
         if not trylock_page(k, f, old):
@@ -357,17 +381,19 @@ class Compactor:
             vm.inc("balloon_migrate")
             vm.inc("compact_balloon_migrated")
             vm.inc("compact_balloon_released")
-            self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=mid, old=old, new=new,
-                          hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
+            self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=self._mids.pop(old, 0),
+                          old=old, new=new, hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
         else:
             cc.freepages.append(new)
-            await putback_balloon_page(k, f, self.balloon, old)
-            vm.inc("compact_balloon_returned")
-            vm.inc("pgmigrate_fail")
-            self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=mid, pfn=old)
-            cc.failed += 1
+            await self._putback_balloon_page(cc, old)
+        return True
 
     # -- triggers ------------------------------------------------------------------------------
+    def compaction_suitable(self, order: int) -> bool:
+        """compaction_suitable()'s watermark test: the zone must stay above the low watermark
+        plus twice the requested block while pages are copied (else COMPACT_SKIPPED)."""
+        return self.zone.zone_watermark_ok(0, self.zone.low_wmark_pages + (2 << order))
+
     def fragmentation_says_compact(self, order: int) -> bool:
         """Direct compaction only when fragmentation, not lack of memory, is the cause."""
         return views.fragmentation_index(self.zone, order) > self.config.extfrag_threshold

@@ -64,7 +64,7 @@ class Guest:
         self.config = config
         self.costs = costs
         self.frames = PageFrames(config.nr_pages, config.page_size)
-        self.zone = Zone(self.frames)
+        self.zone = Zone(self.frames, fallback=config.fallback)
         self.vmstat = views.VmStat()
         self.allocator = Allocator(self.zone, self.vmstat, costs, logger(f"{name}.alloc"),
                                    clock=clock, choices=choices, name=name)

@@ -513,11 +513,13 @@ SMALL = {
                       'compaction.at=["1.5s", "3s"]', 'compaction.kcompactd_interval="1s"',
                       'host.policy.params.steps=[["0.5s", "25%"], ["2s", "10%"], '
                       '["2.5s", "30%"], ["3.5s", "0%"]]'],
-    "thp-under-balloon": ["guest.memory=16MiB", "duration=3s", 'compaction.at=["1.5s"]',
-                          'workload.highorder_at=["1.2s", "2.5s"]',
-                          "workload.highorder_count=4", 'compaction.kcompactd_interval="1s"',
-                          'host.policy.params.steps=[["0.3s", "20%"], ["0.6s", "50%"], '
-                          '["2s", "20%"]]'],
+    "thp-under-balloon": ["duration=9.6s", "workload.drop_at=0.625",
+                          'host.policy.params.steps=[["2s", "8%"], ["3s", "15%"], '
+                          '["4s", "20%"], ["9s", "5%"]]'],
+    "race": ["duration=4s", 'compaction.at=["1s", "2.5s"]',
+             'host.policy.params.steps=[["0.5s", "8%"], ["2s", "3%"], ["3s", "0%"]]'],
+    "three-guests": ["duration=6s", 'host.policy.name="static"',
+                     'host.policy.params={target = "10%"}'],
 }
 #: What each shrunk scenario must still do to the balloon, so that "clean" means something.
 DOES = {
@@ -526,8 +528,9 @@ DOES = {
     "overcommit": {schema.BALLOON_FILL, schema.BALLOON_PUFF},
     "compact-storm": {schema.BALLOON_FILL, schema.BALLOON_LEAK, schema.BALLOON_MIGRATE,
                       schema.BALLOON_PUTBACK},
-    "thp-under-balloon": {schema.BALLOON_FILL, schema.BALLOON_LEAK, schema.BALLOON_MIGRATE,
-                          schema.BALLOON_PUTBACK},
+    "thp-under-balloon": {schema.BALLOON_FILL, schema.BALLOON_LEAK, schema.BALLOON_MIGRATE},
+    "race": {schema.BALLOON_FILL, schema.BALLOON_LEAK, schema.BALLOON_MIGRATE},
+    "three-guests": {schema.BALLOON_FILL},
 }
 
 
