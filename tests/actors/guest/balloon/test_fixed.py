@@ -26,9 +26,12 @@ def _outcome(path: Path, driver: str) -> tuple[dict[str, object] | None, int]:
 
 @pytest.mark.parametrize(("name", "fix"), [
     ("race-fill-unlock", "imbalance"),
+    ("race-leak-spin", "soft-lockup"),
 ])
 def test_pinned_race_fails_on_v9_and_passes_on_fixed(name: str, fix: str) -> None:
-    """The minimised choices reproduce v9's recorded failure exactly and fixed survives them."""
+    """The minimised choices reproduce v9's recorded failure exactly and fixed survives them:
+    race-fill-unlock is one forced alloc.fail (FIX(fill-unlock)); race-leak-spin forces host
+    stalls and slow-downs while migrations hold the head page of the list (FIX(leak-spin))."""
     path = CHOICES / f"{name}.choices.json"
     recorded = minimise.load(path)[0]
     assert recorded.guest.driver == "v9"
