@@ -51,6 +51,23 @@ def _writable(path: Path | None, what: str) -> None:
         raise BadInput(f"{what} {path}: is a directory")
 
 
+#: Options shared by the commands that run many sessions.
+_sets_for_every_run = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE",
+    help="Override a scenario field for every run (repeatable).")
+_jobs = click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="Parallel processes.")
+
+
+def _seeds(text: str) -> list[int]:
+    from run.compare import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise BadInput(f"--seeds {text!r}: {e}") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vballoon")
 def main() -> None:
@@ -212,16 +229,14 @@ def replay(log: Path) -> None:
               show_default=True, help="Balloon driver variant to fuzz.")
 @click.option("--seeds", default="0..99", show_default=True,
               help="A..B (inclusive), N (0..N-1) or a comma list.")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Parallel processes.")
+@_jobs
 @click.option("--out", type=click.Path(path_type=Path),
               help="Directory for the full JSON logs of failing seeds (or minimised choices).")
 @click.option("--preempt", type=click.FloatRange(0, 1), default=0.05, show_default=True,
               help="Perturbation strength at preemption points.")
 @click.option("--faults/--no-faults", default=True, show_default=True,
               help="Inject faults (each site active per run by a seeded draw).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a scenario field for every run (repeatable).")
+@_sets_for_every_run
 @click.option("--minimise", "minimise_seed", type=click.IntRange(min=0), metavar="SEED",
               help="Shrink SEED's failing choices to a minimal replayable choices file.")
 @click.option("--budget", type=click.IntRange(min=1), default=300, show_default=True,
@@ -235,7 +250,6 @@ def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | N
     from rich.progress import MofNCompleteColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from run import compare as cmp
     from run import fuzz as fz
 
     overrides = [*sets, *fz.fuzz_overrides(driver, preempt, faults)]
@@ -247,10 +261,7 @@ def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | N
     if minimise_seed is not None:
         _minimise(console, scenario, overrides, minimise_seed, budget, out)
         return
-    try:
-        seed_list = cmp.parse_seeds(seeds)
-    except ValueError as e:
-        raise BadInput(f"--seeds {seeds!r}: {e}") from None
+    seed_list = _seeds(seeds)
     failed = 0
     with Progress(TextColumn("[bold]fuzz"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
@@ -342,10 +353,8 @@ def scenarios(show: str | None) -> None:
               help="Comma-separated driver variants to compare.")
 @click.option("--seeds", default="5", show_default=True,
               help="N (seeds 0..N-1), A..B, or a comma list.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a scenario field for every run (repeatable).")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Parallel processes.")
+@_sets_for_every_run
+@_jobs
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write the results as JSON here.")
 def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], jobs: int,
@@ -358,10 +367,7 @@ def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], 
     if bad or not names:
         raise BadInput(f"--drivers: unknown driver(s) {', '.join(bad) or '(none)'}; "
                        "use legacy, v9, fixed")
-    try:
-        seed_list = cmp.parse_seeds(seeds)
-    except ValueError as e:
-        raise BadInput(f"--seeds {seeds!r}: {e}") from None
+    seed_list = _seeds(seeds)
     _load(scenario, sets, None)
     _writable(json_path, "--json")
     variants = {d: (f"guest.driver={d}",) for d in names}
@@ -433,10 +439,8 @@ def policies_list() -> None:
               help="Comma-separated policies (built-in names, module:attr, file.py:Class).")
 @click.option("--seeds", default="3", show_default=True,
               help="N (seeds 0..N-1), A..B, or a comma list.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a scenario field for every run (repeatable).")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Parallel processes.")
+@_sets_for_every_run
+@_jobs
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write the results (and every run's figures) as JSON here.")
 def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...], jobs: int,
@@ -449,10 +453,7 @@ def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...
     labels = [p.strip() for p in names.split(",") if p.strip()]
     if not labels:
         raise BadInput("--policies: no policy given")
-    try:
-        seed_list = cmp.parse_seeds(seeds)
-    except ValueError as e:
-        raise BadInput(f"--seeds {seeds!r}: {e}") from None
+    seed_list = _seeds(seeds)
     variants = {p: (f"host.policy.name={p}", "host.policy.params={}",
                     "host.policy.interval=0") for p in labels}
     for settings in variants.values():  # a bad policy fails here, before any process starts

@@ -43,10 +43,10 @@ from __future__ import annotations
 import array
 
 from actors.guest.balloon.common import INFLATEQ
-from actors.guest.balloon.compaction_mm import BALLOON_MIGRATION_RETURN, clear_balloon_mapping
+from actors.guest.balloon.compaction_mm import BALLOON_MIGRATION_RETURN
 from actors.guest.balloon.v9 import V9Balloon
 from actors.kernel.lockdep import context
-from actors.kernel.locks import trylock_page, unlock_page
+from actors.kernel.locks import trylock_page
 from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
 
 EAGAIN = 11
@@ -77,7 +77,7 @@ class FixedBalloon(V9Balloon):
     @context()
     async def leak_balloon(self, num: int) -> None:
         """leak_balloon() with FIX(leak-spin)."""
-        k, ppp, frames = self.kernel, self.PAGES_PER_PAGE, self.frames
+        k, ppp = self.kernel, self.PAGES_PER_PAGE
         pfns = array.array("I", bytes(4 * VIRTIO_BALLOON_ARRAY_PFNS_MAX))
         num_pfns = 0
         leak_target = num = min(num, VIRTIO_BALLOON_ARRAY_PFNS_MAX)
@@ -87,12 +87,7 @@ class FixedBalloon(V9Balloon):
             await self._wait_on_isolated_pages(leak_target)
             page = self.balloon_page_dequeue()  # FIX(leak-spin): skip pages locked by others
             if page >= 0:
-                clear_balloon_mapping(frames, page)
-                self.pages.list_del(page)
-                self.set_page_pfns(pfns, num_pfns, page)
-                self.num_pages.atomic_sub(ppp)
-                num_pfns += ppp
-                unlock_page(k, frames, page)
+                num_pfns = self._leak_page(pfns, num_pfns, page)
                 leak_target -= 1
             self.pages_lock.spin_unlock()
             if page < 0:

@@ -213,18 +213,7 @@ class V9Balloon(VirtioBalloon):
                 page = self.pages.list_first_entry()
             # if (page && trylock_page(page)) {
             if page >= 0 and trylock_page(k, frames, page):
-                # clear_balloon_mapping(page);
-                clear_balloon_mapping(frames, page)
-                # list_del(&page->lru);
-                self.pages.list_del(page)
-                # set_page_pfns(pfns + num_pfns, page);
-                self.set_page_pfns(pfns, num_pfns, page)
-                # atomic_sub(VIRTIO_BALLOON_PAGES_PER_PAGE, &vb->num_pages);
-                self.num_pages.atomic_sub(ppp)
-                # num_pfns += VIRTIO_BALLOON_PAGES_PER_PAGE;
-                num_pfns += ppp
-                # unlock_page(page);
-                unlock_page(k, frames, page)
+                num_pfns = self._leak_page(pfns, num_pfns, page)
                 # /* compensate leak_target for this released page */
                 # leak_target--;
                 leak_target -= 1
@@ -245,6 +234,21 @@ class V9Balloon(VirtioBalloon):
         await self._leak_balloon_tell(pfns, num_pfns, num)
         # mutex_unlock(&vb->balloon_lock);
         self.balloon_lock.mutex_unlock()
+
+    def _leak_page(self, pfns: array.array[int], num_pfns: int, page: int) -> int:
+        """leak_balloon()'s body for a page it locked (``fixed`` reuses it); new num_pfns."""
+        # clear_balloon_mapping(page);
+        clear_balloon_mapping(self.frames, page)
+        # list_del(&page->lru);
+        self.pages.list_del(page)
+        # set_page_pfns(pfns + num_pfns, page);
+        self.set_page_pfns(pfns, num_pfns, page)
+        # atomic_sub(VIRTIO_BALLOON_PAGES_PER_PAGE, &vb->num_pages);
+        self.num_pages.atomic_sub(self.PAGES_PER_PAGE)
+        # unlock_page(page);   (after num_pfns += VIRTIO_BALLOON_PAGES_PER_PAGE; no reader between)
+        unlock_page(self.kernel, self.frames, page)
+        # num_pfns += VIRTIO_BALLOON_PAGES_PER_PAGE;
+        return num_pfns + self.PAGES_PER_PAGE
 
     def _leaked(self, pfns: array.array[int], num_pfns: int) -> None:
         """Counters and the ``balloon.leak`` record of one leak round (not C)."""
