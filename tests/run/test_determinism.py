@@ -58,3 +58,36 @@ def test_virtual_clock_starts_at_zero_and_autojumps() -> None:
         return trio.current_time()
 
     assert trio.run(main, clock=determinism.virtual_clock()) == 3600
+
+
+def _timeline(clock: trio.abc.Clock, seed: int) -> list[tuple[float, int, int]]:
+    """(time, worker, step) for workers mixing sleeps, checkpoints and event hand-offs."""
+    out: list[tuple[float, int, int]] = []
+
+    async def worker(i: int, ev: trio.Event) -> None:
+        for step in range(6):
+            if (i + step) % 3 == 0:
+                await trio.sleep(0.001 * ((i * 7 + step) % 4))
+            elif (i + step) % 3 == 1:
+                await trio.lowlevel.checkpoint()
+            else:
+                ev.set()
+            out.append((trio.current_time(), i, step))
+
+    async def main() -> None:
+        events = [trio.Event() for _ in range(6)]
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(worker, i, events[i])
+                nursery.start_soon(events[(i + 1) % 6].wait)
+
+    determinism.seed_scheduler(seed)
+    trio.run(main, clock=clock)
+    return out
+
+
+def test_virtual_clock_schedules_exactly_like_mockclock_autojump() -> None:
+    """VirtualClock gives the same times and the same interleaving as MockClock(autojump=0)."""
+    for seed in range(4):
+        mock = _timeline(trio.testing.MockClock(autojump_threshold=0), seed)
+        assert _timeline(determinism.virtual_clock(), seed) == mock
