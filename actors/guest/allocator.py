@@ -68,7 +68,7 @@ class AllocatorClient:
     async def alloc(self, n: int, order: int, gfp: int, owner: int) -> array.array[int]:
         """Allocate up to ``n`` blocks of ``order``; fewer back means the allocator failed."""
         await streams.send(self._inbox, _Alloc(self.name, n, order, gfp, owner, self._reply_send))
-        result: array.array[int] = await self._reply_recv.receive()
+        result: array.array[int] = await streams.receive(self._reply_recv)
         return result
 
     async def free(self, pfns: Sequence[int], order: int = 0, *, dropped: bool = False) -> None:
@@ -80,12 +80,12 @@ class AllocatorClient:
         if not pfns:
             return
         await streams.send(self._inbox, _Free(self.name, pfns, order, dropped, self._reply_send))
-        await self._reply_recv.receive()
+        await streams.receive(self._reply_recv)
 
     async def call(self, fn: Callable[[Zone], T], cost: float = 0.0) -> T:
         """Run ``fn(zone)`` under the zone lock (compaction's free scanner uses this)."""
         await streams.send(self._inbox, _Call(self.name, fn, cost, self._reply_send))
-        result: T = await self._reply_recv.receive()
+        result: T = await streams.receive(self._reply_recv)
         return result
 
     async def aclose(self) -> None:
