@@ -6,7 +6,7 @@ Actors exchange millions of messages, so where a bounded stream has room (or an 
 waiting) we hand it over directly, and a receive that must wait goes straight to waiting
 (anyio's own wait, minus the checkpoint before it: that yield models nothing, it only costs a
 pass of the scheduler per message). Every actor still yields at its own modelled cost
-(``anyio.sleep``), so no task can starve others; the schedule stays a deterministic function
+(``actors.clock.sleep``), so no task can starve others; the schedule stays a deterministic function
 of the seed.
 
 The waiting receive uses anyio's stream internals (``_state.waiting_receivers``, the

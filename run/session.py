@@ -25,7 +25,7 @@ import trio
 from anyio.abc import TaskStatus
 
 from actors import schema
-from actors.clock import SessionClock
+from actors.clock import SessionClock, sleep
 from actors.guest import pages as P
 from actors.guest import views
 from actors.guest.guest import Guest
@@ -180,7 +180,7 @@ class Session:
         task_status.started()
         interval = self.scenario.snapshot_interval
         while True:
-            await anyio.sleep(interval)
+            await sleep(interval)
             for guest in self.guests:
                 s = guest.zone
                 self.log.logger(guest.name).info(
@@ -198,7 +198,7 @@ class Session:
                 await tg.start(guest.run)
             await tg.start(self.host.run)
             await tg.start(self._snapshots)
-            await anyio.sleep(self.scenario.duration)
+            await sleep(self.scenario.duration)
             self.clock()  # the end of the run is the session's last known time
             tg.cancel_scope.cancel()
 

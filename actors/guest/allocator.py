@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema, streams
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.guest.buddy import Zone
 from actors.guest.views import VmStat
@@ -147,7 +148,7 @@ class Allocator:
                         self.on_alloc(out, req.order, req.owner)
                     log.debug(schema.ALLOC_BATCH, client=req.client, order=req.order,
                               gfp=req.gfp, want=req.n, got=got)
-                    await anyio.sleep(costs.alloc_request + pages * costs.alloc_page)
+                    await sleep(costs.alloc_request + pages * costs.alloc_page)
                     await streams.send(req.reply, out)
                 elif isinstance(req, _Free):
                     if req.dropped:  # __free_pages after put_page_testzero: the last ref
@@ -159,9 +160,9 @@ class Allocator:
                     vmstat.inc("pgfree", pages)
                     log.debug(schema.FREE_BATCH, client=req.client, order=req.order,
                               count=len(req.pfns))
-                    await anyio.sleep(costs.alloc_request + pages * costs.free_page)
+                    await sleep(costs.alloc_request + pages * costs.free_page)
                     await streams.send(req.reply, None)
                 else:
                     result = req.fn(zone)
-                    await anyio.sleep(costs.alloc_request + req.cost)
+                    await sleep(costs.alloc_request + req.cost)
                     await streams.send(req.reply, result)

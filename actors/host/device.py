@@ -19,6 +19,7 @@ from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema, streams
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.host.memory import BALLOONED, GuestMemory
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
@@ -227,7 +228,7 @@ class BalloonDevice:
             return
         # One charge for the device's work and the trip back (fewer clock jumps, same time):
         # the buffers are returned, and the guest interrupted, once the work is done.
-        await anyio.sleep(cost + self.costs.vq_roundtrip)
+        await sleep(cost + self.costs.vq_roundtrip)
         for head in done:
             dev.push_used(head, 0)
         if dev.take_interrupt():
@@ -237,7 +238,7 @@ class BalloonDevice:
         """Every ``stats_interval``: hand the held stats buffer back so the guest refills it."""
         dev = self.transport.vqs[STATSQ].device
         while True:
-            await anyio.sleep(self.stats_interval)
+            await sleep(self.stats_interval)
             head = self._stats_head
             if head is None:
                 continue

@@ -11,6 +11,7 @@ from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.host.device import BalloonDevice, Report
 from actors.host.memory import HostMemory
@@ -110,7 +111,7 @@ class Host:
                                    targets=decision.targets, overrides=decision.overrides)
                 for name, target in changed.items():
                     await self.devices[name].set_target(target)
-            await anyio.sleep(interval)
+            await sleep(interval)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from actors import schema
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.kernel.lockdep import Lockdep
 from actors.kernel.preempt import Perturbation
@@ -164,14 +165,14 @@ class Kernel:
             return
         if self.debug:
             self.log.debug(schema.PREEMPT, task=current_name(), site=site, delay=delay)
-        await anyio.sleep(delay)
+        await sleep(delay)
 
     async def cpu_relax(self) -> None:
         """One busy-wait iteration (retry loops): costs spin_relax, is not a sleep."""
         t = current_or_none()
         if t is not None:
             t.ops += 1
-        await anyio.sleep(self.costs.spin_relax)
+        await sleep(self.costs.spin_relax)
 
     async def msleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of virtual time (a sleeping primitive: atomic context is a bug)."""
@@ -180,7 +181,7 @@ class Kernel:
             self.lockdep.might_sleep(t, "msleep", "msleep")
         t.wait(SLEEPING, "msleep", self.now())
         try:
-            await anyio.sleep(seconds)
+            await sleep(seconds)
         finally:
             t.run(self.now(), slept=True)
 
