@@ -31,12 +31,15 @@ from protocol.balloon import (
     decode_pfns,
     decode_stats,
 )
+from protocol.conformance import unique_pfns as _unique
 from protocol.errors import ProtocolError
+from protocol.pfns import PfnIndex, as_index
 from protocol.virtqueue import Chain
 
 INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
 
 Report = Callable[[str, str], None]
+_NONE: PfnIndex = as_index(array.array("I"))
 
 
 class BalloonDevice:
@@ -106,7 +109,7 @@ class BalloonDevice:
         await streams.send(self.transport.to_driver, ConfigChanged())
 
     # -- buffers -------------------------------------------------------------------------------
-    def _pfns(self, chain: Chain, queue: int, hs: int) -> list[int]:
+    def _pfns(self, chain: Chain, queue: int, hs: int) -> PfnIndex:
         """Decode and validate one inflate/deflate buffer; invalid parts are reported."""
         name = BalloonQueue(queue).queue_name
         if chain.in_lens:
@@ -118,10 +121,11 @@ class BalloonDevice:
                                queue=name)
         except ProtocolError as e:
             self.violation("device.bad-buffer", "driver", f"{name} hs={hs}: {e.reason}")
-            return []
+            return _NONE
         limit = self.memory.pages
-        if pfns and max(pfns) < limit and len(set(pfns)) == len(pfns):
-            return pfns.tolist()  # the common case, checked at C speed
+        g = as_index(pfns)
+        if len(g) and int(g.max()) < limit and _unique(g):
+            return g  # the common case, checked in a few array operations
         out: list[int] = []
         bad: list[int] = []
         seen: set[int] = set()
@@ -141,42 +145,40 @@ class BalloonDevice:
         if dup:
             self.violation("device.duplicate-pfn", "driver",
                            f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
-        return out
+        return as_index(out)
 
     def _inflate(self, chain: Chain, hs: int) -> float:
         """Act on an inflate buffer; returns the virtual time the discards take."""
-        pfns = self._pfns(chain, INFLATEQ, hs)
-        st = self.memory.state
-        again = [p for p in pfns if st[p] == BALLOONED]
-        if again:
+        g = self._pfns(chain, INFLATEQ, hs)
+        again = self.memory.state_of(g) == BALLOONED
+        if again.any():
             self.violation("device.double-inflate", "driver",
-                           f"inflateq hs={hs}: {len(again)} PFNs already ballooned "
-                           "(not counted twice)", again[:16])
-            pfns = [p for p in pfns if st[p] != BALLOONED]
-        self.memory.inflate(pfns)
-        self.feed(C.InflateAcked(pfns))
-        self.inflated += len(pfns)
-        rejected = len(chain.out_data) // 4 - len(pfns)
+                           f"inflateq hs={hs}: {int(again.sum())} PFNs already ballooned "
+                           "(not counted twice)", g[again][:16].tolist())
+            g = g[~again]
+        self.memory.inflate(g)
+        self.feed(C.InflateAcked(g))
+        self.inflated += len(g)
+        rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=pfns, rejected=rejected)
-        return self.costs.host_discard_page * len(pfns)
+        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=g.tolist(), rejected=rejected)
+        return self.costs.host_discard_page * len(g)
 
     def _deflate(self, chain: Chain, hs: int) -> float:
         """Act on a deflate buffer (a hint: no host work to charge)."""
-        pfns = self._pfns(chain, DEFLATEQ, hs)
-        st = self.memory.state
-        stray = [p for p in pfns if st[p] != BALLOONED]
-        if stray:
+        g = self._pfns(chain, DEFLATEQ, hs)
+        stray = self.memory.state_of(g) != BALLOONED
+        if stray.any():
             self.violation("device.deflate-not-ballooned", "driver",
-                           f"deflateq hs={hs}: {len(stray)} PFNs were never inflated "
-                           "(ignored)", stray[:16])
-            pfns = [p for p in pfns if st[p] == BALLOONED]
-        self.memory.deflate(pfns)
-        self.feed(C.DeflateAcked(pfns))
-        self.deflated += len(pfns)
-        rejected = len(chain.out_data) // 4 - len(pfns)
+                           f"deflateq hs={hs}: {int(stray.sum())} PFNs were never inflated "
+                           "(ignored)", g[stray][:16].tolist())
+            g = g[~stray]
+        self.memory.deflate(g)
+        self.feed(C.DeflateAcked(g))
+        self.deflated += len(g)
+        rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=pfns, rejected=rejected)
+        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=g.tolist(), rejected=rejected)
         return 0.0
 
     def _stats(self, chain: Chain, hs: int) -> bool:
