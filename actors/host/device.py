@@ -15,6 +15,7 @@ import array
 from collections.abc import Callable
 
 import anyio
+import numpy as np
 from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
@@ -124,7 +125,7 @@ class BalloonDevice:
             return _NONE
         limit = self.memory.pages
         g = as_index(pfns)
-        if len(g) and int(g.max()) < limit and _unique(g):
+        if len(g) and int(np.maximum.reduce(g)) < limit and _unique(g):
             return g  # the common case, checked in a few array operations
         out: list[int] = []
         bad: list[int] = []
@@ -151,7 +152,7 @@ class BalloonDevice:
         """Act on an inflate buffer; returns the virtual time the discards take."""
         g = self._pfns(chain, INFLATEQ, hs)
         again = self.memory.state_of(g) == BALLOONED
-        if again.any():
+        if np.count_nonzero(again):
             self.violation("device.double-inflate", "driver",
                            f"inflateq hs={hs}: {int(again.sum())} PFNs already ballooned "
                            "(not counted twice)", g[again][:16].tolist())
@@ -168,7 +169,7 @@ class BalloonDevice:
         """Act on a deflate buffer (a hint: no host work to charge)."""
         g = self._pfns(chain, DEFLATEQ, hs)
         stray = self.memory.state_of(g) != BALLOONED
-        if stray.any():
+        if np.count_nonzero(stray):
             self.violation("device.deflate-not-ballooned", "driver",
                            f"deflateq hs={hs}: {int(stray.sum())} PFNs were never inflated "
                            "(ignored)", g[stray][:16].tolist())

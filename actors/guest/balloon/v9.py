@@ -246,9 +246,8 @@ class V9Balloon(VirtioBalloon):
         # mutex_lock(&vb->balloon_lock);
         await self.balloon_lock.mutex_lock()
         # for (i = 0; i < num; i++)
-        #         vb->pfns[i] = pfns[i];
-        for i in range(num):
-            self.pfns[i] = pfns[i]
+        #         vb->pfns[i] = pfns[i];      (the same copy, as one slice assignment)
+        self.pfns[:num] = pfns[:num]
         # vb->num_pfns = num_pfns;
         self.num_pfns = num_pfns
         # tell_host(vb, vb->deflate_vq);
