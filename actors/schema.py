@@ -40,7 +40,8 @@ def _event(name: str, level: Level, fields: tuple[str, ...], doc: str) -> str:
 SESSION_START: Final = _event(
     "session.start",
     "info",
-    ("seed", "scenario", "versions", "git", "wall_start"),
+    ("seed", "scenario", "versions", "git", "wall_start", "log_level", "faults",
+     "fail_fast"),
     "First record: everything needed to replay (resolved scenario, seed, versions).",
 )
 SESSION_END: Final = _event(
@@ -128,6 +129,12 @@ PREEMPT: Final = _event(
     "debug",
     ("task", "site", "delay"),
     "The seeded perturbation policy preempted a task at a preemption point.",
+)
+FAULT: Final = _event(
+    "fault.inject",
+    "info",
+    ("site", "detail"),
+    "An injected fault fired (an active BUGGIFY site, or a forced choice): what it did.",
 )
 WAIT_SLEEP: Final = _event(
     "wait.sleep",
@@ -227,7 +234,9 @@ BALLOON_FILL: Final = _event(
     "balloon.fill",
     "info",
     ("pfns", "num_pages"),
-    "fill_balloon put these guest pages on vb->pages; num_pages after (4 KiB units).",
+    "fill_balloon got these guest pages and puts them all on vb->pages (logged before the "
+    "first goes on, so no compaction record about them can precede it); num_pages once they "
+    "are all on (4 KiB units).",
 )
 BALLOON_LEAK: Final = _event(
     "balloon.leak",
@@ -258,14 +267,30 @@ BALLOON_TOTALRAM: Final = _event(
 POLICY_DECISION: Final = _event(
     "policy.decision",
     "info",
-    ("policy", "targets", "overrides"),
-    "The host policy's decision (balloon targets, 4 KiB pages) after the safety shell.",
+    ("policy", "asked", "targets"),
+    "One policy tick: what decide() asked (guest -> balloon target, 4 KiB pages; null if it "
+    "failed) and the targets applied after the safety shell.",
+)
+POLICY_OVERRIDE: Final = _event(
+    "policy.override",
+    "warning",
+    ("policy", "guest", "rule", "asked", "applied", "reason"),
+    "The safety shell did not apply what the policy asked for one guest. Contract rules "
+    "(unknown-guest, not-a-number, negative, above-ram) are policy violations; deadband, "
+    "max-step, floor and stall-hold are regulation.",
+)
+POLICY_STALL: Final = _event(
+    "policy.stall",
+    "warning",
+    ("guest", "target", "actual", "rate", "backoff", "hold_until"),
+    "The stall detector fired: the guest moved towards its target at `rate` pages/s, too "
+    "slowly; an inflating balloon is backed off to `backoff` and held there until hold_until.",
 )
 POLICY_ERROR: Final = _event(
     "policy.error",
     "error",
     ("policy", "error"),
-    "The policy raised or returned nonsense; the previous targets stay.",
+    "The policy raised, blew its decide budget or returned no mapping; targets stay.",
 )
 
 # -- compaction (actors/guest/compaction) -------------------------------------------------------

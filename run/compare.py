@@ -1,23 +1,29 @@
-"""``vballoon compare``: one scenario, several drivers, several seeds, side by side.
+"""Side-by-side runs: one scenario, several variants, several seeds (``vballoon compare``
+for drivers, ``vballoon policies compare`` for host policies).
 
-Each (driver, seed) run is an independent session in its own process (sessions are
-deterministic, so parallelism changes wall time only). The table shows, per metric, the mean
-and the spread (sample standard deviation) over seeds for each driver.
+A variant is a label and the scenario overrides that make it (``guest.driver=legacy``,
+``host.policy.name=mom``...). Each (variant, seed) run is an independent session in its own
+process (sessions are deterministic, so parallelism changes wall time only). The table shows,
+per metric, the mean and the spread (sample standard deviation) over seeds for each variant.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from run import scenario as scen
+from rich.table import Table
 
-#: (key, label, how to read it from a summary, higher is better?)
-METRICS: list[tuple[str, str, Callable[[dict[str, Any]], float], bool | None]] = [
+from run import scenario as scen
+from run.pool import run_all
+
+Metric = tuple[str, str, Callable[[dict[str, Any]], float], bool | None]
+
+#: Driver metrics: (key, label, how to read it from a summary, higher is better?)
+METRICS: list[Metric] = [
     ("order9_before", "free order-9 blocks before (1st pass)",
      lambda s: _first_pass(s, "free_order9_before"), True),
     ("frag9_before", "fragmentation index order 9 before",
@@ -52,6 +58,48 @@ def _first_pass(s: dict[str, Any], key: str) -> float:
     return float(passes[0].get(key, 0)) if passes else float("nan")
 
 
+def _guests(s: dict[str, Any], read: Callable[[dict[str, Any]], float]) -> float:
+    """A guest-side figure summed over every guest of the run."""
+    return float(sum(read(g) for g in s["guests"].values()))
+
+
+def _score(key: str) -> Callable[[dict[str, Any]], float]:
+    return lambda s: float(s["host"]["score"][key])
+
+
+#: Policy metrics: host memory the balloons saved, what the guests suffered for it, and how
+#: the policy moved the targets.
+POLICY_METRICS: list[Metric] = [
+    ("ballooned", "balloons, mean size (MiB)", _score("ballooned_mib_avg"), None),
+    ("saved", "host RSS saved, mean (MiB)", _score("saved_mib_avg"), True),
+    ("free_avg", "host free, mean (MiB)", _score("free_mib_avg"), True),
+    ("free_min", "host free, lowest (MiB)", _score("free_mib_min"), True),
+    ("overcommitted", "host overcommitted (s)", _score("overcommitted_seconds"), False),
+    ("low_memory", "guests below low wmark (s)",
+     lambda s: _guests(s, lambda g: g["guest"]["low_memory_seconds"]), False),
+    ("alloc_failures", "guest allocation failures",
+     lambda s: _guests(s, lambda g: g["guest"]["allocation_pressure"]), False),
+    ("thp_fallback", "guest THP fallbacks",
+     lambda s: _guests(s, lambda g: g["vmstat"]["thp_fault_fallback"]), False),
+    ("below_floor", "guests below floor (s)", _score("below_floor_seconds"), False),
+    ("target_changes", "target changes", _score("target_changes"), None),
+    ("churn", "target churn (MiB)", _score("churn_mib"), False),
+    ("reversals", "oscillations (reversals)", _score("reversals"), False),
+    ("settle", "time to reach target (s)",
+     lambda s: s["host"]["score"]["settle_seconds_mean"]
+     if s["host"]["score"]["target_changes"] else math.nan, False),
+    ("unreached", "targets never reached", _score("targets_unreached"), False),
+    ("stalls", "stalls detected", _score("stalls"), False),
+    ("overrides", "shell overrides",
+     lambda s: float(sum(s["host"]["overrides"].values())), None),
+    ("policy_failures", "policy errors + violations",
+     lambda s: float(s["host"]["policy_errors"] + sum(s["host"]["policy_violations"].values())),
+     False),
+    ("violations", "run violations", lambda s: len(s["violations"]), False),
+    ("wall_seconds", "wall time (s)", lambda s: s["wall_seconds"], None),
+]
+
+
 def parse_seeds(text: str) -> list[int]:
     """``5`` → seeds 0..4; ``3..7`` → 3..7 inclusive; ``1,4,9`` → those."""
     text = text.strip()
@@ -72,8 +120,8 @@ def parse_seeds(text: str) -> list[int]:
 @dataclass(frozen=True)
 class Job:
     spec: str | None
-    overrides: tuple[str, ...]
-    driver: str
+    overrides: tuple[str, ...]  # the user's, then the variant's (the variant wins)
+    variant: str
     seed: int
 
 
@@ -81,42 +129,55 @@ def run_job(job: Job) -> tuple[Job, dict[str, Any]]:
     """One session (in a worker process): returns its summary."""
     from run.session import run_session
 
-    sc = scen.load(job.spec, [*job.overrides, f"guest.driver={job.driver}"])
-    return job, run_session(sc, seed=job.seed).summary
+    return job, run_session(scen.load(job.spec, list(job.overrides)), seed=job.seed).summary
 
 
-def compare(spec: str | None, drivers: Sequence[str], seeds: Sequence[int],
-            overrides: Sequence[str] = (), *, jobs: int = 2,
+def compare(spec: str | None, variants: Mapping[str, Sequence[str]], seeds: Sequence[int],
+            overrides: Sequence[str] = (), *, metrics: Sequence[Metric] = METRICS,
+            kind: str = "drivers", jobs: int = 2,
             progress: Callable[[Job], None] | None = None) -> dict[str, Any]:
-    """Run every (driver, seed) and aggregate the metrics per driver."""
-    scen.load(spec, list(overrides))  # bad input fails here, before any process starts
-    work = [Job(spec, tuple(overrides), d, s) for d in drivers for s in seeds]
-    results: dict[str, list[dict[str, Any]]] = {d: [] for d in drivers}
-    if jobs <= 1:
-        for job in work:
-            _, summary = run_job(job)
-            results[job.driver].append(summary)
-            if progress:
-                progress(job)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(run_job, job) for job in work]
-            for fut in as_completed(futures):
-                job, summary = fut.result()
-                results[job.driver].append(summary)
-                if progress:
-                    progress(job)
+    """Run every (variant, seed) and aggregate ``metrics`` per variant; the variants' labels
+    are listed under ``kind`` in the result."""
+    for settings in variants.values():  # bad input fails here, before any process starts
+        scen.load(spec, [*overrides, *settings])
+    work = [Job(spec, (*overrides, *settings), v, s)
+            for v, settings in variants.items() for s in seeds]
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for job, summary in run_all(run_job, work, processes=jobs):
+        results[job.variant].append(summary)
+        if progress:
+            progress(job)
     table: dict[str, dict[str, dict[str, float]]] = {}
-    for key, _label, read, _better in METRICS:
+    for key, _label, read, _better in metrics:
         table[key] = {}
-        for d in drivers:
-            runs = sorted(results[d], key=lambda s: s["seed"])
+        for v in variants:
+            runs = sorted(results[v], key=lambda s: s["seed"])
             values = [float(read(s)) for s in runs]
-            known = [v for v in values if not math.isnan(v)]  # nan: not measured in a run
-            table[key][d] = {
+            known = [x for x in values if not math.isnan(x)]  # nan: not measured in a run
+            table[key][v] = {
                 "mean": statistics.fmean(known) if known else math.nan,
                 "stdev": statistics.stdev(known) if len(known) > 1 else 0.0,
                 "values": values,  # type: ignore[dict-item]
             }
-    return {"scenario": spec or "default", "drivers": list(drivers), "seeds": list(seeds),
+    return {"scenario": spec or "default", kind: list(variants), "seeds": list(seeds),
             "overrides": list(overrides), "metrics": table}
+
+
+def mean_spread(mean: float, stdev: float) -> str:
+    """A table cell: mean ± sample standard deviation (n/a when no run measured it)."""
+    if mean != mean:  # nan: the scenario does not measure it
+        return "n/a"
+    return f"{mean:.3f} ± {stdev:.3f}" if abs(mean) < 10 else f"{mean:.1f} ± {stdev:.1f}"
+
+
+def table(result: dict[str, Any], labels: Sequence[str], metrics: Sequence[Metric],
+          title: str) -> Table:
+    """The comparison as one rich table: a row per metric, a column per variant."""
+    out = Table(title=title, title_justify="left")
+    out.add_column("metric")
+    for label in labels:
+        out.add_column(label, justify="right")
+    for key, label, _read, _better in metrics:
+        row = result["metrics"][key]
+        out.add_row(label, *(mean_spread(row[v]["mean"], row[v]["stdev"]) for v in labels))
+    return out

@@ -30,8 +30,8 @@ def summary_tables(s: dict[str, Any]) -> Group:
         [
             ("virtual time", f"{s['virtual_seconds']:.3f} s"),
             ("wall time", f"{s['wall_seconds']:.3f} s"),
-            ("guest", f"{format_size(guest['memory_bytes'])} = {guest['pages']} pages of "
-                      f"{format_size(page_size)}"),
+            (_first_guest(s), f"{format_size(guest['memory_bytes'])} = {guest['pages']} "
+                              f"pages of {format_size(page_size)}"),
             ("free", f"{free} pages ({free * page_size / guest['memory_bytes']:.1%})"),
         ]
         + [(f"  {owner}", n) for owner, n in guest["owners"].items() if n and owner != "free"],
@@ -55,11 +55,7 @@ def summary_tables(s: dict[str, Any]) -> Group:
         parts.append(_kv_table("balloon (target/actual: 4 KiB units; the rest: guest pages)",
                                list(s["balloon"].items())))
     if "host" in s:
-        host = s["host"]
-        rows = [(k, v) for k, v in host.items() if k != "guests"]
-        for name, g in host["guests"].items():
-            rows += [(f"{name}.{k}", v) for k, v in g.items()]
-        parts.append(_kv_table("host (4 KiB pages)", rows))
+        parts += _host_tables(s)
     if s["violations"]:
         vt = Table(title=f"violations ({len(s['violations'])})", title_justify="left",
                    style="red")
@@ -72,6 +68,53 @@ def summary_tables(s: dict[str, Any]) -> Group:
     else:
         parts.append("[green]no violations[/green]")
     return Group(*parts)
+
+
+def _first_guest(s: dict[str, Any]) -> str:
+    """The label of the guest the top-level sections describe."""
+    names = list(s.get("guests", {}))
+    return "guest" if len(names) <= 1 else f"guest {names[0]} (1 of {len(names)}; all below)"
+
+
+def _host_tables(s: dict[str, Any]) -> list[Any]:
+    """The host's counters, the policy's score, and one row per guest."""
+    host = s["host"]
+    rows = [(k, _compact(v)) for k, v in host.items() if k not in ("guests", "score")]
+    if len(host["guests"]) == 1:  # one guest: its device counters read as before
+        for name, g in host["guests"].items():
+            rows += [(f"{name}.{k}", v) for k, v in g.items() if k != "score"]
+    out: list[Any] = [_kv_table("host (4 KiB pages)", rows),
+                      _kv_table("policy score (host)", list(host["score"].items()))]
+    if len(host["guests"]) > 1:
+        out.append(_guests_table(s))
+    return out
+
+
+def _guests_table(s: dict[str, Any]) -> Table:
+    """One row per guest: its size and free memory, balloon, what it saved and suffered."""
+    t = Table(title="guests (MiB; balloon actual/target; seconds of virtual time)",
+              title_justify="left")
+    for col in ("guest", "RAM", "free", "balloon", "saved", "low s", "fail", "THP fb",
+                "moves", "rev", "stall"):
+        t.add_column(col, justify="left" if col == "guest" else "right")
+    mib = 4096 / (1 << 20)
+    for name, h in s["host"]["guests"].items():
+        g = s["guests"][name]
+        info, sc = g["guest"], h["score"]
+        t.add_row(name, f"{info['memory_bytes'] >> 20}",
+                  f"{info['free_pages'] * info['page_size'] >> 20}",
+                  f"{h['actual'] * mib:.0f}/{h['target'] * mib:.0f}",
+                  f"{sc['saved_mib_avg']:.0f}", f"{info['low_memory_seconds']:.1f}",
+                  str(info["allocation_pressure"]), str(g["vmstat"]["thp_fault_fallback"]),
+                  str(sc["target_changes"]), str(sc["reversals"]), str(sc["stalls"]))
+    return t
+
+
+def _compact(value: Any) -> Any:
+    """Small dicts on one line (``floor=6 deadband=2``), '-' when empty."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return value
 
 
 def _frag(index: int) -> str:

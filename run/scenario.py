@@ -3,13 +3,22 @@
 Every table maps onto a dataclass; field metadata says whether a value is a size (``"4GiB"``)
 or a duration (``"30s"``). Unknown keys are errors with a did-you-mean, every error names the
 file, the key path and what was expected. ``--set section.key=value`` overrides any field
-before validation. Built-in scenarios ship in ``run/scenarios/*.toml``.
+before validation (``guests.NAME.key`` or ``guests.INDEX.key`` reaches one ``[[guests]]``
+entry). Built-in scenarios ship in ``run/scenarios/*.toml``.
+
+Guests: a scenario runs one guest, ``guest0``, described by ``[guest]`` and ``[workload]``,
+or several, one per ``[[guests]]`` entry. Each entry has a ``name`` and any ``[guest]`` key,
+a ``workload`` table and the host's per-guest limits (``min_memory``, ``max_memory``,
+``shares``); whatever an entry leaves out comes from ``[guest]`` and ``[workload]``, which
+then act as defaults for every guest. ``Scenario.guest_specs()`` is the one list both forms
+resolve to.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import tomllib
 import types
 import typing
@@ -18,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from actors.choices import FaultConfig
 from actors.costs import CostModel
 from actors.guest.compaction import CompactionConfig
 from actors.guest.config import GuestConfig
@@ -28,6 +38,39 @@ from actors.units import UnitError, parse_duration, parse_size
 
 class ScenarioError(ValueError):
     """A scenario that cannot be loaded; the message names file, key path and expectation."""
+
+
+_GUEST_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class GuestSpec(GuestConfig):
+    """One guest of a session: its shape (every ``[guest]`` key), workload and host limits."""
+
+    name: str = field(default="guest0", metadata={"doc": "names its log actors and streams"})
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    min_memory: int = field(default=0, metadata={
+        "unit": "size", "doc": "least memory the host leaves it (0: the shell's floor rule)"})
+    max_memory: int = field(default=0, metadata={
+        "unit": "size", "doc": "most memory a policy should give it (0: its RAM)"})
+    shares: int = field(default=1000, metadata={
+        "doc": "its weight when memory is shared out (Proxmox shares; 0: not auto-ballooned)"})
+
+    def validate(self) -> list[tuple[str, str]]:
+        problems = GuestConfig.validate(self)
+        if not _GUEST_NAME.fullmatch(self.name):
+            problems.append(("name", f"{self.name!r}: use a letter then letters, digits, _ or "
+                                     "- (at most 32)"))
+        for key in ("min_memory", "max_memory"):
+            v = getattr(self, key)
+            if v < 0 or v > self.memory:
+                problems.append((key, f"must be between 0 and the guest's memory "
+                                      f"({self.memory} bytes), got {v}"))
+        if self.max_memory and self.max_memory < self.min_memory:
+            problems.append(("max_memory", "must be >= min_memory"))
+        if self.shares < 0:
+            problems.append(("shares", "must be >= 0"))
+        return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +87,21 @@ class Scenario:
     host: HostConfig = field(default_factory=HostConfig)
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     costs: CostModel = field(default_factory=CostModel)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    guests: list[GuestSpec] = field(default_factory=list)
+
+    def guest_specs(self) -> list[GuestSpec]:
+        """Every guest of the session: the ``[[guests]]`` entries, else ``guest0``."""
+        if self.guests:
+            return list(self.guests)
+        shape = {f.name: getattr(self.guest, f.name) for f in dataclasses.fields(GuestConfig)}
+        return [GuestSpec(**shape, name="guest0", workload=self.workload)]
 
     def validate(self) -> list[tuple[str, str]]:
         problems = []
+        names = [g.name for g in self.guests]
+        for name in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(("guests", f"guest name {name!r} used more than once"))
         if self.duration <= 0:
             problems.append(("duration", "must be > 0"))
         if self.snapshot_interval <= 0:
@@ -166,14 +221,30 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parts = key.split(".")
         if parts[0] == "scenario" and len(parts) > 1:
             parts = parts[1:]  # [scenario] keys live at the top level once flattened
-        node = data
-        for part in parts[:-1]:
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):  # a [[guests]] entry, by index or by name
+                node = _entry(node, part, item, ".".join(parts[:i]))
+                continue
             nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
+            if not isinstance(nxt, dict | list):
                 raise ScenarioError(f"--set {item!r}: {part} is not a table")
             node = nxt
+        if isinstance(node, list):
+            raise ScenarioError(f"--set {item!r}: {'.'.join(parts)} names an array entry, "
+                                "not a key")
         node[parts[-1]] = _parse_value(text.strip())
     return data
+
+
+def _entry(entries: list[Any], part: str, item: str, where: str) -> dict[str, Any]:
+    """The array-of-tables entry ``part`` names (an index, or the value of its ``name``)."""
+    for i, e in enumerate(entries):
+        if isinstance(e, dict) and (part == str(i) or e.get("name") == part):
+            return e
+    names = [str(e.get("name")) for e in entries if isinstance(e, dict)]
+    raise ScenarioError(f"--set {item!r}: {where} has no entry {part!r}; entries: "
+                        f"{', '.join(names) or 'none'} (or an index 0..{len(entries) - 1})")
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -189,10 +260,31 @@ def builtin_text(name: str) -> str:
     return (resources.files("run") / "scenarios" / f"{name}.toml").read_text()
 
 
+def _merge_guest_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill each ``[[guests]]`` entry from ``[guest]`` and ``[workload]`` (its defaults)."""
+    entries = data.get("guests")
+    if entries is None:
+        return data
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ScenarioError("guests: expected an array of tables ([[guests]] entries)")
+    shape, work = data.get("guest", {}), data.get("workload", {})
+    if not isinstance(shape, dict) or not isinstance(work, dict):
+        return data  # _build reports the bad table by its key
+    merged = []
+    for i, e in enumerate(entries):
+        if "name" not in e:
+            raise ScenarioError(f"guests[{i}]: every [[guests]] entry needs a name")
+        w = e.get("workload", {})
+        if not isinstance(w, dict):
+            raise ScenarioError(f"guests[{i}].workload: expected a table, got {w!r}")
+        merged.append({**shape, **e, "workload": {**work, **w}})
+    return {**data, "guests": merged}
+
+
 def from_data(data: dict[str, Any], source: str = "<data>") -> Scenario:
     """Validate plain data (parsed TOML or a log header's scenario) into a Scenario."""
     try:
-        scenario: Scenario = _build(Scenario, _flatten_top(data), "")
+        scenario: Scenario = _build(Scenario, _merge_guest_defaults(_flatten_top(data)), "")
     except ScenarioError as e:
         raise ScenarioError(f"{source}: {e}") from None
     return scenario

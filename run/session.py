@@ -1,9 +1,10 @@
 """Session wiring: build the actors a scenario describes, run them, summarise, always log.
 
-A session is: guest(s) + (later) host, a snapshot ticker that checks invariants, and the
-log. On the trio backend it runs on virtual time with a seeded scheduler, so the same
-scenario, seed and code give a byte-identical log. ``session.start`` is the first record and
-``session.end`` (with the summary) the last, also when an actor crashes or on Ctrl-C.
+A session is: one or more guests, the host (its devices, memory and policy), a snapshot
+ticker that checks invariants, and the log. On the trio backend it runs on virtual time with
+a seeded scheduler, so the same scenario, seed and code give a byte-identical log.
+``session.start`` is the first record and ``session.end`` (with the summary) the last, also
+when an actor crashes or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ import trio
 from anyio.abc import TaskStatus
 
 from actors import schema
+from actors.choices import Choice, Choices
 from actors.clock import SessionClock, sleep
 from actors.guest import pages as P
 from actors.guest import views
 from actors.guest.guest import Guest
 from actors.host.device import BalloonDevice
 from actors.host.host import Host
-from actors.host.policy import HostPolicy, make_policy
+from actors.host.loader import make_policy
+from actors.host.policy import HostPolicy, PolicyError
 from actors.transport import Transport
 from protocol import conformance as C
 from protocol.balloon import BalloonFeature, feature_mask, pages_per_page, select_features
@@ -95,39 +98,48 @@ class Session:
 
     def __init__(self, scenario: Scenario, *, seed: int | None = None, log: SessionLog,
                  backend: str = "trio", on_snapshot: Callable[[Session], None] | None = None,
-                 policy: HostPolicy | None = None) -> None:
+                 policy: HostPolicy | None = None, forced: list[Choice] | None = None,
+                 record: bool = False, fail_fast: bool = False) -> None:
         self.scenario = scenario
+        #: Stop at the first violation (fuzzing: only the first one is wanted, and a livelock
+        #: found by a watchdog need not be simulated to the end of the scenario).
+        self.fail_fast = fail_fast
+        self._scope: anyio.CancelScope | None = None
         self.seed = scenario.seed if seed is None else seed
         self.log = log
         self.backend = backend
         self.streams = determinism.RandomStreams(self.seed)
+        #: Perturbation and fault decisions: seeded, recorded, or forced (``actors.choices``).
+        self.choices = Choices(self.streams.get, scenario.faults, forced=forced, record=record)
         self.violations: list[Violation] = []
         self.on_snapshot = on_snapshot
         self.clock = log.clock if isinstance(log.clock, SessionClock) else SessionClock()
         self.wall_start = time.time()
         self._wall0 = time.perf_counter()
         self._slog = log.logger("session")
-        g = scenario.guest
-        ram_4k = g.memory // 4096
+        specs = scenario.guest_specs()
         self.policy = policy if policy is not None else load_policy(scenario)
-        total = scenario.host.memory // 4096 or ram_4k
+        total = scenario.host.memory // 4096 or sum(g.memory // 4096 for g in specs)
         self.host = Host(scenario.host, self.policy, scenario.costs, log.logger,
-                         report=self.violation, total_pages=total, clock=self.clock)
+                         report=self.violation, total_pages=total, clock=self.clock,
+                         choices=self.choices)
         device_features = feature_mask(*(BalloonFeature[f] for f in scenario.host.features))
-        driver_features = feature_mask(*(BalloonFeature[f] for f in g.features))
-        transport = Transport("guest0", features=select_features(device_features,
-                                                                 driver_features))
-        self.guests = [
-            Guest("guest0", g, scenario.workload, scenario.costs, logger=log.logger,
-                  rng=self.streams.get, duration=scenario.duration, transport=transport,
-                  report=self._kernel_report, compaction=scenario.compaction,
-                  clock=self.clock)
-        ]
-        for guest in self.guests:
-            assert guest.transport is not None
+        self.guests: list[Guest] = []
+        for g in specs:  # each guest's random streams are derived from its name
+            driver_features = feature_mask(*(BalloonFeature[f] for f in g.features))
+            transport = Transport(g.name, features=select_features(device_features,
+                                                                   driver_features))
+            guest = Guest(g.name, g, g.workload, scenario.costs, logger=log.logger,
+                          rng=self.streams.get, duration=scenario.duration,
+                          transport=transport, report=self._kernel_report,
+                          compaction=scenario.compaction, clock=self.clock,
+                          choices=self.choices)
             ppp = pages_per_page(g.page_size)
-            device = self.host.attach(guest.transport, ram_4k, ppp)
+            device = self.host.attach(transport, g.memory // 4096, ppp,
+                                      min_memory_pages=g.min_memory // 4096,
+                                      max_memory_pages=g.max_memory // 4096, shares=g.shares)
             guest.allocator.on_alloc = functools.partial(_touched, device, ppp)
+            self.guests.append(guest)
 
     @property
     def now(self) -> float:
@@ -145,6 +157,8 @@ class Session:
         self.violations.append(v)
         if log:
             self._slog.error(schema.VIOLATION, kind=kind, detail=detail)
+        if self.fail_fast and self._scope is not None:
+            self._scope.cancel()
 
     def check(self, *, full: bool = False) -> None:
         """Cheap cross-checks every snapshot; the full buddy walk at the end (small guests)."""
@@ -152,12 +166,13 @@ class Session:
             problem = guest.conservation_problem()
             if problem:
                 self.violation("conservation", f"{guest.name}: {problem}")
+            full_walk = full and guest.frames.nr_pages <= 1 << 20  # a buddy walk per page
             if full and guest.balloon is not None and self.quiescent(guest):
                 device = self.host.devices[guest.name]
                 device.feed(C.Quiescent())
                 for kind, detail in guest.balloon_problems(device.memory.state):
                     self.violation(kind, f"{guest.name}: {detail}")
-            if full:
+            if full_walk:
                 try:
                     guest.zone.check_invariants()
                 except AssertionError as e:
@@ -194,6 +209,7 @@ class Session:
         """Start every actor, let the scenario's duration pass, then stop them all."""
         self.clock.start()
         async with anyio.create_task_group() as tg:
+            self._scope = tg.cancel_scope
             for guest in self.guests:
                 await tg.start(guest.run)
             await tg.start(self.host.run)
@@ -204,27 +220,19 @@ class Session:
 
     # -- summary -------------------------------------------------------------------------------
     def summary(self, reason: str) -> dict[str, Any]:
-        guest = self.guests[0]
-        g = guest.summary()
+        """The run's outcome. The top-level guest keys (``guest``, ``vmstat``, ``buddyinfo``,
+        ``thp``, ``balloon``...) describe the first guest, as they always have; ``guests``
+        has the same keys for every guest by name, and ``host.guests`` the host's side of each
+        (device counters, limits and policy score)."""
+        per_guest = {guest.name: _guest_summary(guest) for guest in self.guests}
         return {
             "seed": self.seed,
             "scenario": self.scenario.name,
             "reason": reason,
             "virtual_seconds": round(self.now, 9),
             "wall_seconds": round(time.perf_counter() - self._wall0, 3),
-            "guest": {"pages": g["pages"], "page_size": g["page_size"],
-                      "memory_bytes": g["memory_bytes"], "free_pages": g["free_pages"],
-                      "owners": g["owners"], "allocation_pressure": g["allocation_pressure"]},
-            "vmstat": g["vmstat"],
-            "buddyinfo": g["buddyinfo"],
-            "pagetypeinfo": g["pagetypeinfo"],
-            "fragmentation_index": g["fragmentation_index"],
-            "free_order9_blocks": g["free_order9_blocks"],
-            "unusable_free_index": g["unusable_free_index"],
-            "thp": g["thp"],
-            "highorder": g["highorder"],
-            "compaction": g["compaction"],
-            **({"balloon": guest.balloon.summary()} if guest.balloon is not None else {}),
+            **per_guest[self.guests[0].name],
+            "guests": per_guest,
             "host": self.host.summary(),
             "violations": [v.as_dict() for v in self.violations],
         }
@@ -232,11 +240,28 @@ class Session:
     def start_record(self) -> None:
         self._slog.info(schema.SESSION_START, seed=self.seed, scenario=to_dict(self.scenario),
                         versions=versions(), git=git_revision(), wall_start=self.wall_start,
-                        backend=self.backend)
+                        backend=self.backend, log_level=self.log.level,
+                        fail_fast=self.fail_fast,
+                        faults=self.choices.header())
 
     def end_record(self, summary: dict[str, Any], reason: str) -> None:
         self._slog.info(schema.SESSION_END, reason=reason, summary=_loggable(summary),
                         wall_end=time.time())
+
+
+def _guest_summary(guest: Guest) -> dict[str, Any]:
+    """One guest's part of the summary (the keys the top level has for the first guest)."""
+    g = guest.summary()
+    return {
+        "guest": {"pages": g["pages"], "page_size": g["page_size"],
+                  "memory_bytes": g["memory_bytes"], "free_pages": g["free_pages"],
+                  "owners": g["owners"], "allocation_pressure": g["allocation_pressure"],
+                  "low_memory_seconds": g["low_memory_seconds"]},
+        **{k: g[k] for k in ("vmstat", "buddyinfo", "pagetypeinfo", "fragmentation_index",
+                             "free_order9_blocks", "unusable_free_index", "thp", "highorder",
+                             "compaction")},
+        **({"balloon": guest.balloon.summary()} if guest.balloon is not None else {}),
+    }
 
 
 def _touched(device: BalloonDevice, ppp: int, pfns: array.array[int], order: int,
@@ -256,9 +281,13 @@ def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_policy(scenario: Scenario) -> HostPolicy:
-    """The scenario's host policy, configured (PolicyError names what is wrong)."""
+    """The scenario's host policy, configured (PolicyError names what is wrong and where)."""
     cfg = scenario.host.policy
-    return make_policy(cfg.name, {"interval": cfg.interval, **cfg.params})
+    params = {**cfg.params, **({"interval": cfg.interval} if cfg.interval else {})}
+    try:
+        return make_policy(cfg.name, params)
+    except PolicyError as e:
+        raise PolicyError(f"[host.policy] of scenario {scenario.name!r}: {e}") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -281,12 +310,18 @@ def run_session(
     backend: str = "trio",
     validate: Callable[[dict[str, Any]], None] | None = None,
     on_snapshot: Callable[[Session], None] | None = None,
+    policy: HostPolicy | None = None,
+    forced: list[Choice] | None = None,
+    record: bool = False,
+    fail_fast: bool = False,
+    deterministic: bool = True,
 ) -> Outcome:
     """Run one session to completion and return its outcome; the log is always closed.
 
-    Bad input (a policy that cannot be loaded) raises before any file is opened.
+    Bad input (a policy that cannot be loaded) raises before any file is opened. ``policy``
+    replaces the scenario's (a policy object under test: ``run/harness.py``).
     """
-    policy = load_policy(scenario)
+    policy = policy if policy is not None else load_policy(scenario)
     sinks: list[Sink] = []
     stream = None
     if log_path is not None:
@@ -300,16 +335,22 @@ def run_session(
         sinks.append(console)
     log = SessionLog(clock=SessionClock(), level=level, sinks=sinks, validate=validate)
     session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot,
-                      policy=policy)
+                      policy=policy, forced=forced, record=record, fail_fast=fail_fast)
     reason, error = "completed", None
     try:
         session.start_record()
         if backend == "trio":
-            determinism.seed_scheduler(session.seed)
+            if deterministic:
+                determinism.seed_scheduler(session.seed)
+            else:  # benchmarks only: trio's own (unseeded) choice among runnable tasks
+                determinism.unseed_scheduler()
             trio.run(session.main, clock=determinism.virtual_clock())
         else:
             anyio.run(session.main, backend=backend)
-        session.check(full=session.guests[0].frames.nr_pages <= 1 << 20)
+        if fail_fast and session.violations:
+            reason = "first-violation"
+        else:
+            session.check(full=True)
     except KeyboardInterrupt:
         reason = "interrupted"
     except Exception as exc:  # an actor crashed: log it, still close the log with a summary

@@ -20,10 +20,13 @@ from anyio.streams.memory import MemoryObjectSendStream
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema, streams
+from actors.choices import Choices
 from actors.clock import sleep
 from actors.costs import CostModel
 from actors.guest.buddy import Zone
+from actors.guest.gfp import WMARK_LOW
 from actors.guest.views import VmStat
+from actors.integral import Integral
 
 T = TypeVar("T")
 
@@ -107,6 +110,9 @@ class Allocator:
         log: FilteringBoundLogger,
         *,
         queue_depth: int = 64,
+        clock: Callable[[], float] | None = None,
+        choices: Choices | None = None,
+        name: str = "",
     ) -> None:
         self.zone = zone
         self.vmstat = vmstat
@@ -114,9 +120,15 @@ class Allocator:
         self.log = log
         self._send, self._recv = anyio.create_memory_object_stream[_Request](queue_depth)
         self.requests = 0
+        self.choices = choices
+        self.name = name
         #: Called with (pfns, order, owner) for every block handed out: the guest is about to
         #: use those pages (the host refaults discarded ones; the conformance monitor checks).
         self.on_alloc: Callable[[array.array[int], int, int], None] | None = None
+        #: Free pages over time, and the time spent below the low watermark (where kswapd
+        #: would be reclaiming): the guest's memory pressure, for the session's scores.
+        self.clock = clock
+        self.free = Integral(0.0, zone.free_pages, threshold=zone.watermark[WMARK_LOW])
 
     def client(self, name: str) -> AllocatorClient:
         """Connect a new client, before or while the allocator runs (one per task)."""
@@ -139,7 +151,13 @@ class Allocator:
                 self.requests += 1
                 if isinstance(req, _Alloc):
                     out: array.array[int] = array.array("I")
-                    got = zone.alloc_pages_bulk(req.n, req.order, req.gfp, req.owner, out)
+                    if self.choices is not None and self.choices.fault("alloc.fail",
+                                                                       self.name) is not None:
+                        log.info(schema.FAULT, site="alloc.fail", client=req.client,
+                                 detail=f"order-{req.order} x{req.n} request failed")
+                        got = 0
+                    else:
+                        got = zone.alloc_pages_bulk(req.n, req.order, req.gfp, req.owner, out)
                     pages = got << req.order
                     vmstat.inc("pgalloc", pages)
                     if got < req.n:
@@ -166,3 +184,5 @@ class Allocator:
                     result = req.fn(zone)
                     await sleep(costs.alloc_request + req.cost)
                     await streams.send(req.reply, result)
+                if self.clock is not None:
+                    self.free.set(self.clock(), zone.free_pages)

@@ -10,7 +10,9 @@ Model decisions, all documented where they live:
   boot puts every page on the MOVABLE order-10 lists in ascending PFN order (FPI_TO_TAIL);
 * allocation: ``__rmqueue_smallest``, then ``__rmqueue_fallback`` with the kernel's fallbacks
   table and the Linux 4.13+ ``steal_suitable_fallback`` (claim a pageblock when at least half
-  of it is free or of a compatible kind); no per-cpu lists, no HIGHATOMIC reserves, no CMA;
+  of it is free or of a compatible kind), or, with ``fallback="v3.6"``, the fallback of the
+  balloon compaction series' kernels (2.6.24..3.18: a small-order fallback takes one block and
+  leaves the rest of its pageblock alone); no per-cpu lists, no HIGHATOMIC reserves, no CMA;
 * freeing: ``__free_one_page`` merging up to order 10 (no merge across an isolated pageblock
   boundary), onto the free list of the freed page's pageblock migratetype, with the 2.6.33..5.x
   "buddy of the next order is free: add to the tail" heuristic;
@@ -84,6 +86,10 @@ FALLBACKS: Final[tuple[tuple[int, ...], ...]] = (
     (MIGRATE_UNMOVABLE, MIGRATE_MOVABLE),  # MIGRATE_RECLAIMABLE
 )
 
+#: The ``__rmqueue_fallback`` generations modelled: "v4.13" (steal_suitable_fallback, the
+#: default) and "v3.6" (the kernels the balloon compaction series was written against).
+FALLBACK_MODELS: Final = ("v4.13", "v3.6")
+
 MIN_FREE_KBYTES_MIN: Final = 128
 #: Upper clamp of min_free_kbytes: 262144 KiB since Linux 5.x (65536 before).
 MIN_FREE_KBYTES_MAX: Final = 262144
@@ -154,6 +160,7 @@ class Zone:
         "alloc_fail",
         "alloc_slowpath",
         "alloc_success",
+        "fallback_36",
         "fallback_steals",
         "frames",
         "free_area",
@@ -175,8 +182,14 @@ class Zone:
         *,
         min_free_kbytes: int | None = None,
         watermarks: tuple[int, int, int] | None = None,
+        fallback: str = "v4.13",
     ) -> None:
         n = frames.nr_pages
+        if fallback not in FALLBACK_MODELS:
+            raise ValueError(f"fallback must be one of {', '.join(FALLBACK_MODELS)}, "
+                             f"got {fallback!r}")
+        #: Which kernel's __rmqueue_fallback this zone follows (see rmqueue_fallback_36).
+        self.fallback_36: bool = fallback == "v3.6"
         if (
             frames.mapping.count(OWNER_FREE) != n
             or frames.flags.tobytes() != bytes(2 * n)
@@ -415,6 +428,50 @@ class Zone:
         self.fallback_steals += 1
         return True
 
+    def rmqueue_fallback_36(self, order: int, start_migratetype: int) -> int:
+        """Take an ``order`` block for ``start_migratetype`` from another type, as Linux
+        2.6.24..3.18 did (__rmqueue_fallback of 3.6); return its PFN (off the lists) or -1.
+
+        The largest block of a fallback type is taken.  Only when it is large (order >=
+        pageblock_order/2) or the request is reclaimable are the free pages of its pageblock
+        moved to the requested type (and the pageblock claimed if at least half of it was
+        free); otherwise the block is split where it is and the pieces stay on the fallback
+        type's lists.  So repeated small unmovable requests -- a GFP_HIGHUSER balloon inflating
+        in a fragmented guest -- each break the largest movable block left, one pageblock
+        after another, instead of filling one claimed pageblock as 4.13+ does.
+        """
+        if start_migratetype >= MIGRATE_PCPTYPES:
+            return -1
+        f = self.frames
+        for current in range(_TOP, order - 1, -1):
+            if not self.nr_free[current]:
+                continue
+            area = self.free_area[current]
+            for mt in FALLBACKS[start_migratetype]:
+                pfn = area[mt].first
+                if pfn == NIL:
+                    continue
+                if (current >= pageblock_order // 2
+                        or start_migratetype == MIGRATE_RECLAIMABLE):
+                    moved, _ = self.move_freepages_block(pfn, start_migratetype)
+                    if moved >= 1 << (pageblock_order - 1):  # claim if over half is free
+                        pb = pfn >> pageblock_order
+                        if f.pageblock_mt[pb] != start_migratetype:
+                            self.pageblock_claims += 1
+                            f.pageblock_mt[pb] = start_migratetype
+                    mt = start_migratetype
+                area[mt].list_del(pfn)
+                self.nr_free[current] -= 1
+                f.flags[pfn] = 0
+                f.order[pfn] = 0
+                if current >= pageblock_order:
+                    self.change_pageblock_range(pfn, current, start_migratetype)
+                if current > order:
+                    self.expand(pfn, order, current, mt)
+                self.fallback_steals += 1
+                return pfn
+        return -1
+
     def steal_suitable_fallback(self, pfn: int, start_type: int, whole_block: bool) -> None:
         """Move a stolen free block, maybe claiming its pageblock (steal_suitable_fallback, 4.13+).
 
@@ -503,6 +560,10 @@ class Zone:
         """
         while True:
             pfn = self.rmqueue_smallest(order, migratetype)
+            if pfn < 0 and self.fallback_36:
+                pfn = self.rmqueue_fallback_36(order, migratetype)
+                if pfn < 0:
+                    return -1
             if pfn >= 0:
                 self.free_pages -= 1 << order
                 return pfn
@@ -658,6 +719,16 @@ class Zone:
                     break
                 h += 1
             else:
+                if self.fallback_36:
+                    pfn = self.rmqueue_fallback_36(0, mt)
+                    if pfn < 0:
+                        break
+                    flags[pfn] = fl
+                    refc[pfn] = 1
+                    mapping[pfn] = owner
+                    append(pfn)
+                    got += 1
+                    continue
                 if self.rmqueue_fallback(0, mt):
                     continue
                 break

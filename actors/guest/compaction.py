@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import array
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
@@ -48,6 +48,7 @@ PAGEBLOCK = G.pageblock_nr_pages
 COMPACT_COMPLETE = "complete"  # the scanners met
 COMPACT_SUCCESS = "success"  # a free block of the requested order exists
 COMPACT_SKIPPED = "skipped"  # not enough free memory to compact with
+COMPACT_PARTIAL = "partial"  # migration ran out of free target pages (-ENOMEM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,8 @@ class Compactor:
     def __init__(self, *, kernel: Kernel, zone: Zone, allocator: AllocatorClient, rmap: Rmap,
                  balloon: BalloonAops | None, vmstat: VmStat, costs: CostModel,
                  log: FilteringBoundLogger, config: CompactionConfig,
-                 shared: CompactionState | None = None) -> None:
+                 shared: CompactionState | None = None,
+                 touched: Callable[[array.array[int]], None] | None = None) -> None:
         self.kernel = kernel
         self.zone = zone
         self.frames = zone.frames
@@ -125,6 +127,8 @@ class Compactor:
         self.config = config
         self.shared = shared if shared is not None else CompactionState.for_zone(zone)
         self.skip = self.shared.skip
+        #: Told the PFNs a migration wrote (the host backs the copies' new pages).
+        self.touched = touched
         #: Free order->=9 blocks when this compactor's last run ended.
         self.last_free_order9 = 0
         #: Migration handshake ids of the balloon pages this compactor holds isolated.
@@ -141,8 +145,9 @@ class Compactor:
         cc = CompactControl(order, 0, nr_pages - PAGEBLOCK, ignore_skip_hint=full,
                             worker=worker)
         self.log.info(schema.COMPACT_START, worker=worker, order=order, trigger=trigger)
-        result = COMPACT_COMPLETE
-        while True:
+        # compaction_suitable(): below the order-0 watermark there is nothing to migrate into
+        result = COMPACT_COMPLETE if full or self.compaction_suitable(order) else COMPACT_SKIPPED
+        while result != COMPACT_SKIPPED:
             # compact_finished()
             if cc.free_pfn <= cc.migrate_pfn:
                 result = COMPACT_COMPLETE
@@ -155,12 +160,17 @@ class Compactor:
                 self.log.debug(schema.COMPACT_SCAN, worker=worker, migrate_pfn=cc.migrate_pfn,
                                free_pfn=cc.free_pfn, isolated=len(isolated))
             if isolated:
-                await self.migrate_pages(cc, isolated)
+                if not await self.migrate_pages(cc, isolated):
+                    result = COMPACT_PARTIAL  # migrate_pages() returned -ENOMEM
+                    break
             else:
                 await self.kernel.preempt("compact_zone")
-        if result == COMPACT_COMPLETE and not full:
-            # The scanners met: the next run starts with fresh skip hints, as kswapd's
-            # __reset_isolation_suitable() does once compact_blockskip_flush is set.
+        if cc.free_pfn <= cc.migrate_pfn and not full:
+            # The scanners met (COMPACT_COMPLETE, or the free scanner ran down to the migrate
+            # scanner and migration then failed with -ENOMEM: the kernel's next run starts
+            # from those cached positions and completes at once): the next run starts with
+            # fresh skip hints, as kswapd's __reset_isolation_suitable() does once
+            # compact_blockskip_flush is set.
             self.skip[:] = bytes(len(self.skip))
         if cc.freepages:  # release_freepages()
             await self.allocator.free(cc.freepages, 0)
@@ -258,8 +268,14 @@ class Compactor:
         self.vmstat.inc("compact_isolated", len(got))
 
     # -- migration -----------------------------------------------------------------------------
-    async def migrate_pages(self, cc: CompactControl, pages: list[int]) -> None:
-        """migrate_pages(): move each isolated page to a free page; put back what cannot move."""
+    async def migrate_pages(self, cc: CompactControl, pages: list[int]) -> bool:
+        """migrate_pages(): move each isolated page to a free page; put back what cannot move.
+
+        Returns False (-ENOMEM) when the free scanner found no target for some page: the
+        kernel's migrate_pages() stops at the first page compaction_alloc() cannot serve, the
+        rest are put back, and compact_zone() ends (COMPACT_PARTIAL) instead of isolating
+        pages it has nowhere to put.
+        """
         if len(cc.freepages) < len(pages):
             await self.isolate_freepages(cc, len(pages) - len(cc.freepages))
         f, vm, rmap = self.frames, self.vmstat, self.rmap
@@ -273,6 +289,7 @@ class Compactor:
             await self.kernel.preempt("migrate_pages")
             await sleep(self.costs.page_copy * len(moving) * (f.page_size // 4096))
         putback = 0
+        written: array.array[int] = array.array("I")
         for old in moving:
             if refcount[old] == 1:  # the app unmapped it meanwhile: freed from under us
                 flags[old] &= ~P.PG_isolated
@@ -295,7 +312,10 @@ class Compactor:
             flags[old] = 0
             refcount[old] = 1  # drop the mapping's reference; ours goes with the free
             to_free.append(old)
+            written.append(new)
             cc.migrated += 1
+        if written and self.touched is not None:
+            self.touched(written)
         vm.inc("pgmigrate_success", len(moving) - putback)
         for old in lru_pages[len(moving):]:  # no target page: putback_lru_page()
             flags[old] = (flags[old] & ~P.PG_isolated) | P.PG_lru
@@ -306,31 +326,48 @@ class Compactor:
                 to_free.append(old)
             cc.failed += 1
             vm.inc("pgmigrate_fail")
+        enomem = len(moving) < len(lru_pages)
         for old in balloon_pages:
-            await self._migrate_balloon_page(cc, old, to_free)
+            if enomem:
+                await self._putback_balloon_page(cc, old)
+            elif not await self._migrate_balloon_page(cc, old, to_free):
+                enomem = True
         if to_free:
             await self.allocator.free(to_free, 0)
+        return not enomem
+
+    async def _putback_balloon_page(self, cc: CompactControl, old: int) -> None:
+        """putback_balloon_page() of an isolated page that was not migrated."""
+        assert self.balloon is not None
+        await putback_balloon_page(self.kernel, self.frames, self.balloon, old)
+        self.vmstat.inc("compact_balloon_returned")
+        self.vmstat.inc("pgmigrate_fail")
+        self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=self._mids.pop(old, 0),
+                      pfn=old)
+        cc.failed += 1
 
     async def _migrate_balloon_page(self, cc: CompactControl, old: int,
-                                    to_free: array.array[int]) -> None:
-        """unmap_and_move() for a balloon page: the driver's migratepage under the page lock."""
+                                    to_free: array.array[int]) -> bool:
+        """unmap_and_move() for a balloon page: the driver's migratepage under the page lock.
+        Returns False (-ENOMEM, the page put back) when no free target page can be found."""
         assert self.balloon is not None
         k, f, vm = self.kernel, self.frames, self.vmstat
-        mid = self._mids.pop(old, 0)
         if not cc.freepages:
             await self.isolate_freepages(cc, 1)
-        if not cc.freepages:  # nowhere to go: putback_balloon_page()
-            await putback_balloon_page(k, f, self.balloon, old)
-            vm.inc("compact_balloon_returned")
-            vm.inc("pgmigrate_fail")
-            self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=mid, pfn=old)
-            cc.failed += 1
-            return
+        if not cc.freepages:  # compaction_alloc() returned NULL
+            await self._putback_balloon_page(cc, old)
+            return False
         new = cc.freepages.pop()
         # if (!trylock_page(page)) { ... lock_page(page); }   (sync migration: force)
         if not trylock_page(k, f, old):
             await lock_page(k, f, old)
-        rc = await balloon_page_migrate(k, f, self.balloon, new, old)
+        choices = k.choices
+        if choices is not None and choices.fault("compaction.migrate_fail", k.name) is not None:
+            self.log.info(schema.FAULT, site="compaction.migrate_fail",
+                          detail=f"migration of balloon pfn {old} failed with -EAGAIN")
+            rc = -11  # -EAGAIN from migrate_pages: the page is put back below
+        else:
+            rc = await balloon_page_migrate(k, f, self.balloon, new, old)
         hs = self.balloon.last_hs
         unlock_page(k, f, old)
         if rc == BALLOON_MIGRATION_RETURN:
@@ -344,17 +381,19 @@ class Compactor:
             vm.inc("balloon_migrate")
             vm.inc("compact_balloon_migrated")
             vm.inc("compact_balloon_released")
-            self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=mid, old=old, new=new,
-                          hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
+            self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=self._mids.pop(old, 0),
+                          old=old, new=new, hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
         else:
             cc.freepages.append(new)
-            await putback_balloon_page(k, f, self.balloon, old)
-            vm.inc("compact_balloon_returned")
-            vm.inc("pgmigrate_fail")
-            self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=mid, pfn=old)
-            cc.failed += 1
+            await self._putback_balloon_page(cc, old)
+        return True
 
     # -- triggers ------------------------------------------------------------------------------
+    def compaction_suitable(self, order: int) -> bool:
+        """compaction_suitable()'s watermark test: the zone must stay above the low watermark
+        plus twice the requested block while pages are copied (else COMPACT_SKIPPED)."""
+        return self.zone.zone_watermark_ok(0, self.zone.low_wmark_pages + (2 << order))
+
     def fragmentation_says_compact(self, order: int) -> bool:
         """Direct compaction only when fragmentation, not lack of memory, is the cause."""
         return views.fragmentation_index(self.zone, order) > self.config.extfrag_threshold

@@ -16,9 +16,14 @@ class GuestConfig:
     features: list[str] = field(
         default_factory=lambda: ["MUST_TELL_HOST", "STATS_VQ", "DEFLATE_ON_OOM"],
         metadata={"doc": "feature bits the driver accepts (negotiated with the device's)"})
+    fallback: str = field(default="v4.13", metadata={
+        "doc": "page allocator fallback: v4.13 (steal_suitable_fallback) or v3.6 (the series' "
+               "kernels: small unmovable requests break movable pageblocks one after another)"})
     balloon: bool = field(default=True, metadata={"doc": "load the virtio_balloon driver"})
     preempt: float = field(default=0.0, metadata={
         "doc": "probability that a preemption point yields or delays (seeded perturbation)"})
+    preempt_delay: float = field(default=1e-6, metadata={
+        "unit": "duration", "doc": "longest virtual delay a preemption point may add"})
     hung_task_timeout: float = field(default=120.0, metadata={
         "unit": "duration", "doc": "hung-task watchdog threshold (kernel.hung_task_timeout_secs)"})
     softlockup_thresh: float = field(default=20.0, metadata={
@@ -26,6 +31,7 @@ class GuestConfig:
 
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs: page size must be 4/16/64 KiB and RAM at least one pageblock."""
+        from actors.guest.buddy import FALLBACK_MODELS
         from protocol.balloon import BalloonFeature
 
         problems = []
@@ -35,8 +41,13 @@ class GuestConfig:
             if f not in BalloonFeature.__members__:
                 problems.append(("features", f"unknown feature {f!r}; known: "
                                  f"{', '.join(BalloonFeature.__members__)}"))
+        if self.fallback not in FALLBACK_MODELS:
+            problems.append(("fallback", f"must be one of {', '.join(FALLBACK_MODELS)}, "
+                                         f"got {self.fallback!r}"))
         if not 0.0 <= self.preempt <= 1.0:
             problems.append(("preempt", f"must be between 0 and 1, got {self.preempt}"))
+        if self.preempt_delay < 0:
+            problems.append(("preempt_delay", "must be >= 0"))
         if self.page_size not in (4096, 16384, 65536):
             problems.append(("page_size", f"must be 4KiB, 16KiB or 64KiB, got {self.page_size}"))
             return problems

@@ -6,6 +6,7 @@ actors (allocator first, since every other actor is its client) and reports read
 
 from __future__ import annotations
 
+import array
 import random
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
+from actors.choices import Choices
 from actors.clock import sleep
 from actors.costs import CostModel
 from actors.guest import pages as P
@@ -57,17 +59,20 @@ class Guest:
         report: Callable[..., None] = lambda kind, detail, **fields: None,
         compaction: CompactionConfig | None = None,
         clock: Callable[[], float] = anyio.current_time,
+        choices: Choices | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.costs = costs
         self.frames = PageFrames(config.nr_pages, config.page_size)
-        self.zone = Zone(self.frames)
+        self.zone = Zone(self.frames, fallback=config.fallback)
         self.vmstat = views.VmStat()
-        self.allocator = Allocator(self.zone, self.vmstat, costs, logger(f"{name}.alloc"))
+        self.allocator = Allocator(self.zone, self.vmstat, costs, logger(f"{name}.alloc"),
+                                   clock=clock, choices=choices, name=name)
         self.kernel = Kernel(log=logger(f"{name}.kernel"), costs=costs,
                              rng=rng(f"{name}.preempt"), report=report,
-                             strength=config.preempt, name=name, clock=clock)
+                             strength=config.preempt, max_delay=config.preempt_delay,
+                             name=name, clock=clock, choices=choices)
         self.meminfo = MemInfo(totalram=self.frames.nr_pages)
         self.transport = transport
         self.balloon: VirtioBalloon | None = None
@@ -126,6 +131,12 @@ class Guest:
         await run_highorder_passes(self.workload, client, direct, self.highorder,
                                    self._logger(f"{self.name}.highorder"))
 
+    def touched(self, pfns: array.array[int]) -> None:
+        """The guest wrote these pages other than by allocating them (a migration's copy):
+        the host backs them like freshly allocated pages."""
+        if self.allocator.on_alloc is not None and pfns:
+            self.allocator.on_alloc(pfns, 0, P.OWNER_ANON)
+
     # -- compaction triggers -------------------------------------------------------------------
     def compactor(self, client: AllocatorClient | None = None) -> Compactor:
         """A compactor for one task (each task needs its own allocator connection)."""
@@ -136,7 +147,7 @@ class Guest:
                              f"{self.name}.compact{self._compactors}"),
                          rmap=self.rmap, balloon=movable, vmstat=self.vmstat, costs=self.costs,
                          log=self._logger(f"{self.name}.compaction"), config=self.compaction,
-                         shared=self.compaction_state)
+                         shared=self.compaction_state, touched=self.touched)
 
     async def compact_memory(self, tg: TaskGroup) -> None:
         """echo 1 > /proc/sys/vm/compact_memory, by ``workers`` writers at once."""
@@ -201,7 +212,8 @@ class Guest:
         if host_ballooned is not None:
             driver = {p * ppp + i for p in b.pages.pfns() for i in range(ppp)}
             driver |= {p * ppp + i for p in self.isolated_pfns() for i in range(ppp)}
-            host = {p for p, st in enumerate(host_ballooned) if st == 1}
+            # bit 0 of the host's page state: in the balloon (actors/host/memory.py)
+            host = {p for p, st in enumerate(host_ballooned) if st & 1}
             if driver != host:
                 only_d = sorted(driver - host)[:8]
                 only_h = sorted(host - driver)[:8]
@@ -247,4 +259,5 @@ class Guest:
                            "free_order9_after_compact_memory":
                                self.order9_after_compact_memory},
             "allocation_pressure": sum(app.pressure for app in self.apps),
+            "low_memory_seconds": round(self.allocator.free.time_below(self.kernel.now()), 6),
         }

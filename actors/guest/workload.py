@@ -31,7 +31,7 @@ from actors.guest import pages as P
 from actors.guest import views
 from actors.guest.allocator import AllocatorClient
 from actors.guest.buddy import Zone
-from actors.guest.compaction import Compactor
+from actors.guest.compaction import COMPACT_SKIPPED, Compactor
 from actors.guest.pages import PageFrames
 from actors.guest.rmap import Rmap
 from actors.guest.views import VmStat
@@ -280,9 +280,9 @@ async def thp_fault(app: App, allocator: AllocatorClient, vmstat: VmStat, costs:
     if not got and compactor is not None and compactor.fragmentation_says_compact(HPAGE_ORDER):
         # __alloc_pages_direct_compact(): compact for this order, then retry once
         vmstat.inc("compact_stall")
-        await compactor.compact_zone(HPAGE_ORDER, app.name, "direct")
-        got = await allocator.alloc(1, HPAGE_ORDER, G.GFP_TRANSHUGE, P.OWNER_THP)
-        vmstat.inc("compact_success" if got else "compact_fail")
+        if await compactor.compact_zone(HPAGE_ORDER, app.name, "direct") != COMPACT_SKIPPED:
+            got = await allocator.alloc(1, HPAGE_ORDER, G.GFP_TRANSHUGE, P.OWNER_THP)
+            vmstat.inc("compact_success" if got else "compact_fail")
     if got:
         vmstat.inc("thp_fault_alloc")
         app.thp.extend(got)

@@ -20,9 +20,11 @@ from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema, streams
+from actors.choices import Choices
 from actors.clock import sleep
 from actors.costs import CostModel
-from actors.host.memory import BALLOONED, GuestMemory
+from actors.host.memory import GuestMemory
+from actors.host.score import GuestScore
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
 from protocol import conformance as C
 from protocol.balloon import (
@@ -57,8 +59,11 @@ class BalloonDevice:
         stats_interval: float,
         pages_per_page: int,
         clock: Callable[[], float] = anyio.current_time,
+        floor_pages: int = 0,
+        choices: Choices | None = None,
     ) -> None:
         self.transport = transport
+        self.choices = choices
         self.memory = memory
         self.costs = costs
         self.log = log
@@ -75,6 +80,10 @@ class BalloonDevice:
         self.inflated = 0
         self.deflated = 0
         self.rejected = 0
+        self.score = GuestScore(memory.pages, floor_pages)
+        # The host's hooks: guest RSS changed (inflate, deflate, fault-in); stats were read.
+        self.on_memory: Callable[[], None] = lambda: None
+        self.on_stats: Callable[[], None] = lambda: None
 
     # -- conformance ---------------------------------------------------------------------------
     def feed(self, event: C.Event) -> None:
@@ -88,14 +97,21 @@ class BalloonDevice:
         self.report(f"virtio:{rule}", f"{self.transport.name}: {detail}")
 
     def touched(self, guest_pfns: array.array[int], pages_per_page: int) -> None:
-        """The guest touched these pages: check them, refault the discarded ones."""
+        """The guest touched these pages: check them, fault in the unbacked ones."""
         self.feed(C.PageUsed(guest_pfns))
-        if self.memory.discarded:
+        if self.memory.unbacked:
             wire = guest_pfns if pages_per_page == 1 else [
                 p * pages_per_page + i for p in guest_pfns for i in range(pages_per_page)]
             n = self.memory.touch(wire)
             if n:
                 self.log.debug(schema.HOST_REFAULT, pages=n)
+                self._memory_changed()
+
+    def _memory_changed(self) -> None:
+        t = self.clock()
+        self.score.saved.set(t, self.memory.saved)
+        self.score.ballooned.set(t, self.memory.ballooned)
+        self.on_memory()
 
     # -- targets -------------------------------------------------------------------------------
     async def set_target(self, num_pages: int) -> None:
@@ -105,9 +121,17 @@ class BalloonDevice:
         previous = self.transport.config.num_pages
         self.transport.config = self.transport.config.with_num_pages(num_pages)
         self.target = num_pages
+        self.score.target_set(self.clock(), previous, num_pages, self.actual)
         self.log.info(schema.CONFIG_TARGET, num_pages=num_pages, previous=previous)
         self.feed(C.ConfigTarget(num_pages))
+        if self._fault("host.drop_config") is not None:
+            self.log.info(schema.FAULT, site="host.drop_config",
+                          detail=f"num_pages={num_pages} written, no config interrupt")
+            return
         await streams.send(self.transport.to_driver, ConfigChanged())
+
+    def _fault(self, site: str) -> float | None:
+        return None if self.choices is None else self.choices.fault(site, self.transport.name)
 
     # -- buffers -------------------------------------------------------------------------------
     def _pfns(self, chain: Chain, queue: int, hs: int) -> PfnIndex:
@@ -151,13 +175,14 @@ class BalloonDevice:
     def _inflate(self, chain: Chain, hs: int) -> float:
         """Act on an inflate buffer; returns the virtual time the discards take."""
         g = self._pfns(chain, INFLATEQ, hs)
-        again = self.memory.state_of(g) == BALLOONED
+        again = self.memory.in_balloon(g)
         if np.count_nonzero(again):
             self.violation("device.double-inflate", "driver",
                            f"inflateq hs={hs}: {int(again.sum())} PFNs already ballooned "
                            "(not counted twice)", g[again][:16].tolist())
             g = g[~again]
         self.memory.inflate(g)
+        self._memory_changed()
         self.feed(C.InflateAcked(g))
         self.inflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
@@ -168,13 +193,14 @@ class BalloonDevice:
     def _deflate(self, chain: Chain, hs: int) -> float:
         """Act on a deflate buffer (a hint: no host work to charge)."""
         g = self._pfns(chain, DEFLATEQ, hs)
-        stray = self.memory.state_of(g) != BALLOONED
+        stray = ~self.memory.in_balloon(g)
         if np.count_nonzero(stray):
             self.violation("device.deflate-not-ballooned", "driver",
                            f"deflateq hs={hs}: {int(stray.sum())} PFNs were never inflated "
                            "(ignored)", g[stray][:16].tolist())
             g = g[~stray]
         self.memory.deflate(g)
+        self._memory_changed()
         self.feed(C.DeflateAcked(g))
         self.deflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
@@ -204,6 +230,7 @@ class BalloonDevice:
         self.stats = known
         self.stats_time = self.clock()
         self.log.info(schema.HOST_STATS, hs=hs, stats=known)
+        self.on_stats()
         self._stats_head = chain.head
         return True
 
@@ -231,11 +258,25 @@ class BalloonDevice:
             return
         # One charge for the device's work and the trip back (fewer clock jumps, same time):
         # the buffers are returned, and the guest interrupted, once the work is done.
+        cost += self._injected_delay()
         await sleep(cost + self.costs.vq_roundtrip)
         for head in done:
             dev.push_used(head, 0)
         if dev.take_interrupt():
             await streams.send(self.transport.to_driver, Interrupt(queue))
+
+    def _injected_delay(self) -> float:
+        """Extra device time from the host.slow / host.stall fault sites (0 when off)."""
+        if self.choices is None or not self.choices.active:
+            return 0.0
+        extra = 0.0
+        for site, lo, hi in (("host.slow", 0.0, 0.05), ("host.stall", 0.5, 3.0)):
+            u = self._fault(site)
+            if u is not None:
+                delay = lo + (hi - lo) * u
+                self.log.info(schema.FAULT, site=site, detail=f"device delayed {delay:.6f}s")
+                extra += delay
+        return extra
 
     async def _poll_stats(self) -> None:
         """Every ``stats_interval``: hand the held stats buffer back so the guest refills it."""
@@ -275,6 +316,7 @@ class BalloonDevice:
                         # The monitor saw the write when the driver made it (config space is
                         # shared); feeding it again here, later, would misorder it.
                         self.actual = msg.actual
+                        self.score.actual_changed(self.clock(), msg.actual)
             tg.cancel_scope.cancel()
 
     def holds_stats_buffer(self) -> bool:
@@ -284,6 +326,7 @@ class BalloonDevice:
     def summary(self) -> dict[str, int]:
         m = self.memory
         return {"target": self.target, "actual": self.actual, "ballooned": m.ballooned,
-                "rss_pages": m.rss, "discarded": m.discarded, "refaults": m.refaults,
-                "inflated": self.inflated, "deflated": self.deflated,
-                "rejected_pfns": self.rejected}
+                "rss_pages": m.rss, "discarded": m.discarded, "untouched": m.untouched,
+                "saved_pages": m.saved, "refaults": m.refaults,
+                "first_touches": m.first_touches, "inflated": self.inflated,
+                "deflated": self.deflated, "rejected_pfns": self.rejected}

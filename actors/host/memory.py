@@ -1,10 +1,18 @@
 """The host's memory: one budget shared by every guest, RSS per guest in 4 KiB pages.
 
-A guest page is *resident* until the host discards it on inflate (madvise(DONTNEED)); a
-deflated page stays discarded until the guest touches it again, when the host refaults it
-(RSS grows back). The host keeps this state itself, per 4 KiB PFN, in a bytearray: it never
-trusts the guest's ``actual``. Batches of PFNs are applied with numpy array operations on a
-view of that bytearray (one buffer's 256 PFNs: a few calls, no Python loop per page).
+Guest RAM is populated lazily, as QEMU does without ``-mem-prealloc``: a page costs the host
+nothing until the guest first touches it (``UNTOUCHED``); from then on it is *resident* until
+the host discards it on inflate (madvise(DONTNEED)). A deflated page stays discarded until the
+guest touches it again, when the host refaults it (RSS grows back). Host memory pressure
+therefore follows what the guests really use, not what they were given. ``populated=True``
+starts a guest fully resident (``-mem-prealloc``).
+
+The host keeps this state itself, per 4 KiB PFN, in a bytearray: it never trusts the guest's
+``actual``. States are bits so that "in the balloon" is one test (``state & BALLOONED``) while
+a ballooned page remembers whether the guest had ever touched it: deflating a never-touched
+page gives back nothing the host had to back, and touching it later is a first fault, not a
+refault. Batches of PFNs are applied with numpy array operations on a view of that bytearray
+(one buffer's 256 PFNs: a few calls, no Python loop per page).
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import numpy.typing as npt
 
 from protocol.pfns import Pfns, as_index
 
-RESIDENT, BALLOONED, DISCARDED = 0, 1, 2
+RESIDENT, BALLOONED, DISCARDED, UNTOUCHED = 0, 1, 2, 4
+BALLOONED_UNTOUCHED = BALLOONED | UNTOUCHED
 
 
 @dataclass
@@ -25,54 +34,96 @@ class GuestMemory:
 
     name: str
     pages: int
+    populated: bool = True
     state: bytearray = field(init=False)
     ballooned: int = 0
+    ballooned_untouched: int = 0  # in the balloon, never touched by the guest
     discarded: int = 0  # deflated but not yet touched again
+    untouched: int = 0  # never touched, not in the balloon
     refaults: int = 0
+    first_touches: int = 0
     _st: npt.NDArray[np.uint8] = field(init=False, repr=False)  # numpy view of ``state``
 
     def __post_init__(self) -> None:
-        self.state = bytearray(self.pages)
+        if self.populated:
+            self.state = bytearray(self.pages)
+        else:
+            self.state = bytearray((UNTOUCHED,)) * self.pages
+            self.untouched = self.pages
         self._st = np.frombuffer(self.state, dtype=np.uint8)
 
     @property
     def rss(self) -> int:
-        """Resident pages: everything the host has not discarded."""
-        return self.pages - self.ballooned - self.discarded
+        """Resident pages: touched by the guest and not discarded since."""
+        return self.pages - self.ballooned - self.discarded - self.untouched
+
+    @property
+    def saved(self) -> int:
+        """Pages the guest had touched that the host no longer backs (the balloon's gain)."""
+        return self.ballooned - self.ballooned_untouched + self.discarded
+
+    def ballooned_pfns(self) -> set[int]:
+        """The host's own ballooned set."""
+        return set(np.flatnonzero(self._st & BALLOONED).tolist())
 
     def state_of(self, pfns: Pfns) -> npt.NDArray[np.uint8]:
-        """Each PFN's state (RESIDENT, BALLOONED, DISCARDED), as an array."""
+        """Each PFN's state bits (RESIDENT, BALLOONED, DISCARDED, UNTOUCHED), as an array."""
         return self._st[as_index(pfns)]
+
+    def in_balloon(self, pfns: Pfns) -> npt.NDArray[np.bool_]:
+        """For each PFN, whether the host has it in the balloon."""
+        return (self.state_of(pfns) & BALLOONED).astype(np.bool_)
 
     def inflate(self, pfns: Pfns) -> None:
         """Discard inflated pages (the caller validated them: in range, each once, not
-        ballooned)."""
+        ballooned). A never-touched page had nothing to discard: it is remembered as such."""
         g = as_index(pfns)
         st = self._st
-        self.discarded -= int(np.count_nonzero(st[g] == DISCARDED))
-        st[g] = BALLOONED
+        s = st[g]
+        untouched = int(np.count_nonzero(s == UNTOUCHED))
+        self.discarded -= int(np.count_nonzero(s == DISCARDED))
+        self.untouched -= untouched
+        self.ballooned_untouched += untouched
+        st[g] = BALLOONED | (s & UNTOUCHED)
         self.ballooned += len(g)
 
     def deflate(self, pfns: Pfns) -> None:
-        """Pages leave the balloon (validated: ballooned, each once); they stay discarded
-        until the guest touches them."""
-        g = as_index(pfns)
-        self._st[g] = DISCARDED
-        self.ballooned -= len(g)
-        self.discarded += len(g)
-
-    def touch(self, pfns: Pfns) -> int:
-        """The guest used these pages: refault the discarded ones; returns how many."""
+        """Pages leave the balloon (validated: ballooned, each once); they stay unbacked until
+        the guest touches them."""
         g = as_index(pfns)
         st = self._st
-        hit = g[st[g] == DISCARDED]
-        if not len(hit):
+        untouched = st[g] == BALLOONED_UNTOUCHED
+        n_untouched = int(np.count_nonzero(untouched))
+        st[g] = np.where(untouched, UNTOUCHED, DISCARDED)
+        self.ballooned_untouched -= n_untouched
+        self.untouched += n_untouched
+        self.discarded += len(g) - n_untouched
+        self.ballooned -= len(g)
+
+    def touch(self, pfns: Pfns) -> int:
+        """The guest used these pages: fault in the unbacked ones; returns how many (a page
+        named twice faults once)."""
+        g = as_index(pfns)
+        st = self._st
+        s = st[g]
+        refault = g[s == DISCARDED]
+        first = g[s == UNTOUCHED]
+        if not len(refault) and not len(first):
             return 0
-        st[hit] = RESIDENT
-        n = len(np.unique(hit))  # a page named twice refaults once
-        self.discarded -= n
-        self.refaults += n
-        return n
+        st[refault] = RESIDENT
+        st[first] = RESIDENT
+        refaults = len(np.unique(refault)) if len(refault) else 0
+        firsts = len(np.unique(first)) if len(first) else 0
+        self.discarded -= refaults
+        self.refaults += refaults
+        self.untouched -= firsts
+        self.first_touches += firsts
+        return refaults + firsts
+
+    @property
+    def unbacked(self) -> int:
+        """Pages a touch could fault in (0: touch() has nothing to do)."""
+        return self.discarded + self.untouched
 
 
 class HostMemory:
@@ -82,8 +133,8 @@ class HostMemory:
         self.total_pages = total_pages
         self.guests: dict[str, GuestMemory] = {}
 
-    def add_guest(self, name: str, pages: int) -> GuestMemory:
-        g = self.guests[name] = GuestMemory(name, pages)
+    def add_guest(self, name: str, pages: int, *, populated: bool = True) -> GuestMemory:
+        g = self.guests[name] = GuestMemory(name, pages, populated)
         return g
 
     @property
@@ -94,3 +145,8 @@ class HostMemory:
     def free_pages(self) -> int:
         """Host pages not backing any guest (negative when overcommitted)."""
         return self.total_pages - self.used_pages
+
+    @property
+    def saved_pages(self) -> int:
+        """Pages the balloons took back from what the guests had touched."""
+        return sum(g.saved for g in self.guests.values())

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from actors import schema
+from actors.choices import Choices
 from actors.clock import sleep
 from actors.costs import CostModel
 from actors.kernel.lockdep import Lockdep
@@ -72,14 +73,18 @@ class Kernel:
         perturb: Perturbation | None = None,
         clock: Callable[[], float] = anyio.current_time,
         name: str = "kernel",
+        choices: Choices | None = None,
     ) -> None:
         self.name = name
         self.log = log
         self.costs = CostModel() if costs is None else costs
         self.rng = random.Random(0) if rng is None else rng
         self.perturb = (
-            Perturbation(self.rng, strength, max_delay) if perturb is None else perturb
+            Perturbation(self.rng, strength, max_delay, choices=choices, prefix=name)
+            if perturb is None else perturb
         )
+        #: The session's choice points (fault sites consult it); None: no faults.
+        self.choices = choices
         self.now = clock
         self._report = report
         #: Every finding so far, in order (the callback sees the same).
@@ -168,11 +173,25 @@ class Kernel:
         await sleep(delay)
 
     async def cpu_relax(self) -> None:
-        """One busy-wait iteration (retry loops): costs spin_relax, is not a sleep."""
+        """One busy-wait iteration of a retry loop: costs virtual time, is not a sleep.
+
+        Back-to-back relaxes (nothing else took virtual time in between: the loop made no
+        progress) double the next one, up to ``costs.spin_backoff_max``. What the loop polls
+        can only change when another task acts, so a spin that has lasted S re-checks at most
+        about S later: a short spin is simulated at full resolution, and a livelock advances
+        the clock in big steps -- the soft-lockup watchdog still sees it (the task never
+        sleeps), but it costs O(S / max) wall iterations instead of S / 50 ns.
+        """
         t = current_or_none()
+        step = self.costs.spin_relax
         if t is not None:
             t.ops += 1
-        await sleep(self.costs.spin_relax)
+            if t.relax_end == self.now():
+                step = min(2 * t.relax_step, max(self.costs.spin_backoff_max, step))
+            t.relax_step = step
+        await sleep(step)
+        if t is not None:
+            t.relax_end = self.now()
 
     async def msleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of virtual time (a sleeping primitive: atomic context is a bug)."""

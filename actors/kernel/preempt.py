@@ -11,12 +11,16 @@ choice is made, so a subclass can record or force the sequence of choices.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from actors.choices import Choices
 
 
 class Perturbation:
     """Seeded choice, at each preemption point, between nothing, a yield and a small delay."""
 
-    __slots__ = ("active", "max_delay", "rng", "strength", "yield_share")
+    __slots__ = ("active", "choices", "max_delay", "prefix", "rng", "strength", "yield_share")
 
     def __init__(
         self,
@@ -24,6 +28,9 @@ class Perturbation:
         strength: float = 0.0,
         max_delay: float = 1e-6,
         yield_share: float = 0.5,
+        *,
+        choices: Choices | None = None,
+        prefix: str = "",
     ) -> None:
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"perturbation strength {strength} not in [0, 1]")
@@ -35,12 +42,22 @@ class Perturbation:
         self.strength = strength
         self.max_delay = max_delay
         self.yield_share = yield_share
+        #: Recording or forcing the session's choices (see ``actors.choices``), keyed
+        #: ``prefix:site`` so that several guests' kernels never share a key.
+        self.choices = choices
+        self.prefix = prefix
         #: Whether ``decide`` must be consulted at all; False makes a point cost one check.
-        #: A recording/forcing subclass sets it True to see every point.
-        self.active = strength > 0.0
+        self.active = strength > 0.0 or (choices is not None and choices.watching)
 
     def decide(self, site: str) -> float | None:
         """None: run on; 0.0: yield to other runnable tasks; > 0: that many virtual seconds."""
+        if self.choices is not None:
+            return self.choices.decide(f"{self.prefix}:{site}", self._draw)
+        return self._draw()
+
+    def _draw(self) -> float | None:
+        if self.strength <= 0.0:
+            return None
         r = self.rng.random()  # one draw per point keeps the stream aligned with the points
         if r >= self.strength:
             return None

@@ -71,6 +71,8 @@ class KTask:
         "last_sleep",
         "name",
         "ops",
+        "relax_end",
+        "relax_step",
         "since",
         "state",
         "waiting_on",
@@ -94,6 +96,9 @@ class KTask:
         self.episode = 0
         #: Lock operations so far: the soft-lockup watchdog's evidence that the task is on-CPU.
         self.ops = 0
+        #: Busy-wait backoff (``Kernel.cpu_relax``): when the last relax ended, and its length.
+        self.relax_end = -1.0
+        self.relax_step = 0.0
 
     @property
     def spinning_on(self) -> str | None:

@@ -105,6 +105,21 @@ CASES: list[tuple[str, int, list[Event], list[Rule]]] = [
     ),
     ("deflate-below-target-on-oom", DOOM, [*inflated(1, 2), DeflateAdded([1])], []),
     (
+        # a balloon migration below target: the new page's inflate, then the old page's deflate
+        "migration-swap-below-target",
+        0,
+        [*inflated(1, 2), ConfigTarget(4), InflateAdded([3]), InflateAcked([3]),
+         DeflateAdded([1])],
+        [],
+    ),
+    (
+        "deflate-below-target-beyond-the-swap",
+        0,
+        [*inflated(1, 2), ConfigTarget(4), InflateAdded([3]), InflateAcked([3]),
+         DeflateAdded([1]), DeflateAdded([2])],
+        [Rule.DEFLATE_BELOW_TARGET],
+    ),
+    (
         "deflate-races-a-raised-target",
         0,
         [*inflated(1, 2), ConfigTarget(0), DeflateAdded([1]), ConfigTarget(2), DeflateAdded([2])],

@@ -46,6 +46,7 @@ def _write(tmp_path: Path, text: str) -> str:
         ('[guest]\nmemory = "lots"', "guest.memory: expected a size like '4GiB'"),
         ('[guest]\npage_size = "8KiB"', "guest.page_size: must be 4KiB, 16KiB or 64KiB"),
         ('[guest]\nmemory = "1MiB"', "guest.memory: guest smaller than one pageblock"),
+        ('[guest]\nfallback = "v2.6"', "guest.fallback: must be one of v4.13, v3.6"),
         ('[workload]\napps = "four"', "workload.apps: expected an integer"),
         ('[workload]\nfill = 1.5', "workload.fill: must be between 0 and 1"),
         ('duration = "-5s"', "duration: duration must not be negative"),

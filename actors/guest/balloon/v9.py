@@ -74,6 +74,12 @@ class V9Balloon(VirtioBalloon):
         #                                __GFP_NOMEMALLOC);   (the whole round, batched)
         got = await self.alloc_pages(
             -(-num // ppp), vb_gfp_mask | int(G.GFP.NORETRY | G.GFP.NOWARN | G.GFP.NOMEMALLOC))
+        if got:
+            # Logged before the first page goes on vb->pages (the loop below puts every page
+            # it got there): compaction may isolate them from then on, also while an "Out of
+            # puff" round sleeps, and its records must not come before this one.
+            self.log.info(schema.BALLOON_FILL, pfns=got.tolist(),
+                          num_pages=self.num_pages.atomic_read() + len(got) * ppp)
         i = 0
         # for (vb->num_pfns = 0; vb->num_pfns < num; vb->num_pfns += PAGES_PER_PAGE) {
         self.num_pfns = 0
@@ -114,8 +120,6 @@ class V9Balloon(VirtioBalloon):
         if self.num_pfns:
             self.inflated += self.num_pfns // ppp
             self.vmstat.inc("balloon_inflate", self.num_pfns // ppp)
-            self.log.info(schema.BALLOON_FILL, pfns=self.guest_pages(self.pfns, self.num_pfns),
-                          num_pages=self.num_pages.atomic_read())
 
     # ------------------------------------------------- fast paths (not in the C code)
     # When no other task can run between two iterations of a loop below -- no seeded
@@ -213,18 +217,7 @@ class V9Balloon(VirtioBalloon):
                 page = self.pages.list_first_entry()
             # if (page && trylock_page(page)) {
             if page >= 0 and trylock_page(k, frames, page):
-                # clear_balloon_mapping(page);
-                clear_balloon_mapping(frames, page)
-                # list_del(&page->lru);
-                self.pages.list_del(page)
-                # set_page_pfns(pfns + num_pfns, page);
-                self.set_page_pfns(pfns, num_pfns, page)
-                # atomic_sub(VIRTIO_BALLOON_PAGES_PER_PAGE, &vb->num_pages);
-                self.num_pages.atomic_sub(ppp)
-                # num_pfns += VIRTIO_BALLOON_PAGES_PER_PAGE;
-                num_pfns += ppp
-                # unlock_page(page);
-                unlock_page(k, frames, page)
+                num_pfns = self._leak_page(pfns, num_pfns, page)
                 # /* compensate leak_target for this released page */
                 # leak_target--;
                 leak_target -= 1
@@ -239,12 +232,38 @@ class V9Balloon(VirtioBalloon):
                 leak_target -= (num_pfns - before) // ppp
             if page < 0:  # no page taken this turn: the loop spins, and spinning costs time
                 await k.cpu_relax()
+        self._leaked(pfns, num_pfns)
+        # mutex_lock(&vb->balloon_lock);
+        await self.balloon_lock.mutex_lock()
+        await self._leak_balloon_tell(pfns, num_pfns, num)
+        # mutex_unlock(&vb->balloon_lock);
+        self.balloon_lock.mutex_unlock()
+
+    def _leak_page(self, pfns: array.array[int], num_pfns: int, page: int) -> int:
+        """leak_balloon()'s body for a page it locked (``fixed`` reuses it); new num_pfns."""
+        # clear_balloon_mapping(page);
+        clear_balloon_mapping(self.frames, page)
+        # list_del(&page->lru);
+        self.pages.list_del(page)
+        # set_page_pfns(pfns + num_pfns, page);
+        self.set_page_pfns(pfns, num_pfns, page)
+        # atomic_sub(VIRTIO_BALLOON_PAGES_PER_PAGE, &vb->num_pages);
+        self.num_pages.atomic_sub(self.PAGES_PER_PAGE)
+        # unlock_page(page);   (after num_pfns += VIRTIO_BALLOON_PAGES_PER_PAGE; no reader between)
+        unlock_page(self.kernel, self.frames, page)
+        # num_pfns += VIRTIO_BALLOON_PAGES_PER_PAGE;
+        return num_pfns + self.PAGES_PER_PAGE
+
+    def _leaked(self, pfns: array.array[int], num_pfns: int) -> None:
+        """Counters and the ``balloon.leak`` record of one leak round (not C)."""
+        ppp = self.PAGES_PER_PAGE
         self.deflated += num_pfns // ppp
         self.vmstat.inc("balloon_deflate", num_pfns // ppp)
         self.log.info(schema.BALLOON_LEAK, pfns=self.guest_pages(pfns, num_pfns),
                       num_pages=self.num_pages.atomic_read())
-        # mutex_lock(&vb->balloon_lock);
-        await self.balloon_lock.mutex_lock()
+
+    async def _leak_balloon_tell(self, pfns: array.array[int], num_pfns: int, num: int) -> None:
+        """leak_balloon()'s tail under balloon_lock (split out so ``fixed`` reuses it verbatim)."""
         # for (i = 0; i < num; i++)
         #         vb->pfns[i] = pfns[i];      (the same copy, as one slice assignment)
         self.pfns[:num] = pfns[:num]
@@ -254,8 +273,6 @@ class V9Balloon(VirtioBalloon):
         await self.tell_host(DEFLATEQ)
         # release_pages_by_pfn(pfns, num_pfns);
         await self.release_pages_by_pfn(pfns, num_pfns)
-        # mutex_unlock(&vb->balloon_lock);
-        self.balloon_lock.mutex_unlock()
 
     # ---------------------------------------------------------------- stats_handle_request
     @context()
@@ -297,9 +314,19 @@ class V9Balloon(VirtioBalloon):
     @context()
     async def virtballoon_migratepage(self, newpage: int, page: int, mode: int) -> int:
         """virtballoon_migratepage(): must be called under page lock (old and new)."""
-        frames, ppp = self.frames, self.PAGES_PER_PAGE
         # mutex_lock(&vb->balloon_lock);
         await self.balloon_lock.mutex_lock()
+        await self._virtballoon_migratepage_locked(newpage, page)
+        # mutex_unlock(&vb->balloon_lock);
+        self.balloon_lock.mutex_unlock()
+        # wake_up(&vb->config_change);
+        self.config_change.wake_up()
+        # return BALLOON_MIGRATION_RETURN;
+        return BALLOON_MIGRATION_RETURN
+
+    async def _virtballoon_migratepage_locked(self, newpage: int, page: int) -> None:
+        """virtballoon_migratepage()'s two steps under balloon_lock (``fixed`` reuses them)."""
+        frames, ppp = self.frames, self.PAGES_PER_PAGE
         # /* balloon's page migration 1st step */
         # vb->num_pfns = VIRTIO_BALLOON_PAGES_PER_PAGE;
         self.num_pfns = ppp
@@ -326,12 +353,6 @@ class V9Balloon(VirtioBalloon):
         self.set_page_pfns(self.pfns, 0, page)
         # tell_host(vb, vb->deflate_vq);
         await self.tell_host(DEFLATEQ)
-        # mutex_unlock(&vb->balloon_lock);
-        self.balloon_lock.mutex_unlock()
-        # wake_up(&vb->config_change);
-        self.config_change.wake_up()
-        # return BALLOON_MIGRATION_RETURN;
-        return BALLOON_MIGRATION_RETURN
 
     @context()
     async def virtballoon_putbackpage(self, page: int) -> None:

@@ -1,20 +1,32 @@
-"""Helpers for the compaction tests: a small compact-storm, log replay, page bookkeeping checks."""
+"""Helpers for the compaction tests: a small compact-storm, log replay, page bookkeeping checks,
+and a Guest-less rig (zone, allocator actor, compactor) for LRU migration."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import trio
+import trio.testing
 
 from actors import schema
+from actors.costs import CostModel
+from actors.guest import gfp as G
 from actors.guest import pages as P
+from actors.guest.allocator import Allocator, AllocatorClient
+from actors.guest.buddy import Zone
+from actors.guest.compaction import PAGEBLOCK, CompactionConfig, Compactor
 from actors.guest.guest import Guest
 from actors.guest.pages import PageFrames
 from actors.guest.rmap import Rmap
+from actors.guest.views import VmStat
+from actors.guest.workload import put_pages
+from actors.kernel.kernel import Kernel
 from run import scenario as scen
-from run.logs import FlightRecorder
+from run.logs import FlightRecorder, SessionLog
 from run.session import Outcome, Session, run_session
 
 #: compact-storm shrunk: 64 MiB, three storms of six compact_memory writers, the host inflating
@@ -215,3 +227,59 @@ def below_target_flags(records: list[dict[str, Any]]) -> tuple[int, list[int]]:
                 others.append(r["seq"])
         prev = r
     return by_migration, others
+
+
+# -- a Guest-less rig for LRU migration ----------------------------------------------------------
+
+
+class LruRig:
+    """A zone, its allocator actor, an rmap with an anon and a page-cache holding, a compactor."""
+
+    def __init__(self, nr_pages: int = 4 * PAGEBLOCK,
+                 watermarks: tuple[int, int, int] | None = None) -> None:
+        log = SessionLog(clock=lambda: 0.0, level="info")
+        costs = CostModel()
+        self.frames = PageFrames(nr_pages)
+        self.zone = Zone(self.frames, watermarks=watermarks)
+        self.vmstat = VmStat()
+        self.allocator = Allocator(self.zone, self.vmstat, costs, log.logger("alloc"))
+        self.rmap = Rmap(nr_pages)
+        self.anon, self.cache = self.rmap.register(), self.rmap.register()
+        self.client: AllocatorClient = self.allocator.client("app")
+        self.compactor = Compactor(
+            kernel=Kernel(log=log.logger("kernel"), costs=costs), zone=self.zone,
+            allocator=self.allocator.client("compact"), rmap=self.rmap, balloon=None,
+            vmstat=self.vmstat, costs=costs, log=log.logger("compaction"),
+            config=CompactionConfig())
+
+    def run(self, body: Callable[[LruRig], Awaitable[None]]) -> None:
+        """Run ``body(rig)`` on virtual time with the allocator actor serving it."""
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.allocator.run)
+                await body(self)
+                nursery.cancel_scope.cancel()
+
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    async def fill_and_fragment(self, seed: int = 0) -> None:
+        """Map (almost) all memory, alternating anon and page-cache batches, then unmap a
+        random half of it: plenty of free memory, no free pageblock."""
+        movable = int(G.GFP_HIGHUSER_MOVABLE)
+        while True:
+            a = await self.client.alloc(64, 0, movable, P.OWNER_ANON)
+            self.rmap.add(self.anon, a)
+            c = await self.client.alloc(64, 0, movable, P.OWNER_PAGECACHE)
+            self.rmap.add(self.cache, c)
+            if len(a) < 64 or len(c) < 64:
+                break
+        rng = random.Random(seed)
+        for hid in (self.anon, self.cache):
+            n = len(self.rmap.holding(hid)) // 2
+            taken = [self.rmap.take(hid, rng.randrange(len(self.rmap.holding(hid))))
+                     for _ in range(n)]
+            await self.client.free(put_pages(self.frames, taken), 0, dropped=True)
+
+    def problems(self) -> list[str]:
+        return page_problems(self.frames, self.rmap,
+                             [("anon", 1, self.anon), ("cache", 2, self.cache)])

@@ -48,9 +48,10 @@ MEMALLOC = int(GFP_KERNEL | GFP.MEMALLOC)
 NORETRY = int(GFP_HIGHUSER_MOVABLE | GFP.NORETRY)
 
 
-def make_zone(pageblocks: int = 4, wmarks: tuple[int, int, int] | None = (0, 0, 0)) -> Zone:
+def make_zone(pageblocks: int = 4, wmarks: tuple[int, int, int] | None = (0, 0, 0),
+              fallback: str = "v4.13") -> Zone:
     """A zone of ``pageblocks`` pageblocks, watermarks zero unless asked."""
-    return Zone(PageFrames(pageblocks * 512), watermarks=wmarks)
+    return Zone(PageFrames(pageblocks * 512), watermarks=wmarks, fallback=fallback)
 
 
 def info(zone: Zone) -> list[int]:
@@ -347,6 +348,71 @@ def test_large_movable_fallback_claims_a_half_free_block() -> None:
     assert z.frames.get_pageblock_migratetype(0) == MIGRATE_MOVABLE
     assert z.statistics().pageblock_claims == 1
     z.check_invariants()
+
+
+def _fragmented_movable(fallback: str, frees: list[range]) -> Zone:
+    """Two MOVABLE pageblocks, fully allocated to anon pages, then the given ranges freed."""
+    z = make_zone(2, fallback=fallback)
+    alloc_n(z, 1024)
+    for r in frees:
+        z.free_pages_bulk(list(r))
+    return z
+
+
+@pytest.mark.parametrize(
+    ("fallback", "first_two", "claims", "movable_left"),
+    [
+        # v3.6: each small unmovable request breaks the largest movable block left, in place:
+        # one page in each pageblock, both stay MOVABLE, the split pieces stay movable.
+        ("v3.6", [512, 0], 0, 14),
+        # v4.13: the first steal moves its pageblock's free pages to the unmovable lists, so
+        # the second request is served from the same pageblock.
+        ("v4.13", [512, 513], 0, 8),
+    ],
+)
+def test_small_unmovable_fallbacks_scatter_on_36_and_group_on_413(
+    fallback: str, first_two: list[int], claims: int, movable_left: int
+) -> None:
+    """Two order-0 GFP_KERNEL requests in a guest whose free memory is one order-3 block per
+    movable pageblock: 3.6 (the series' kernels) puts them in two pageblocks, 4.13 in one."""
+    z = _fragmented_movable(fallback, [range(0, 8), range(512, 520)])
+    got = [z.alloc_pages(0, UNMOV, P.OWNER_KERNEL) for _ in range(2)]
+    assert got == first_two
+    assert list(z.frames.pageblock_mt) == [MIGRATE_MOVABLE] * 2
+    s = z.statistics()
+    assert (s.pageblock_claims, s.fallback_steals) == (claims, 2 if fallback == "v3.6" else 1)
+    free_movable = sum(z.free_area[o][MIGRATE_MOVABLE].nr << o for o in range(MAX_ORDER))
+    assert free_movable == movable_left
+    z.check_invariants()
+
+
+@pytest.mark.parametrize(
+    ("frees", "claimed", "next_pfn"),
+    [
+        ([range(0, 300)], True, 1),  # order >= 4 and 300 free >= 256: moved and claimed
+        ([range(0, 16)], False, 1),  # order 4 but 16 free: moved to unmovable, not claimed
+    ],
+)
+def test_36_large_fallback_moves_the_pageblock_and_claims_when_half_free(
+    frees: list[range], claimed: bool, next_pfn: int
+) -> None:
+    """On 3.6 a fallback from a block of order >= pageblock_order/2 moves its pageblock's free
+    pages to the requested type (claiming the pageblock if at least half was free), so the
+    next unmovable request is served from the same pageblock."""
+    z = _fragmented_movable("v3.6", frees)
+    assert z.alloc_pages(0, UNMOV, P.OWNER_KERNEL) == 0
+    mt = MIGRATE_UNMOVABLE if claimed else MIGRATE_MOVABLE
+    assert z.frames.get_pageblock_migratetype(0) == mt
+    assert z.statistics().pageblock_claims == int(claimed)
+    assert all(z.free_area[o][MIGRATE_MOVABLE].nr == 0 for o in range(MAX_ORDER))
+    assert z.alloc_pages(0, UNMOV, P.OWNER_KERNEL) == next_pfn
+    z.check_invariants()
+
+
+def test_zone_rejects_an_unknown_fallback_model() -> None:
+    """Zone(fallback=...) names the models it knows."""
+    with pytest.raises(ValueError, match=r"v4\.13, v3\.6"):
+        Zone(PageFrames(512), fallback="v2.4")
 
 
 def test_unmovable_prefers_reclaimable_over_movable() -> None:
@@ -664,13 +730,15 @@ def _order_frees(held: list[tuple[int, int]], seed: int, how: str, share: float
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(pageblocks=st.integers(4, 16), ops=st.lists(op_strategy, max_size=25))
+@given(pageblocks=st.integers(4, 16), ops=st.lists(op_strategy, max_size=25),
+       fallback=st.sampled_from(["v4.13", "v3.6"]))
 def test_bulk_calls_equal_repeated_single_calls(
-    pageblocks: int, ops: list[tuple[Any, ...]]
+    pageblocks: int, ops: list[tuple[Any, ...]], fallback: str
 ) -> None:
-    """alloc_pages_bulk/free_pages_bulk leave exactly the state of repeated single calls."""
-    a = make_zone(pageblocks, (8, 16, 24))
-    b = make_zone(pageblocks, (8, 16, 24))
+    """alloc_pages_bulk/free_pages_bulk leave exactly the state of repeated single calls
+    (with either fallback model)."""
+    a = make_zone(pageblocks, (8, 16, 24), fallback)
+    b = make_zone(pageblocks, (8, 16, 24), fallback)
     held: list[tuple[int, int]] = []
     for op in ops:
         if op[0] == "alloc":
@@ -709,10 +777,11 @@ class BuddyMachine(RuleBasedStateMachine):
         self.held: list[tuple[int, int]] = []  # (head pfn, order) of allocated blocks
 
     @initialize(pageblocks=st.integers(4, 16), marks=st.sampled_from([(0, 0, 0), (20, 40, 60),
-                                                                      None]))
-    def build(self, pageblocks: int, marks: tuple[int, int, int] | None) -> None:
-        """Start from a fresh zone of 4-16 pageblocks."""
-        self.zone = make_zone(pageblocks, marks)
+                                                                      None]),
+                fallback=st.sampled_from(["v4.13", "v3.6"]))
+    def build(self, pageblocks: int, marks: tuple[int, int, int] | None, fallback: str) -> None:
+        """Start from a fresh zone of 4-16 pageblocks (either fallback model)."""
+        self.zone = make_zone(pageblocks, marks, fallback)
         self.held = []
 
     @rule(n=st.integers(1, 600), order=st.sampled_from([0, 0, 0, 1, 3, 5, 9, 10]),

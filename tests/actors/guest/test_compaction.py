@@ -144,21 +144,26 @@ def test_fixed_storm_under_preemption(seed: int) -> None:
 
 
 
-def test_migration_below_target_is_not_blamed_by_the_monitor() -> None:
-    """When compaction migrates a balloon page while the balloon is below its target (here:
-    fill ran out of puff on a 16 MiB guest and kcompactd runs before the next round), the
-    migration's deflate of the old page follows the inflate of the new one -- the balloon does
-    not shrink -- so the conformance monitor reports no ``driver.deflate-below-target``."""
+def test_migration_while_fill_holds_balloon_lock_is_put_back() -> None:
+    """FIX(leak-spin)'s ``mutex_trylock`` in ``virtballoon_migratepage``: while fill runs out of
+    puff (16 MiB guest) it sleeps in ``msleep(200)`` holding ``balloon_lock``, so
+    compact_memory's balloon migrations fail with -EAGAIN and their pages go back on the list
+    -- no violation, no migration below target, and the balloon still reaches its target
+    afterwards. (The monitor's tolerance of a migration's swap below target is pinned in the
+    protocol tests; compact_memory, not kcompactd, because compaction_suitable() skips an
+    order-9 compaction with free memory at the watermark.)"""
     sc = scen.load("compact-storm", [
         "duration=3s", "guest.memory=16MiB", "workload.apps=1", "workload.fill=0.6",
         "workload.churn=0.2", "workload.thp_rate=0", "workload.drop_at=0.5",
-        'host.policy.params.steps=[["0.5s", "40%"]]', "compaction.at=[]",
-        "compaction.kcompactd_interval=1.5s"])
+        'host.policy.params.steps=[["0.5s", "40%"]]', 'compaction.at=["1.5s"]',
+        "compaction.workers=1", "compaction.kcompactd_interval=0"])
     rec = FlightRecorder()
     out = run_session(sc, seed=0, recorder=rec)
     s = out.summary
     assert out.reason == "completed"
-    assert s["balloon"]["out_of_puff"] > 0 and s["vmstat"]["balloon_migrate"] > 0
+    assert s["balloon"]["out_of_puff"] > 0
+    assert s["vmstat"]["balloon_migrate"] == 0
+    assert s["vmstat"]["compact_balloon_returned"] == s["vmstat"]["compact_balloon_isolated"] > 0
     assert s["violations"] == []
     assert below_target_flags(list(rec.records)) == (0, [])
     assert s["balloon"]["actual"] == s["balloon"]["target"]  # the balloon reached its target

@@ -7,38 +7,24 @@ sessions whose apps run while compact_memory storms migrate their pages.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Awaitable, Callable
-
 import pytest
-import trio
-import trio.testing
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors.costs import CostModel
-from actors.guest import gfp as G
 from actors.guest import pages as P
-from actors.guest.allocator import Allocator, AllocatorClient
-from actors.guest.buddy import Zone
 from actors.guest.compaction import (
     COMPACT_COMPLETE,
     PAGEBLOCK,
     CompactControl,
-    CompactionConfig,
-    Compactor,
 )
-from actors.guest.pages import PageFrames
 from actors.guest.rmap import Rmap
-from actors.guest.views import VmStat, free_blocks_at_least
+from actors.guest.views import free_blocks_at_least
 from actors.guest.workload import put_pages
-from actors.kernel.kernel import Kernel
 from run import scenario as scen
-from run.logs import SessionLog
 from run.session import run_session
 
-from .compaction_helpers import lru_problems, page_problems, the_guest
+from .compaction_helpers import LruRig, lru_problems, the_guest
 
 # -- Rmap unit tests -----------------------------------------------------------------------------
 
@@ -157,61 +143,6 @@ class RmapMachine(RuleBasedStateMachine):
 
 TestRmapMachine = RmapMachine.TestCase
 TestRmapMachine.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
-
-
-# -- a Guest-less rig for LRU migration ----------------------------------------------------------
-
-
-class LruRig:
-    """A zone, its allocator actor, an rmap with an anon and a page-cache holding, a compactor."""
-
-    def __init__(self, nr_pages: int = 4 * PAGEBLOCK) -> None:
-        log = SessionLog(clock=lambda: 0.0, level="info")
-        costs = CostModel()
-        self.frames = PageFrames(nr_pages)
-        self.zone = Zone(self.frames)
-        self.vmstat = VmStat()
-        self.allocator = Allocator(self.zone, self.vmstat, costs, log.logger("alloc"))
-        self.rmap = Rmap(nr_pages)
-        self.anon, self.cache = self.rmap.register(), self.rmap.register()
-        self.client: AllocatorClient = self.allocator.client("app")
-        self.compactor = Compactor(
-            kernel=Kernel(log=log.logger("kernel"), costs=costs), zone=self.zone,
-            allocator=self.allocator.client("compact"), rmap=self.rmap, balloon=None,
-            vmstat=self.vmstat, costs=costs, log=log.logger("compaction"),
-            config=CompactionConfig())
-
-    def run(self, body: Callable[[LruRig], Awaitable[None]]) -> None:
-        """Run ``body(rig)`` on virtual time with the allocator actor serving it."""
-        async def main() -> None:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.allocator.run)
-                await body(self)
-                nursery.cancel_scope.cancel()
-
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-
-    async def fill_and_fragment(self, seed: int = 0) -> None:
-        """Map (almost) all memory, alternating anon and page-cache batches, then unmap a
-        random half of it: plenty of free memory, no free pageblock."""
-        movable = int(G.GFP_HIGHUSER_MOVABLE)
-        while True:
-            a = await self.client.alloc(64, 0, movable, P.OWNER_ANON)
-            self.rmap.add(self.anon, a)
-            c = await self.client.alloc(64, 0, movable, P.OWNER_PAGECACHE)
-            self.rmap.add(self.cache, c)
-            if len(a) < 64 or len(c) < 64:
-                break
-        rng = random.Random(seed)
-        for hid in (self.anon, self.cache):
-            n = len(self.rmap.holding(hid)) // 2
-            taken = [self.rmap.take(hid, rng.randrange(len(self.rmap.holding(hid))))
-                     for _ in range(n)]
-            await self.client.free(put_pages(self.frames, taken), 0, dropped=True)
-
-    def problems(self) -> list[str]:
-        return page_problems(self.frames, self.rmap,
-                             [("anon", 1, self.anon), ("cache", 2, self.cache)])
 
 
 def test_compact_zone_moves_lru_pages_and_keeps_rmap_consistent() -> None:

@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.host.memory import BALLOONED, DISCARDED, RESIDENT, GuestMemory, HostMemory
+from actors.host.memory import (
+    BALLOONED,
+    BALLOONED_UNTOUCHED,
+    DISCARDED,
+    RESIDENT,
+    UNTOUCHED,
+    GuestMemory,
+    HostMemory,
+)
 
 # (name, operations on a 16-page guest, expected (ballooned, discarded, rss, refaults))
 CASES: list[tuple[str, list[tuple[str, list[int]]], tuple[int, int, int, int]]] = [
@@ -61,41 +69,78 @@ def test_host_memory_free_pages_follow_guest_rss() -> None:
     assert host.free_pages == 65
 
 
+# Lazily populated RAM (the session default): (name, ops on a 16-page guest, expected
+# (ballooned, discarded, untouched, rss, saved, refaults, first touches))
+LAZY: list[tuple[str, list[tuple[str, list[int]]], tuple[int, ...]]] = [
+    ("fresh guest costs nothing", [], (0, 0, 16, 0, 0, 0, 0)),
+    ("first touch populates", [("touch", [0, 1, 1])], (0, 0, 14, 2, 0, 0, 2)),
+    ("inflating untouched pages saves nothing", [("inflate", [0, 1])],
+     (2, 0, 14, 0, 0, 0, 0)),
+    ("inflating touched pages saves them", [("touch", [0, 1]), ("inflate", [0, 1, 2])],
+     (3, 0, 13, 0, 2, 0, 2)),
+    ("deflated untouched page is untouched again, touching it is a first touch",
+     [("inflate", [0]), ("deflate", [0]), ("touch", [0])], (0, 0, 15, 1, 0, 0, 1)),
+    ("deflated touched page is discarded, touching it is a refault",
+     [("touch", [0]), ("inflate", [0]), ("deflate", [0])], (0, 1, 15, 0, 1, 0, 1)),
+    ("refault", [("touch", [0]), ("inflate", [0]), ("deflate", [0]), ("touch", [0])],
+     (0, 0, 15, 1, 0, 1, 1)),
+]
+
+
+@pytest.mark.parametrize(("ops", "expected"), [(ops, exp) for _, ops, exp in LAZY],
+                         ids=[name for name, _, _ in LAZY])
+def test_lazily_populated_guest_accounting(ops: list[tuple[str, list[int]]],
+                                           expected: tuple[int, ...]) -> None:
+    """RSS grows on first touch; only pages the guest had touched count as saved."""
+    g = GuestMemory("g", 16, populated=False)
+    for op, pfns in ops:
+        getattr(g, op)(pfns)
+    assert (g.ballooned, g.discarded, g.untouched, g.rss, g.saved, g.refaults,
+            g.first_touches) == expected
+
+
 PAGES = 24
 _ops = st.lists(st.tuples(st.sampled_from(["inflate", "deflate", "touch"]),
                           st.lists(st.integers(0, PAGES - 1), max_size=PAGES)), max_size=40)
 
 
 @settings(max_examples=300, deadline=None)
-@given(ops=_ops)
+@given(ops=_ops, populated=st.booleans())
 def test_valid_operation_sequences_keep_counts_equal_to_page_state(
-        ops: list[tuple[str, list[int]]]) -> None:
-    """After valid inflate/deflate/touch, counters equal the bytearray's state counts."""
-    g = GuestMemory("g", PAGES)
-    model = [RESIDENT] * PAGES
-    refaults = 0
+        ops: list[tuple[str, list[int]]], populated: bool) -> None:
+    """After valid inflate/deflate/touch, counters equal the bytearray's state counts, against
+    a model that tracks (in balloon, ever touched, resident) per page."""
+    g = GuestMemory("g", PAGES, populated)
+    ballooned = [False] * PAGES
+    touched = [populated] * PAGES  # touched since the last deflate of a never-touched page
+    resident = [populated] * PAGES
+    refaults = first = 0
     for op, raw in ops:
         pfns = list(dict.fromkeys(raw))  # the device de-duplicates before calling in
         if op == "inflate":
-            pfns = [p for p in pfns if model[p] != BALLOONED]
+            pfns = [p for p in pfns if not ballooned[p]]
             g.inflate(pfns)
             for p in pfns:
-                model[p] = BALLOONED
+                ballooned[p], resident[p] = True, False
         elif op == "deflate":
-            pfns = [p for p in pfns if model[p] == BALLOONED]
+            pfns = [p for p in pfns if ballooned[p]]
             g.deflate(pfns)
             for p in pfns:
-                model[p] = DISCARDED
+                ballooned[p] = False
         else:
             n = g.touch(raw)  # any page may be touched, duplicates included
-            back = [p for p in pfns if model[p] == DISCARDED]
+            back = [p for p in pfns if not ballooned[p] and not resident[p]]
             assert n == len(back)
-            refaults += n
+            refaults += sum(touched[p] for p in back)
+            first += sum(not touched[p] for p in back)
             for p in back:
-                model[p] = RESIDENT
-        assert list(g.state) == model
-        assert g.ballooned + g.discarded + g.rss == g.pages
-        assert g.ballooned == g.state.count(BALLOONED)
-        assert g.discarded == g.state.count(DISCARDED)
-        assert g.rss == g.state.count(RESIDENT)
-        assert g.refaults == refaults
+                resident[p] = touched[p] = True
+        expect = [(BALLOONED if touched[p] else BALLOONED_UNTOUCHED) if ballooned[p]
+                  else RESIDENT if resident[p] else DISCARDED if touched[p] else UNTOUCHED
+                  for p in range(PAGES)]
+        assert list(g.state) == expect
+        assert g.ballooned + g.discarded + g.untouched + g.rss == g.pages
+        assert g.ballooned == sum(ballooned)
+        assert g.rss == sum(resident)
+        assert g.saved == sum(touched[p] and not resident[p] for p in range(PAGES))
+        assert (g.refaults, g.first_touches) == (refaults, first)

@@ -1,0 +1,58 @@
+"""Each FIX in ``fixed`` against ``v9``: a pinned scenario+seed(+choices) fails on v9, passes on
+fixed. Choice files come from ``vballoon fuzz race --driver v9 --minimise SEED``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from run import minimise
+from run import scenario as scen
+from run.fuzz import first_failure
+from run.logs import FlightRecorder
+from run.session import run_session
+
+CHOICES = Path(__file__).parent / "choices"
+
+
+def _outcome(path: Path, driver: str) -> tuple[dict[str, object] | None, int]:
+    sc, seed, forced = minimise.load(path, [f"guest.driver={driver}"])
+    out = run_session(sc, seed=seed, recorder=FlightRecorder(capacity=16), forced=forced,
+                      fail_fast=True)
+    return first_failure(out), len(forced)
+
+
+@pytest.mark.parametrize(("name", "fix"), [
+    ("race-fill-unlock", "imbalance"),
+    ("race-leak-spin", "soft-lockup"),
+])
+def test_pinned_race_fails_on_v9_and_passes_on_fixed(name: str, fix: str) -> None:
+    """The minimised choices reproduce v9's recorded failure exactly and fixed survives them:
+    race-fill-unlock is one forced alloc.fail (FIX(fill-unlock)); race-leak-spin forces host
+    stalls and slow-downs while migrations hold the head page of the list (FIX(leak-spin))."""
+    path = CHOICES / f"{name}.choices.json"
+    recorded = minimise.load(path)[0]
+    assert recorded.guest.driver == "v9"
+    failure, n = _outcome(path, "v9")
+    assert failure is not None and fix in failure["signature"]
+    assert failure["signature"] == orjson.loads(path.read_bytes())["failure"]["signature"]
+    assert n >= 1
+    assert _outcome(path, "fixed")[0] is None
+
+
+def test_64k_guest_pages_v9_splits_pages_and_oscillates_fixed_does_not() -> None:
+    """FIX(leak-pfns) and FIX(64k-target): with 64 KiB guest pages and a target that is not a
+    whole number of them, v9 deflates a buffer with stale PFNs (a split guest page); fixed
+    aligns the target and copies the PFNs it took, and ends clean at target 0."""
+    sets = ["guest.page_size=64KiB", "faults.enabled=false"]
+    v9 = run_session(scen.load("race", [*sets, "guest.driver=v9"]), seed=0, fail_fast=True,
+                     recorder=FlightRecorder(capacity=16))
+    failure = first_failure(v9)
+    assert failure is not None and failure["kind"] == "virtio:driver.split-guest-page"
+    fixed = run_session(scen.load("race", [*sets, "guest.driver=fixed"]), seed=0,
+                        recorder=FlightRecorder(capacity=16))
+    assert fixed.violations == [] and fixed.reason == "completed"
+    b = fixed.summary["balloon"]
+    assert b["inflated"] == b["deflated"] > 0 and b["actual"] == b["target"] == 0
