@@ -1,8 +1,8 @@
 """The virtual-time cost model: every modelled delay in one place, with its default.
 
-Actors ``await anyio.sleep(costs.x)``; nothing else advances virtual time. Defaults are order-of-
-magnitude figures for a 2012-era x86-64 guest; a scenario's ``[costs]`` table overrides any of
-them (durations as strings, e.g. ``alloc_page = "150ns"``).
+Actors ``await sleep(costs.x)`` (``actors.clock.sleep``); nothing else advances virtual time.
+Defaults are order-of-magnitude figures for a 2012-era x86-64 guest; a scenario's ``[costs]``
+table overrides any of them (durations as strings, e.g. ``alloc_page = "150ns"``).
 """
 
 from __future__ import annotations

@@ -1,20 +1,47 @@
 """Cheaper sends and receives on anyio memory object streams.
 
 anyio's ``send``/``receive`` always take a full scheduling checkpoint first, even when the
-item can go or come at once. Actors exchange millions of messages, so where a bounded stream
-has room (or an item is waiting) we hand it over directly and only fall back to the awaiting
-call when it would block. Every actor still yields at its own modelled cost (``anyio.sleep``),
-so no task can starve others; the schedule stays a deterministic function of the seed.
+item can go or come at once, and ``receive`` takes it even when it is about to wait anyway.
+Actors exchange millions of messages, so where a bounded stream has room (or an item is
+waiting) we hand it over directly, and a receive that must wait goes straight to waiting
+(anyio's own wait, minus the checkpoint before it: that yield models nothing, it only costs a
+pass of the scheduler per message). Every actor still yields at its own modelled cost
+(``actors.clock.sleep``), so no task can starve others; the schedule stays a deterministic function
+of the seed.
+
+The waiting receive uses anyio's stream internals (``_state.waiting_receivers``, the
+receiver record); ``check_anyio_internals`` fails loudly, and a test calls it, if an anyio
+upgrade changes them.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import TypeVar
 
-from anyio import WouldBlock
+from anyio import ClosedResourceError, EndOfStream, Event, WouldBlock
+from anyio.streams import memory as _memory
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 T = TypeVar("T")
+
+
+class StreamInternalsChanged(RuntimeError):
+    """The anyio internals the checkpoint-free receive relies on are gone or changed."""
+
+
+def check_anyio_internals() -> None:
+    """Raise StreamInternalsChanged unless anyio's receive still waits the way we copy."""
+    receiver = getattr(_memory, "_MemoryObjectItemReceiver", None)
+    source = inspect.getsource(MemoryObjectReceiveStream.receive)
+    needed = ("await checkpoint()", "self._waiters.add(receive_event)",
+              "self._state.waiting_receivers[receive_event] = receiver",
+              "await receive_event.wait()", "return receiver.item")
+    missing = [s for s in needed if s not in source]
+    if receiver is None or missing:
+        raise StreamInternalsChanged(
+            f"anyio's MemoryObjectReceiveStream.receive changed (missing: "
+            f"{missing or ['_MemoryObjectItemReceiver']}): update actors/streams.py")
 
 
 async def send(stream: MemoryObjectSendStream[T], item: T) -> None:
@@ -26,8 +53,27 @@ async def send(stream: MemoryObjectSendStream[T], item: T) -> None:
 
 
 async def receive(stream: MemoryObjectReceiveStream[T]) -> T:
-    """``stream.receive()`` without the checkpoint when an item is already waiting."""
+    """``stream.receive()`` without its leading checkpoint: take a waiting item, or wait."""
     try:
         return stream.receive_nowait()
     except WouldBlock:
-        return await stream.receive()
+        pass
+    # anyio's MemoryObjectReceiveStream.receive after its checkpoint, verbatim.
+    if stream._waiters is None:
+        stream._waiters = set()
+    receive_event = Event()
+    stream._waiters.add(receive_event)
+    receiver = _memory._MemoryObjectItemReceiver[T]()
+    stream._state.waiting_receivers[receive_event] = receiver
+    try:
+        await receive_event.wait()
+    finally:
+        stream._state.waiting_receivers.pop(receive_event, None)
+        if stream._waiters is not None:
+            stream._waiters.remove(receive_event)
+    try:
+        return receiver.item
+    except AttributeError:
+        if stream._closed:
+            raise ClosedResourceError from None
+        raise EndOfStream from None

@@ -38,9 +38,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 from .errors import ProtocolError
 from .features import BalloonFeature
-from .pfns import wire_to_guest_pfns
+from .pfns import PfnIndex, Pfns, as_index, wire_to_guest_pfns
 
 __all__ = [
     "ActualWritten",
@@ -108,35 +111,35 @@ class ActualWritten:
 class InflateAdded:
     """The driver added an inflate buffer naming these wire PFNs."""
 
-    pfns: Sequence[int]
+    pfns: Pfns
 
 
 @dataclass(frozen=True, slots=True)
 class InflateAcked:
     """The device used (acknowledged) an inflate buffer naming these wire PFNs."""
 
-    pfns: Sequence[int]
+    pfns: Pfns
 
 
 @dataclass(frozen=True, slots=True)
 class DeflateAdded:
     """The driver added a deflate buffer naming these wire PFNs."""
 
-    pfns: Sequence[int]
+    pfns: Pfns
 
 
 @dataclass(frozen=True, slots=True)
 class DeflateAcked:
     """The device used (acknowledged) a deflate buffer naming these wire PFNs."""
 
-    pfns: Sequence[int]
+    pfns: Pfns
 
 
 @dataclass(frozen=True, slots=True)
 class PageUsed:
     """The guest touched these guest pages (guest PFNs, not wire PFNs)."""
 
-    guest_pfns: Sequence[int]
+    guest_pfns: Pfns
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +210,14 @@ _DEFLATING: Final = 3
 _PAGE_STATE_NAMES: Final = ("not-in-balloon", "inflating", "inflated", "deflating")
 
 
+def unique_pfns(g: PfnIndex) -> bool:
+    """No PFN twice in the batch."""
+    if len(g) < 2:
+        return True
+    s = np.sort(g)
+    return not np.count_nonzero(s[1:] == s[:-1])
+
+
 def _show(pfns: Sequence[int], limit: int = 8) -> str:
     head = ", ".join(str(p) for p in pfns[:limit])
     return f"[{head}, ... {len(pfns)} in all]" if len(pfns) > limit else f"[{head}]"
@@ -218,6 +229,12 @@ class Conformance:
     ``features`` is the negotiated feature bitmask; ``pages_per_page`` the wire PFNs per guest
     page (1 for 4 KiB guest pages).  Call :meth:`feed` with each event, in the order the system
     performed them; it returns the violations that event revealed (usually none).
+
+    Page states live in a byte array indexed by guest PFN (grown on demand). A batch in which
+    every page is where a conforming driver and device leave it (each page once, in the state
+    the event expects) is applied with a few array operations; any other batch takes the
+    page-by-page path, which defines the semantics (``vectorised=False`` forces it, and a test
+    checks both paths agree on arbitrary event sequences).
     """
 
     __slots__ = (
@@ -229,16 +246,18 @@ class Conformance:
         "_n_inflated",
         "_n_inflating",
         "_num_pages",
-        "_pages",
         "_ppp",
+        "_st",
         "_stats_outstanding",
         "_stats_tags",
         "_stats_vq",
         "_swap_credit",
+        "_vectorised",
         "features",
     )
 
-    def __init__(self, features: int, pages_per_page: int = 1) -> None:
+    def __init__(self, features: int, pages_per_page: int = 1, *,
+                 vectorised: bool = True) -> None:
         if not isinstance(pages_per_page, int) or pages_per_page < 1:
             raise ProtocolError(
                 "pages_per_page must be a positive int",
@@ -252,10 +271,12 @@ class Conformance:
         self._must_tell_host = bool(features >> BalloonFeature.MUST_TELL_HOST & 1)
         self._deflate_on_oom = bool(features >> BalloonFeature.DEFLATE_ON_OOM & 1)
         self._stats_vq = bool(features >> BalloonFeature.STATS_VQ & 1)
+        self._vectorised = vectorised
+        self._st = np.zeros(0, dtype=np.uint8)  # guest pfn -> 0/_INFLATING/_INFLATED/_DEFLATING
         self._reset()
 
     def _reset(self) -> None:
-        self._pages: dict[int, int] = {}  # guest pfn -> _INFLATING/_INFLATED/_DEFLATING
+        self._st[:] = 0
         self._n_inflating = 0
         self._n_inflated = 0
         self._n_deflating = 0
@@ -285,7 +306,32 @@ class Conformance:
 
     def page_state(self, guest_pfn: int) -> str:
         """A guest page's balloon state: not-in-balloon, inflating, inflated or deflating."""
-        return _PAGE_STATE_NAMES[self._pages.get(guest_pfn, 0)]
+        st = self._st
+        return _PAGE_STATE_NAMES[st[guest_pfn] if 0 <= guest_pfn < len(st) else 0]
+
+    def _states(self, g: PfnIndex) -> npt.NDArray[np.uint8]:
+        """The state array, grown to hold every PFN of ``g`` (non-empty)."""
+        st = self._st
+        top = int(np.maximum.reduce(g))
+        if top >= len(st):
+            grown = np.zeros(max(top + 1, 2 * len(st)), dtype=np.uint8)
+            grown[: len(st)] = st
+            st = self._st = grown
+        return st
+
+    def _batch(self, g: PfnIndex, expect: int, new: int) -> bool:
+        """The fast path: if every page of ``g`` is in state ``expect``, each once, move them
+        all to ``new`` and return True; else change nothing and return False."""
+        if not self._vectorised or not len(g):
+            return False
+        st = self._states(g)
+        now = st[g]
+        # count_nonzero, not .any()/.all(): no Python-level wrapper per call
+        ok = not np.count_nonzero(now != expect)
+        if not ok or not unique_pfns(g):
+            return False
+        st[g] = new
+        return True
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -332,8 +378,11 @@ class Conformance:
 
     # -- rules -----------------------------------------------------------------------------
 
-    def _guests(self, pfns: Sequence[int], event: Event, out: list[Violation]) -> list[int]:
-        guests, strays = wire_to_guest_pfns(pfns, self._ppp)
+    def _guests(self, pfns: Pfns, event: Event, out: list[Violation]) -> PfnIndex:
+        if self._ppp == 1:
+            return as_index(pfns)
+        wire = pfns.tolist() if isinstance(pfns, np.ndarray) else pfns
+        guests, strays = wire_to_guest_pfns(wire, self._ppp)
         if strays:
             out.append(
                 Violation(
@@ -345,18 +394,23 @@ class Conformance:
                     event,
                 )
             )
-        return guests
+        return np.array(guests, dtype=np.int64)
 
     def _inflate_added(self, event: InflateAdded) -> list[Violation]:
         out: list[Violation] = []
-        guests = self._guests(event.pfns, event, out)
-        pages = self._pages
+        g = self._guests(event.pfns, event, out)
+        if self._batch(g, 0, _INFLATING):
+            self._n_inflating += len(g)
+            self._swap_credit += len(g)
+            return out
+        guests = g.tolist()
+        st = self._states(g) if guests else self._st
         again: list[int] = []
-        for g in guests:
-            if g in pages:
-                again.append(g)
+        for p in guests:
+            if st[p]:
+                again.append(p)
             else:
-                pages[g] = _INFLATING
+                st[p] = _INFLATING
         self._n_inflating += len(guests) - len(again)
         self._swap_credit += len(guests) - len(again)
         if again:
@@ -376,17 +430,22 @@ class Conformance:
 
     def _inflate_acked(self, event: InflateAcked) -> list[Violation]:
         out: list[Violation] = []
-        guests = self._guests(event.pfns, event, out)
-        pages = self._pages
+        g = self._guests(event.pfns, event, out)
+        if self._batch(g, _INFLATING, _INFLATED):
+            self._n_inflating -= len(g)
+            self._n_inflated += len(g)
+            return out
+        guests = g.tolist()
+        st = self._states(g) if guests else self._st
         unknown: list[int] = []
         acked = 0
-        for g in guests:
-            st = pages.get(g)
-            if st == _INFLATING:
-                pages[g] = _INFLATED
+        for p in guests:
+            state = st[p]
+            if state == _INFLATING:
+                st[p] = _INFLATED
                 acked += 1
-            elif st is None:
-                unknown.append(g)
+            elif not state:
+                unknown.append(p)
             # inflated/deflating: a re-inflate already reported against the driver
         self._n_inflating -= acked
         self._n_inflated += acked
@@ -405,20 +464,24 @@ class Conformance:
 
     def _deflate_added(self, event: DeflateAdded) -> list[Violation]:
         out: list[Violation] = []
-        guests = self._guests(event.pfns, event, out)
-        pages = self._pages
+        g = self._guests(event.pfns, event, out)
         unacked: list[int] = []
         absent: list[int] = []
-        moved = 0
-        for g in guests:
-            st = pages.get(g)
-            if st == _INFLATED:
-                pages[g] = _DEFLATING
-                moved += 1
-            elif st == _INFLATING:
-                unacked.append(g)
-            else:
-                absent.append(g)
+        if self._batch(g, _INFLATED, _DEFLATING):
+            moved = len(g)
+        else:
+            guests = g.tolist()
+            st = self._states(g) if guests else self._st
+            moved = 0
+            for p in guests:
+                state = st[p]
+                if state == _INFLATED:
+                    st[p] = _DEFLATING
+                    moved += 1
+                elif state == _INFLATING:
+                    unacked.append(p)
+                else:
+                    absent.append(p)
         self._n_inflated -= moved
         self._n_deflating += moved
         if unacked:
@@ -465,17 +528,21 @@ class Conformance:
 
     def _deflate_acked(self, event: DeflateAcked) -> list[Violation]:
         out: list[Violation] = []
-        guests = self._guests(event.pfns, event, out)
-        pages = self._pages
+        g = self._guests(event.pfns, event, out)
+        if self._batch(g, _DEFLATING, 0):
+            self._n_deflating -= len(g)
+            return out
+        guests = g.tolist()
+        st = self._states(g) if guests else self._st
         unknown: list[int] = []
         acked = 0
-        for g in guests:
-            st = pages.get(g)
-            if st == _DEFLATING:
-                del pages[g]
+        for p in guests:
+            state = st[p]
+            if state == _DEFLATING:
+                st[p] = 0
                 acked += 1
-            elif st is None:
-                unknown.append(g)
+            elif not state:
+                unknown.append(p)
             # inflating/inflated: a bad deflate already reported against the driver
         self._n_deflating -= acked
         if unknown:
@@ -492,23 +559,26 @@ class Conformance:
         return out
 
     def _page_used(self, event: PageUsed) -> list[Violation]:
-        pages = self._pages
-        if not pages:
+        if not self._n_inflating + self._n_inflated + self._n_deflating:
+            return []  # no page is in the balloon
+        st = self._st
+        g = as_index(event.guest_pfns)
+        g = g[g < len(st)]
+        touched = g[st[g] != 0]
+        if not len(touched):
             return []
-        hits = sorted(pages.keys() & set(event.guest_pfns))
-        if not hits:
-            return []
+        hits = sorted(set(touched.tolist()))
         inflating: list[int] = []
         inflated: list[int] = []
         deflating: list[int] = []
-        for g in hits:
-            st = pages[g]
-            if st == _INFLATING:
-                inflating.append(g)
-            elif st == _INFLATED:
-                inflated.append(g)
+        for p in hits:
+            state = st[p]
+            if state == _INFLATING:
+                inflating.append(p)
+            elif state == _INFLATED:
+                inflated.append(p)
             else:
-                deflating.append(g)
+                deflating.append(p)
         out: list[Violation] = []
         if inflating:
             out.append(

@@ -12,11 +12,17 @@ import sys
 from array import array
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from .errors import DecodeError, EncodeError
 
 __all__ = [
     "PFN_MAX",
     "VIRTIO_BALLOON_ARRAY_PFNS_MAX",
+    "PfnIndex",
+    "Pfns",
+    "as_index",
     "decode_pfns",
     "encode_pfns",
     "guest_pfn_to_wire",
@@ -33,6 +39,21 @@ PFN_MAX = 0xFFFF_FFFF
 if array("I").itemsize != 4:  # pragma: no cover - every supported CPython platform
     raise ImportError("protocol.pfns needs a 4-byte array('I')")
 _SWAP = sys.byteorder == "big"
+
+
+PfnIndex = npt.NDArray[np.integer]
+#: A batch of PFNs: any sequence of ints, or an index array.
+Pfns = Sequence[int] | PfnIndex
+
+
+def as_index(pfns: Pfns) -> PfnIndex:
+    """PFNs as a numpy index array, for batch work on per-PFN state: no copy for an
+    ``array('I')`` (a decoded buffer) or an ndarray; other sequences are converted."""
+    if isinstance(pfns, np.ndarray):
+        return pfns
+    if isinstance(pfns, array) and pfns.typecode == "I":
+        return np.frombuffer(pfns, dtype=np.uint32)
+    return np.array(pfns, dtype=np.int64)
 
 
 def _bad_pfn(values: Iterable[object]) -> object:

@@ -285,7 +285,7 @@ _LAP = 250  # round trips per lap: a lap hit by machine noise is an outlier, not
 
 
 def _trio_run(main: Callable[[], Any]) -> None:
-    """Both sides of the comparison run exactly as a session does: MockClock, seeded shuffle."""
+    """Both sides of the comparison run exactly as a session does: virtual clock, seeded shuffle."""
     determinism.seed_scheduler(0)
     trio.run(main, clock=determinism.virtual_clock())
 
@@ -421,7 +421,7 @@ def bench_handshake(quick: bool) -> Result:
     return {
         "round_trips": n,
         "timing": (f"{repeats} interleaved runs per path, median of laps of {_LAP}; "
-                   "trio, MockClock, seeded scheduler (as in a session)"),
+                   "trio, virtual clock, seeded scheduler (as in a session)"),
         "raw_trio_us": us["raw_trio"],
         "virtqueue_us": us["virtqueue"],
         "ratio": round(ratio, 2),

@@ -3,8 +3,9 @@
 structlog is configured per session (never globally) so that tests, ``compare`` and ``fuzz``
 can run many sessions in one process. Every record gets ``t`` (virtual seconds), ``seq``
 (global order), ``actor`` and ``event`` first, in that order, so logs diff cleanly. Records
-below the session's level are dropped by structlog's filtering bound logger before any
-processor runs, so ``debug`` logging costs one no-op method call when off.
+below the session's level are dropped by structlog's filtering bound logger (``debug``
+logging costs one no-op method call when off); the others go from the logger method straight
+to ``SessionLog._emit``, which stamps them and writes them to every sink.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import array
 import enum
 from collections import deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import IO, Any, ClassVar
 
 import orjson
@@ -88,18 +89,6 @@ class PrettyConsole:
                            markup=False, highlight=False)
 
 
-_NOTHING: tuple[tuple[()], dict[str, Any]] = ((), {})
-
-
-class _NullLogger:
-    """The wrapped logger: the stamping processor already wrote the record to every sink."""
-
-    def _discard(self) -> None:
-        return None
-
-    debug = info = warning = error = msg = _discard
-
-
 Sink = FlightRecorder | JsonLinesFile | PrettyConsole
 
 
@@ -121,34 +110,49 @@ class SessionLog:
         self.sinks: list[Sink] = list(sinks or [])
         self.seq = 0
         self._validate = validate
-        self._wrapper = structlog.make_filtering_bound_logger(LEVELS[level])
+        self._wrapper = self._wrapper_class(LEVELS[level])
         self.closed = False
 
-    def _stamp(self, _logger: object, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    def _wrapper_class(self, min_level: int) -> type[FilteringBoundLogger]:
+        """structlog's filtering bound logger with the record built in one step.
+
+        Records below ``min_level`` stay structlog's no-op methods. An enabled method goes
+        straight to ``_emit`` instead of through structlog's generic chain (copy the bound
+        context, merge the call's fields, run the processor list, call the wrapped logger):
+        the same record, key for key, at about half the cost -- actors log millions.
+        """
+        emit = self._emit
+        base: Any = structlog.make_filtering_bound_logger(min_level)
+
+        class SessionBoundLogger(base):  # type: ignore[misc]
+            def _proxy_to_logger(self, method_name: str, event: str | None = None,
+                                 **event_kw: Any) -> Any:
+                return emit(method_name, self._context, event, event_kw)
+
+        return SessionBoundLogger
+
+    def _emit(self, method: str, context: dict[str, Any], event: str | None,
+              fields: dict[str, Any]) -> Any:
+        """Stamp one record (``t``, ``seq``, ``actor``, ``event`` first) and write it out."""
         self.seq += 1
-        record: Record = {
-            "t": round(self.clock(), 9),
-            "seq": self.seq,
-            "actor": event_dict.pop("actor", "session"),
-            "event": event_dict.pop("event"),
-        }
+        actor = fields.pop("actor") if "actor" in fields else context.get("actor", "session")
+        record: Record = {"t": round(self.clock(), 9), "seq": self.seq, "actor": actor,
+                          "event": event}
         if method != "info":
             record["level"] = method
-        record.update(event_dict)
+        if len(context) > 1:  # fields bound besides the actor come before the call's own
+            record.update((k, v) for k, v in context.items() if k != "actor")
+        record.update(fields)
         if self._validate is not None:
             self._validate(record)
         for sink in self.sinks:
             sink.write(record)
-        return _NOTHING
+        return None
 
     def logger(self, actor: str) -> FilteringBoundLogger:
         """A bound logger stamping records as coming from ``actor``."""
-        logger: FilteringBoundLogger = structlog.wrap_logger(
-            _NullLogger(),
-            processors=[self._stamp],
-            wrapper_class=self._wrapper,
-            actor=actor,
-        ).bind()
+        logger: FilteringBoundLogger = structlog.wrap_logger(  # .bind(): not a lazy proxy
+            None, processors=[], wrapper_class=self._wrapper, actor=actor).bind()
         return logger
 
     def enabled(self, level: str) -> bool:

@@ -21,6 +21,7 @@ from structlog.typing import FilteringBoundLogger
 
 from actors import schema, streams
 from actors.choices import Choices
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.guest.buddy import Zone
 from actors.guest.gfp import WMARK_LOW
@@ -71,7 +72,7 @@ class AllocatorClient:
     async def alloc(self, n: int, order: int, gfp: int, owner: int) -> array.array[int]:
         """Allocate up to ``n`` blocks of ``order``; fewer back means the allocator failed."""
         await streams.send(self._inbox, _Alloc(self.name, n, order, gfp, owner, self._reply_send))
-        result: array.array[int] = await self._reply_recv.receive()
+        result: array.array[int] = await streams.receive(self._reply_recv)
         return result
 
     async def free(self, pfns: Sequence[int], order: int = 0, *, dropped: bool = False) -> None:
@@ -83,12 +84,12 @@ class AllocatorClient:
         if not pfns:
             return
         await streams.send(self._inbox, _Free(self.name, pfns, order, dropped, self._reply_send))
-        await self._reply_recv.receive()
+        await streams.receive(self._reply_recv)
 
     async def call(self, fn: Callable[[Zone], T], cost: float = 0.0) -> T:
         """Run ``fn(zone)`` under the zone lock (compaction's free scanner uses this)."""
         await streams.send(self._inbox, _Call(self.name, fn, cost, self._reply_send))
-        result: T = await self._reply_recv.receive()
+        result: T = await streams.receive(self._reply_recv)
         return result
 
     async def aclose(self) -> None:
@@ -165,7 +166,7 @@ class Allocator:
                         self.on_alloc(out, req.order, req.owner)
                     log.debug(schema.ALLOC_BATCH, client=req.client, order=req.order,
                               gfp=req.gfp, want=req.n, got=got)
-                    await anyio.sleep(costs.alloc_request + pages * costs.alloc_page)
+                    await sleep(costs.alloc_request + pages * costs.alloc_page)
                     await streams.send(req.reply, out)
                 elif isinstance(req, _Free):
                     if req.dropped:  # __free_pages after put_page_testzero: the last ref
@@ -177,11 +178,11 @@ class Allocator:
                     vmstat.inc("pgfree", pages)
                     log.debug(schema.FREE_BATCH, client=req.client, order=req.order,
                               count=len(req.pfns))
-                    await anyio.sleep(costs.alloc_request + pages * costs.free_page)
+                    await sleep(costs.alloc_request + pages * costs.free_page)
                     await streams.send(req.reply, None)
                 else:
                     result = req.fn(zone)
-                    await anyio.sleep(costs.alloc_request + req.cost)
+                    await sleep(costs.alloc_request + req.cost)
                     await streams.send(req.reply, result)
                 if self.clock is not None:
                     self.free.set(self.clock(), zone.free_pages)

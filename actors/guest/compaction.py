@@ -19,10 +19,10 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import anyio
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.guest import gfp as G
 from actors.guest import pages as P
@@ -287,7 +287,7 @@ class Compactor:
         moving = lru_pages[:len(cc.freepages)]
         if moving:
             await self.kernel.preempt("migrate_pages")
-            await anyio.sleep(self.costs.page_copy * len(moving) * (f.page_size // 4096))
+            await sleep(self.costs.page_copy * len(moving) * (f.page_size // 4096))
         putback = 0
         written: array.array[int] = array.array("I")
         for old in moving:

@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors.choices import Choices
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.guest import pages as P
 from actors.guest import views
@@ -163,7 +164,7 @@ class Guest:
     async def _compact_memory_timeline(self, tg: TaskGroup) -> None:
         now = 0.0
         for at in sorted(parse_duration(t) for t in self.compaction.at):
-            await anyio.sleep(max(0.0, at - now))
+            await sleep(max(0.0, at - now))
             now = at
             await self.compact_memory(tg)
 
@@ -172,7 +173,7 @@ class Guest:
         c = self.compactor()
         while True:
             with self.kernel.sleeping("kcompactd_wait"):
-                await anyio.sleep(self.compaction.kcompactd_interval)
+                await sleep(self.compaction.kcompactd_interval)
             if c.fragmentation_says_compact(9):
                 self.vmstat.inc("compact_daemon_wake")
                 await c.compact_zone(9, "kcompactd0", "kcompactd")

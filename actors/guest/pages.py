@@ -30,6 +30,9 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 from actors.guest.gfp import (
     MIGRATE_MOVABLE,
     MIGRATE_TYPES,
@@ -267,7 +270,7 @@ class PageList:
     :meth:`list_del_entry_valid` / :meth:`validate` (debug helpers, not the hot path).
     """
 
-    __slots__ = ("first", "last", "lru_next", "lru_prev", "nr")
+    __slots__ = ("_links", "first", "last", "lru_next", "lru_prev", "nr")
 
     def __init__(self, frames: PageFrames) -> None:
         self.lru_next: array[int] = frames.lru_next
@@ -275,6 +278,8 @@ class PageList:
         self.first: int = NIL
         self.last: int = NIL
         self.nr: int = 0
+        #: numpy views of lru_next/lru_prev, made on the first batch that needs them.
+        self._links: tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]] | None = None
 
     def __len__(self) -> int:
         """Return the number of pages on the list (O(1))."""
@@ -305,6 +310,9 @@ class PageList:
         n = len(pfns)
         if not n:
             return
+        if n >= 16 and isinstance(pfns, array) and pfns.typecode == "I":
+            self._list_add_batch(pfns)
+            return
         nxt, prv = self.lru_next, self.lru_prev
         follow = self.first
         for p in pfns:  # each new page goes in front of the previous one
@@ -318,12 +326,31 @@ class PageList:
         self.first = follow
         self.nr += n
 
+    def _list_add_batch(self, pfns: array[int]) -> None:
+        """list_add_many's links written with array operations (same links, same order)."""
+        if self._links is None:
+            self._links = (np.frombuffer(self.lru_next, dtype=np.uint32),
+                           np.frombuffer(self.lru_prev, dtype=np.uint32))
+        nxt, prv = self._links
+        g = np.frombuffer(pfns, dtype=np.uint32)
+        first = self.first
+        nxt[g[0]] = first  # each page points at the one added before it
+        nxt[g[1:]] = g[:-1]
+        prv[g[:-1]] = g[1:]  # ... which points back at it
+        prv[g[-1]] = NIL
+        if first == NIL:
+            self.last = pfns[0]
+        else:
+            prv[first] = pfns[0]
+        self.first = pfns[-1]
+        self.nr += len(pfns)
+
     def list_del_first_many(self, n: int, stop_flags: array[int] | None = None,
-                            stop_mask: int = 0) -> list[int]:
+                            stop_mask: int = 0) -> array[int]:
         """Unlink up to ``n`` pages from the head, in order; stop early at a page whose
         ``stop_flags`` has a bit of ``stop_mask`` (it stays on the list)."""
         nxt, prv = self.lru_next, self.lru_prev
-        out: list[int] = []
+        out: array[int] = array("I")
         p = self.first
         while len(out) < n and p != NIL:
             if stop_flags is not None and stop_flags[p] & stop_mask:

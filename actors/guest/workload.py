@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.guest import gfp as G
 from actors.guest import pages as P
@@ -232,7 +233,7 @@ async def run_app(
     task_status.started()
     tick = app.cfg.tick
     # Stagger apps so they do not all wake at the same virtual instant.
-    await anyio.sleep(tick * app.rng.random())
+    await sleep(tick * app.rng.random())
     while True:
         step = app.step(kernel.now())
         if step.phase is not None:
@@ -286,7 +287,7 @@ async def thp_fault(app: App, allocator: AllocatorClient, vmstat: VmStat, costs:
         vmstat.inc("thp_fault_alloc")
         app.thp.extend(got)
         log.debug(schema.THP_FAULT, app=app.name, ok=True)
-        await anyio.sleep(costs.thp_zero)
+        await sleep(costs.thp_zero)
         return True
     vmstat.inc("thp_fault_fallback")
     log.debug(schema.THP_FAULT, app=app.name, ok=False)
@@ -319,7 +320,7 @@ async def run_highorder_passes(cfg: WorkloadConfig, allocator: AllocatorClient,
     order = cfg.highorder_order
     gfp = int(G.GFP_HIGHUSER_MOVABLE | G.GFP.COMP | G.GFP.NOWARN | G.GFP.NORETRY)
     for at in sorted(parse_duration(t) for t in cfg.highorder_at):
-        await anyio.sleep(max(0.0, at - now))
+        await sleep(max(0.0, at - now))
         now = at
         got: list[int] = []
         zone = compactor.zone if compactor is not None else None

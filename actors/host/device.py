@@ -15,13 +15,15 @@ import array
 from collections.abc import Callable
 
 import anyio
+import numpy as np
 from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
 from actors import schema, streams
 from actors.choices import Choices
+from actors.clock import sleep
 from actors.costs import CostModel
-from actors.host.memory import BALLOONED, GuestMemory
+from actors.host.memory import GuestMemory
 from actors.host.score import GuestScore
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
 from protocol import conformance as C
@@ -32,12 +34,15 @@ from protocol.balloon import (
     decode_pfns,
     decode_stats,
 )
+from protocol.conformance import unique_pfns as _unique
 from protocol.errors import ProtocolError
+from protocol.pfns import PfnIndex, as_index
 from protocol.virtqueue import Chain
 
 INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
 
 Report = Callable[[str, str], None]
+_NONE: PfnIndex = as_index(array.array("I"))
 
 
 class BalloonDevice:
@@ -129,7 +134,7 @@ class BalloonDevice:
         return None if self.choices is None else self.choices.fault(site, self.transport.name)
 
     # -- buffers -------------------------------------------------------------------------------
-    def _pfns(self, chain: Chain, queue: int, hs: int) -> list[int]:
+    def _pfns(self, chain: Chain, queue: int, hs: int) -> PfnIndex:
         """Decode and validate one inflate/deflate buffer; invalid parts are reported."""
         name = BalloonQueue(queue).queue_name
         if chain.in_lens:
@@ -141,10 +146,11 @@ class BalloonDevice:
                                queue=name)
         except ProtocolError as e:
             self.violation("device.bad-buffer", "driver", f"{name} hs={hs}: {e.reason}")
-            return []
+            return _NONE
         limit = self.memory.pages
-        if pfns and max(pfns) < limit and len(set(pfns)) == len(pfns):
-            return pfns.tolist()  # the common case, checked at C speed
+        g = as_index(pfns)
+        if len(g) and int(np.maximum.reduce(g)) < limit and _unique(g):
+            return g  # the common case, checked in a few array operations
         out: list[int] = []
         bad: list[int] = []
         seen: set[int] = set()
@@ -164,44 +170,42 @@ class BalloonDevice:
         if dup:
             self.violation("device.duplicate-pfn", "driver",
                            f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
-        return out
+        return as_index(out)
 
     def _inflate(self, chain: Chain, hs: int) -> float:
         """Act on an inflate buffer; returns the virtual time the discards take."""
-        pfns = self._pfns(chain, INFLATEQ, hs)
-        st = self.memory.state
-        again = [p for p in pfns if st[p] & BALLOONED]
-        if again:
+        g = self._pfns(chain, INFLATEQ, hs)
+        again = self.memory.in_balloon(g)
+        if np.count_nonzero(again):
             self.violation("device.double-inflate", "driver",
-                           f"inflateq hs={hs}: {len(again)} PFNs already ballooned "
-                           "(not counted twice)", again[:16])
-            pfns = [p for p in pfns if not st[p] & BALLOONED]
-        self.memory.inflate(pfns)
+                           f"inflateq hs={hs}: {int(again.sum())} PFNs already ballooned "
+                           "(not counted twice)", g[again][:16].tolist())
+            g = g[~again]
+        self.memory.inflate(g)
         self._memory_changed()
-        self.feed(C.InflateAcked(pfns))
-        self.inflated += len(pfns)
-        rejected = len(chain.out_data) // 4 - len(pfns)
+        self.feed(C.InflateAcked(g))
+        self.inflated += len(g)
+        rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=pfns, rejected=rejected)
-        return self.costs.host_discard_page * len(pfns)
+        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=g.tolist(), rejected=rejected)
+        return self.costs.host_discard_page * len(g)
 
     def _deflate(self, chain: Chain, hs: int) -> float:
         """Act on a deflate buffer (a hint: no host work to charge)."""
-        pfns = self._pfns(chain, DEFLATEQ, hs)
-        st = self.memory.state
-        stray = [p for p in pfns if not st[p] & BALLOONED]
-        if stray:
+        g = self._pfns(chain, DEFLATEQ, hs)
+        stray = ~self.memory.in_balloon(g)
+        if np.count_nonzero(stray):
             self.violation("device.deflate-not-ballooned", "driver",
-                           f"deflateq hs={hs}: {len(stray)} PFNs were never inflated "
-                           "(ignored)", stray[:16])
-            pfns = [p for p in pfns if st[p] & BALLOONED]
-        self.memory.deflate(pfns)
+                           f"deflateq hs={hs}: {int(stray.sum())} PFNs were never inflated "
+                           "(ignored)", g[stray][:16].tolist())
+            g = g[~stray]
+        self.memory.deflate(g)
         self._memory_changed()
-        self.feed(C.DeflateAcked(pfns))
-        self.deflated += len(pfns)
-        rejected = len(chain.out_data) // 4 - len(pfns)
+        self.feed(C.DeflateAcked(g))
+        self.deflated += len(g)
+        rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=pfns, rejected=rejected)
+        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=g.tolist(), rejected=rejected)
         return 0.0
 
     def _stats(self, chain: Chain, hs: int) -> bool:
@@ -255,7 +259,7 @@ class BalloonDevice:
         # One charge for the device's work and the trip back (fewer clock jumps, same time):
         # the buffers are returned, and the guest interrupted, once the work is done.
         cost += self._injected_delay()
-        await anyio.sleep(cost + self.costs.vq_roundtrip)
+        await sleep(cost + self.costs.vq_roundtrip)
         for head in done:
             dev.push_used(head, 0)
         if dev.take_interrupt():
@@ -278,7 +282,7 @@ class BalloonDevice:
         """Every ``stats_interval``: hand the held stats buffer back so the guest refills it."""
         dev = self.transport.vqs[STATSQ].device
         while True:
-            await anyio.sleep(self.stats_interval)
+            await sleep(self.stats_interval)
             head = self._stats_head
             if head is None:
                 continue

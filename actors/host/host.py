@@ -20,6 +20,7 @@ from structlog.typing import FilteringBoundLogger
 
 from actors import schema
 from actors.choices import Choices
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.host.device import BalloonDevice, Report
 from actors.host.memory import HostMemory
@@ -193,7 +194,7 @@ class Host:
             for name, target in decision.targets.items():
                 if target != self.devices[name].target:
                     await self.devices[name].set_target(target)
-            await anyio.sleep(interval)
+            await sleep(interval)
 
     def record_stall(self, s: Stall) -> None:
         self.stalls += 1
@@ -205,7 +206,7 @@ class Host:
         """The shell's stall detector, on its own cadence; back-offs apply at once."""
         check = self.config.policy.shell.stall_check
         while True:
-            await anyio.sleep(check)
+            await sleep(check)
             for s in self.shell.watch(self.view()):
                 self.record_stall(s)
                 if s.backoff is not None and s.backoff < self.devices[s.guest].target:

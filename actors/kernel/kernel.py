@@ -20,6 +20,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors import schema
 from actors.choices import Choices
+from actors.clock import sleep
 from actors.costs import CostModel
 from actors.kernel.lockdep import Lockdep
 from actors.kernel.preempt import Perturbation
@@ -169,7 +170,7 @@ class Kernel:
             return
         if self.debug:
             self.log.debug(schema.PREEMPT, task=current_name(), site=site, delay=delay)
-        await anyio.sleep(delay)
+        await sleep(delay)
 
     async def cpu_relax(self) -> None:
         """One busy-wait iteration of a retry loop: costs virtual time, is not a sleep.
@@ -188,7 +189,7 @@ class Kernel:
             if t.relax_end == self.now():
                 step = min(2 * t.relax_step, max(self.costs.spin_backoff_max, step))
             t.relax_step = step
-        await anyio.sleep(step)
+        await sleep(step)
         if t is not None:
             t.relax_end = self.now()
 
@@ -199,7 +200,7 @@ class Kernel:
             self.lockdep.might_sleep(t, "msleep", "msleep")
         t.wait(SLEEPING, "msleep", self.now())
         try:
-            await anyio.sleep(seconds)
+            await sleep(seconds)
         finally:
             t.run(self.now(), slept=True)
 

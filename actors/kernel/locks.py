@@ -31,6 +31,7 @@ from typing import Any, Final, Protocol
 import anyio
 
 from actors import schema
+from actors.clock import sleep
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import (
     _CURRENT,
@@ -119,7 +120,7 @@ class _OwnedLock:
         try:
             await ev.wait()
             if state == SPINNING:
-                await anyio.sleep(k.costs.spin_relax)  # the cpu_relax() that sees our ticket
+                await sleep(k.costs.spin_relax)  # the cpu_relax() that sees our ticket
         except BaseException:
             if self.owner is t:  # handed to us as we were cancelled: pass it on
                 self._release()

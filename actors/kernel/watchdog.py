@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from actors import schema
+from actors.clock import sleep
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import BLOCKED, RUNNING, SPINNING
 
@@ -42,7 +43,7 @@ class HungTaskWatchdog:
         """Check every ``check_interval`` until cancelled."""
         task_status.started()
         while True:
-            await anyio.sleep(self.check_interval)
+            await sleep(self.check_interval)
             self.check()
 
     def check(self) -> None:
@@ -85,7 +86,7 @@ class SoftLockupWatchdog:
         self._last_check = self.kernel.now()
         task_status.started()
         while True:
-            await anyio.sleep(self.check_interval)
+            await sleep(self.check_interval)
             self.check()
 
     def check(self) -> None:

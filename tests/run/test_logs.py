@@ -64,3 +64,18 @@ def test_unknown_level_rejected() -> None:
     """A typo in the level is an error, not silence."""
     with pytest.raises(ValueError, match="unknown log level"):
         SessionLog(clock=lambda: 0.0, level="verbose")
+
+
+def test_bound_fields_and_actor_override_keep_structlog_order() -> None:
+    """Bound fields come before the call's own; an explicit actor= replaces the bound one."""
+    rec = FlightRecorder()
+    log = SessionLog(clock=lambda: 0.5, sinks=[rec])
+    lg = log.logger("guest0").bind(cpu=1, queue="inflateq")
+    lg.error("e", queue="deflateq", hs=3)
+    lg.info("f", actor="host")
+    assert [list(r.items()) for r in rec.records] == [
+        [("t", 0.5), ("seq", 1), ("actor", "guest0"), ("event", "e"), ("level", "error"),
+         ("cpu", 1), ("queue", "deflateq"), ("hs", 3)],
+        [("t", 0.5), ("seq", 2), ("actor", "host"), ("event", "f"), ("cpu", 1),
+         ("queue", "inflateq")],
+    ]

@@ -138,19 +138,18 @@ class VirtioBalloon:
     async def tell_host(self, vq: int) -> None:
         """tell_host(): add vb->pfns[0..num_pfns) to ``vq``, kick, sleep until it is used."""
         transport = self.vdev
-        num = self.num_pfns
+        wire = self.pfns[:self.num_pfns]
         # sg_init_one(&sg, vb->pfns, sizeof(vb->pfns[0]) * vb->num_pfns);
-        data = encode_pfns(self.pfns[:num], queue=_QUEUE_NAMES[vq])
+        data = encode_pfns(wire, queue=_QUEUE_NAMES[vq])
         # /* We should always be able to add one buffer to an empty queue. */
         # if (virtqueue_add_buf(vq, &sg, 1, 0, vb, GFP_KERNEL) < 0) BUG();
         try:
             hs, _head = transport.add_outbuf(vq, data, self)
         except QueueFull as e:
             raise KernelBug(f"tell_host: virtqueue_add_buf failed: {e}") from None
-        pfns = self.pfns[:num].tolist()
         self.last_hs[vq] = hs
-        self.log.info(schema.VQ_ADD, queue=_QUEUE_NAMES[vq], hs=hs, pfns=pfns)
-        transport.observe(C.InflateAdded(pfns) if vq == INFLATEQ else C.DeflateAdded(pfns))
+        self.log.info(schema.VQ_ADD, queue=_QUEUE_NAMES[vq], hs=hs, pfns=wire.tolist())
+        transport.observe(C.InflateAdded(wire) if vq == INFLATEQ else C.DeflateAdded(wire))
         # virtqueue_kick(vq);
         if transport.vqs[vq].driver.kick():
             await streams.send(transport.to_device, Notify(vq))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import array
 
+import numpy as np
+
 from actors import schema
 from actors.guest import gfp as G
 from actors.guest import pages as P
@@ -21,6 +23,7 @@ from actors.guest.balloon.compaction_mm import (
 from actors.kernel.lockdep import context
 from actors.kernel.locks import Atomic, Mutex, SpinLock, trylock_page, unlock_page
 from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
+from protocol.pfns import as_index
 
 
 class V9Balloon(VirtioBalloon):
@@ -38,6 +41,8 @@ class V9Balloon(VirtioBalloon):
         # atomic_set(&vb->num_pages, 0); atomic_set(&vb->num_isolated_pages, 0);
         self.num_pages = Atomic(0)
         self.num_isolated_pages = Atomic(0)
+        #: page->flags as a numpy view, for the batched fast paths (not C).
+        self._flags = np.frombuffer(self.frames.flags, dtype=np.uint16)
 
     # ---------------------------------------------------------------- fill_balloon (@@ -122,13)
     @context()
@@ -128,19 +133,21 @@ class V9Balloon(VirtioBalloon):
 
     def _fill_batch(self, got: array.array[int], i: int, num: int) -> int:
         """The rest of fill_balloon's loop for pages got[i:]; returns the new index."""
-        ppp, frames = self.PAGES_PER_PAGE, self.frames
+        ppp = self.PAGES_PER_PAGE
         n = min(len(got) - i, -(-(num - self.num_pfns) // ppp))
         if n <= 0:
             return i
-        flags = frames.flags
-        locked, balloon = P.PG_locked, P.PG_balloon
+        flags = self._flags
         batch = got[i:i + n]
-        for page in batch:
-            f = flags[page]
-            if f & locked:  # BUG_ON(!trylock_page(page));
-                raise KernelBug(f"fill_balloon: trylock_page({page}) failed")
-            # assign_balloon_mapping(page, vb->mapping);  (the allocator set the owner code)
-            flags[page] = f | balloon
+        g = as_index(batch)
+        f = flags[g]
+        stuck = np.flatnonzero(f & P.PG_locked)
+        if len(stuck):  # BUG_ON(!trylock_page(page)) at the first locked page, as the loop
+            k = int(stuck[0])
+            flags[g[:k]] = f[:k] | P.PG_balloon
+            raise KernelBug(f"fill_balloon: trylock_page({batch[k]}) failed")
+        # assign_balloon_mapping(page, vb->mapping);  (the allocator set the owner code)
+        flags[g] = f | P.PG_balloon
         self.pages.list_add_many(batch)  # list_add(&page->lru, &vb->pages);
         self._set_pfns_batch(self.pfns, self.num_pfns, batch)
         self.meminfo.totalram -= n
@@ -152,13 +159,10 @@ class V9Balloon(VirtioBalloon):
         """The rest of leak_balloon's loop while nothing is isolated; returns num_pfns."""
         ppp, frames = self.PAGES_PER_PAGE, self.frames
         want = -(-(num - num_pfns) // ppp)
-        flags = frames.flags
         # list_del(&page->lru) from the head, up to a page trylock_page() would fail on
-        taken = self.pages.list_del_first_many(want, flags, P.PG_locked)
-        keep = ~P.PG_balloon & 0xFFFF
-        for page in taken:
-            flags[page] &= keep  # clear_balloon_mapping(page);
+        taken = self.pages.list_del_first_many(want, frames.flags, P.PG_locked)
         if taken:
+            self._flags[as_index(taken)] &= ~P.PG_balloon & 0xFFFF  # clear_balloon_mapping()
             self._set_pfns_batch(pfns, num_pfns, taken)
             self.num_pages.atomic_sub(len(taken) * ppp)
         return num_pfns + len(taken) * ppp
@@ -261,9 +265,8 @@ class V9Balloon(VirtioBalloon):
     async def _leak_balloon_tell(self, pfns: array.array[int], num_pfns: int, num: int) -> None:
         """leak_balloon()'s tail under balloon_lock (split out so ``fixed`` reuses it verbatim)."""
         # for (i = 0; i < num; i++)
-        #         vb->pfns[i] = pfns[i];
-        for i in range(num):
-            self.pfns[i] = pfns[i]
+        #         vb->pfns[i] = pfns[i];      (the same copy, as one slice assignment)
+        self.pfns[:num] = pfns[:num]
         # vb->num_pfns = num_pfns;
         self.num_pfns = num_pfns
         # tell_host(vb, vb->deflate_vq);

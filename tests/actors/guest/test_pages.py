@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -227,3 +229,22 @@ def test_pagelist_matches_python_list(ops: list[tuple[str, int]]) -> None:
     assert list(lst.pfns()) == model
     assert len(lst) == len(model)
     lst.validate()
+
+
+@given(st.lists(st.integers(0, 1023), unique=True, min_size=1, max_size=80),
+       st.lists(st.integers(1024, 2047), unique=True, max_size=5))
+def test_list_add_many_batch_matches_list_add(pfns: list[int], before: list[int]) -> None:
+    """list_add_many (array batches go through numpy) links pages exactly as list_add does."""
+    one, many = PageFrames(2048), PageFrames(2048)
+    a, b = PageList(one), PageList(many)
+    for p in before:
+        a.list_add(p)
+        b.list_add(p)
+    for p in pfns:
+        a.list_add(p)
+    b.list_add_many(array("I", pfns))
+    b.validate()
+    assert list(b.pfns()) == list(a.pfns())
+    assert (b.first, b.last, b.nr) == (a.first, a.last, a.nr)
+    taken = b.list_del_first_many(len(pfns))
+    assert taken.tolist() == pfns[::-1]
