@@ -19,7 +19,8 @@ from __future__ import annotations
 import inspect
 from typing import TypeVar
 
-from anyio import ClosedResourceError, EndOfStream, Event, WouldBlock
+from anyio import BrokenResourceError, ClosedResourceError, EndOfStream, Event, WouldBlock
+from anyio.lowlevel import checkpoint
 from anyio.streams import memory as _memory
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -45,11 +46,18 @@ def check_anyio_internals() -> None:
 
 
 async def send(stream: MemoryObjectSendStream[T], item: T) -> None:
-    """``stream.send(item)`` without the checkpoint when the buffer has room."""
+    """``stream.send(item)`` without the checkpoint when the buffer has room.
+
+    A receiver that is gone because the session is being cancelled must surface as the
+    cancellation (anyio's checkpoint would have raised it first), not as BrokenResourceError.
+    """
     try:
         stream.send_nowait(item)
     except WouldBlock:
         await stream.send(item)
+    except BrokenResourceError:
+        await checkpoint()  # raises Cancelled if that is why the receiver went away
+        raise
 
 
 async def receive(stream: MemoryObjectReceiveStream[T]) -> T:

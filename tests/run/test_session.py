@@ -71,3 +71,16 @@ def test_asyncio_backend_uses_session_time(tmp_path: Path) -> None:
     assert out.summary["balloon"]["actual"] == (32 << 20) // 4096 // 4
     times = [orjson.loads(line)["t"] for line in log.read_bytes().splitlines()]
     assert times[0] < 0.1 and 1.4 < times[-1] < 3.0
+
+
+def test_compaction_started_as_the_session_ends_is_cancelled_cleanly() -> None:
+    """compact_memory writers spawned at t == duration, when the allocator is already being
+    cancelled, end with the session (no BrokenResourceError from the checkpoint-free send)."""
+    from run import scenario as scen
+    from run.session import run_session
+
+    sc = scen.load("compact-storm", ["guest.memory=16MiB", "duration=2s",
+                                     'compaction.at=["1s", "2s"]',
+                                     'host.policy.params.steps=[["0.5s", "20%"]]'])
+    out = run_session(sc, seed=0)
+    assert out.reason == "completed", out.error
