@@ -39,7 +39,6 @@ from enum import StrEnum
 from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 
 from .errors import ProtocolError
 from .features import BalloonFeature
@@ -204,6 +203,8 @@ class Violation:
 
 # ------------------------------------------------------------------------------------- monitor
 
+#: Below this many pages, array calls cost more than the page-by-page loop they replace.
+_BATCH_MIN: Final = 8
 _INFLATING: Final = 1
 _INFLATED: Final = 2
 _DEFLATING: Final = 3
@@ -248,6 +249,7 @@ class Conformance:
         "_num_pages",
         "_ppp",
         "_st",
+        "_st_view",
         "_stats_outstanding",
         "_stats_tags",
         "_stats_vq",
@@ -272,11 +274,12 @@ class Conformance:
         self._deflate_on_oom = bool(features >> BalloonFeature.DEFLATE_ON_OOM & 1)
         self._stats_vq = bool(features >> BalloonFeature.STATS_VQ & 1)
         self._vectorised = vectorised
-        self._st = np.zeros(0, dtype=np.uint8)  # guest pfn -> 0/_INFLATING/_INFLATED/_DEFLATING
+        self._st = bytearray()  # guest pfn -> 0/_INFLATING/_INFLATED/_DEFLATING
+        self._st_view = np.frombuffer(self._st, dtype=np.uint8)  # the same bytes, for batches
         self._reset()
 
     def _reset(self) -> None:
-        self._st[:] = 0
+        self._st[:] = bytes(len(self._st))
         self._n_inflating = 0
         self._n_inflated = 0
         self._n_deflating = 0
@@ -309,29 +312,31 @@ class Conformance:
         st = self._st
         return _PAGE_STATE_NAMES[st[guest_pfn] if 0 <= guest_pfn < len(st) else 0]
 
-    def _states(self, g: PfnIndex) -> npt.NDArray[np.uint8]:
-        """The state array, grown to hold every PFN of ``g`` (non-empty)."""
+    def _states(self, top: int) -> bytearray:
+        """The state bytes, grown to hold guest PFN ``top``."""
         st = self._st
-        top = int(np.maximum.reduce(g))
         if top >= len(st):
-            grown = np.zeros(max(top + 1, 2 * len(st)), dtype=np.uint8)
-            grown[: len(st)] = st
-            st = self._st = grown
+            st = bytearray(max(top + 1, 2 * len(st)))
+            st[: len(self._st)] = self._st
+            self._st = st
+            self._st_view = np.frombuffer(st, dtype=np.uint8)
         return st
 
-    def _batch(self, g: PfnIndex, expect: int, new: int) -> bool:
-        """The fast path: if every page of ``g`` is in state ``expect``, each once, move them
-        all to ``new`` and return True; else change nothing and return False."""
-        if not self._vectorised or not len(g):
-            return False
-        st = self._states(g)
+    def _batch(self, pfns: Pfns, expect: int, new: int) -> int:
+        """The fast path, for 4 KiB guest pages: if every page of the batch is in state
+        ``expect``, each once, move them all to ``new`` and return how many; else change
+        nothing and return -1. Small batches return -1: the loop is cheaper for them."""
+        if not self._vectorised or self._ppp != 1 or len(pfns) < _BATCH_MIN:
+            return -1
+        g = as_index(pfns)
+        self._states(int(np.maximum.reduce(g)))
+        st = self._st_view
         now = st[g]
         # count_nonzero, not .any()/.all(): no Python-level wrapper per call
-        ok = not np.count_nonzero(now != expect)
-        if not ok or not unique_pfns(g):
-            return False
+        if np.count_nonzero(now != expect) or not unique_pfns(g):
+            return -1
         st[g] = new
-        return True
+        return len(g)
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -378,10 +383,10 @@ class Conformance:
 
     # -- rules -----------------------------------------------------------------------------
 
-    def _guests(self, pfns: Pfns, event: Event, out: list[Violation]) -> PfnIndex:
-        if self._ppp == 1:
-            return as_index(pfns)
+    def _guests(self, pfns: Pfns, event: Event, out: list[Violation]) -> list[int]:
         wire = pfns.tolist() if isinstance(pfns, np.ndarray) else pfns
+        if self._ppp == 1:
+            return list(wire)
         guests, strays = wire_to_guest_pfns(wire, self._ppp)
         if strays:
             out.append(
@@ -394,17 +399,17 @@ class Conformance:
                     event,
                 )
             )
-        return np.array(guests, dtype=np.int64)
+        return guests
 
     def _inflate_added(self, event: InflateAdded) -> list[Violation]:
+        n = self._batch(event.pfns, 0, _INFLATING)
+        if n >= 0:
+            self._n_inflating += n
+            self._swap_credit += n
+            return []
         out: list[Violation] = []
-        g = self._guests(event.pfns, event, out)
-        if self._batch(g, 0, _INFLATING):
-            self._n_inflating += len(g)
-            self._swap_credit += len(g)
-            return out
-        guests = g.tolist()
-        st = self._states(g) if guests else self._st
+        guests = self._guests(event.pfns, event, out)
+        st = self._states(max(guests, default=0))
         again: list[int] = []
         for p in guests:
             if st[p]:
@@ -429,14 +434,14 @@ class Conformance:
         return out
 
     def _inflate_acked(self, event: InflateAcked) -> list[Violation]:
+        n = self._batch(event.pfns, _INFLATING, _INFLATED)
+        if n >= 0:
+            self._n_inflating -= n
+            self._n_inflated += n
+            return []
         out: list[Violation] = []
-        g = self._guests(event.pfns, event, out)
-        if self._batch(g, _INFLATING, _INFLATED):
-            self._n_inflating -= len(g)
-            self._n_inflated += len(g)
-            return out
-        guests = g.tolist()
-        st = self._states(g) if guests else self._st
+        guests = self._guests(event.pfns, event, out)
+        st = self._states(max(guests, default=0))
         unknown: list[int] = []
         acked = 0
         for p in guests:
@@ -464,14 +469,12 @@ class Conformance:
 
     def _deflate_added(self, event: DeflateAdded) -> list[Violation]:
         out: list[Violation] = []
-        g = self._guests(event.pfns, event, out)
         unacked: list[int] = []
         absent: list[int] = []
-        if self._batch(g, _INFLATED, _DEFLATING):
-            moved = len(g)
-        else:
-            guests = g.tolist()
-            st = self._states(g) if guests else self._st
+        moved = self._batch(event.pfns, _INFLATED, _DEFLATING)
+        if moved < 0:
+            guests = self._guests(event.pfns, event, out)
+            st = self._states(max(guests, default=0))
             moved = 0
             for p in guests:
                 state = st[p]
@@ -527,13 +530,13 @@ class Conformance:
         return out
 
     def _deflate_acked(self, event: DeflateAcked) -> list[Violation]:
+        n = self._batch(event.pfns, _DEFLATING, 0)
+        if n >= 0:
+            self._n_deflating -= n
+            return []
         out: list[Violation] = []
-        g = self._guests(event.pfns, event, out)
-        if self._batch(g, _DEFLATING, 0):
-            self._n_deflating -= len(g)
-            return out
-        guests = g.tolist()
-        st = self._states(g) if guests else self._st
+        guests = self._guests(event.pfns, event, out)
+        st = self._states(max(guests, default=0))
         unknown: list[int] = []
         acked = 0
         for p in guests:
@@ -562,12 +565,19 @@ class Conformance:
         if not self._n_inflating + self._n_inflated + self._n_deflating:
             return []  # no page is in the balloon
         st = self._st
-        g = as_index(event.guest_pfns)
-        g = g[g < len(st)]
-        touched = g[st[g] != 0]
-        if not len(touched):
-            return []
-        hits = sorted(set(touched.tolist()))
+        used = event.guest_pfns
+        top = len(st)
+        if len(used) >= _BATCH_MIN:
+            g = as_index(used)
+            g = g[g < top]
+            touched = g[self._st_view[g] != 0]
+            if not len(touched):
+                return []
+            hits = sorted(set(touched.tolist()))
+        else:
+            hits = sorted({p for p in used if p < top and st[p]})
+            if not hits:
+                return []
         inflating: list[int] = []
         inflated: list[int] = []
         deflating: list[int] = []

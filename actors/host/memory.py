@@ -4,7 +4,8 @@ A guest page is *resident* until the host discards it on inflate (madvise(DONTNE
 deflated page stays discarded until the guest touches it again, when the host refaults it
 (RSS grows back). The host keeps this state itself, per 4 KiB PFN, in a bytearray: it never
 trusts the guest's ``actual``. Batches of PFNs are applied with numpy array operations on a
-view of that bytearray (one buffer's 256 PFNs: a few calls, no Python loop per page).
+view of that bytearray (one buffer's 256 PFNs: a few calls, no Python loop per page; a
+migration's one-page buffers take the plain loop, cheaper at that size).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy.typing as npt
 from protocol.pfns import Pfns, as_index
 
 RESIDENT, BALLOONED, DISCARDED = 0, 1, 2
+#: Batches smaller than this are applied page by page: array calls would cost more.
+_BATCH_MIN = 8
 
 
 @dataclass
@@ -40,36 +43,64 @@ class GuestMemory:
         """Resident pages: everything the host has not discarded."""
         return self.pages - self.ballooned - self.discarded
 
-    def state_of(self, pfns: Pfns) -> npt.NDArray[np.uint8]:
-        """Each PFN's state (RESIDENT, BALLOONED, DISCARDED), as an array."""
-        return self._st[as_index(pfns)]
+    def partition(self, pfns: Pfns, state: int) -> tuple[Pfns, Pfns]:
+        """(the PFNs in ``state``, the others), each in the order given."""
+        if len(pfns) < _BATCH_MIN:
+            st = self.state
+            seq = pfns.tolist() if isinstance(pfns, np.ndarray) else pfns
+            return [p for p in seq if st[p] == state], [p for p in seq if st[p] != state]
+        g = as_index(pfns)
+        hit = self._st[g] == state
+        n = np.count_nonzero(hit)
+        if n == 0 or n == len(g):  # the usual cases: nothing or everything in ``state``
+            return (g[:0], g) if n == 0 else (g, g[:0])
+        return g[hit], g[~hit]
 
     def inflate(self, pfns: Pfns) -> None:
         """Discard inflated pages (the caller validated them: in range, each once, not
         ballooned)."""
-        g = as_index(pfns)
-        st = self._st
-        self.discarded -= int(np.count_nonzero(st[g] == DISCARDED))
-        st[g] = BALLOONED
-        self.ballooned += len(g)
+        if len(pfns) < _BATCH_MIN:
+            st = self.state
+            for p in pfns:
+                if st[p] == DISCARDED:
+                    self.discarded -= 1
+                st[p] = BALLOONED
+        else:
+            g = as_index(pfns)
+            st_ = self._st
+            self.discarded -= int(np.count_nonzero(st_[g] == DISCARDED))
+            st_[g] = BALLOONED
+        self.ballooned += len(pfns)
 
     def deflate(self, pfns: Pfns) -> None:
         """Pages leave the balloon (validated: ballooned, each once); they stay discarded
         until the guest touches them."""
-        g = as_index(pfns)
-        self._st[g] = DISCARDED
-        self.ballooned -= len(g)
-        self.discarded += len(g)
+        if len(pfns) < _BATCH_MIN:
+            st = self.state
+            for p in pfns:
+                st[p] = DISCARDED
+        else:
+            self._st[as_index(pfns)] = DISCARDED
+        self.ballooned -= len(pfns)
+        self.discarded += len(pfns)
 
     def touch(self, pfns: Pfns) -> int:
         """The guest used these pages: refault the discarded ones; returns how many."""
-        g = as_index(pfns)
-        st = self._st
-        hit = g[st[g] == DISCARDED]
-        if not len(hit):
-            return 0
-        st[hit] = RESIDENT
-        n = len(np.unique(hit))  # a page named twice refaults once
+        if len(pfns) < _BATCH_MIN:
+            st = self.state
+            n = 0
+            for p in pfns:
+                if st[p] == DISCARDED:
+                    st[p] = RESIDENT
+                    n += 1
+        else:
+            g = as_index(pfns)
+            st_ = self._st
+            hit = g[st_[g] == DISCARDED]
+            if not len(hit):
+                return 0
+            st_[hit] = RESIDENT
+            n = len(np.unique(hit))  # a page named twice refaults once
         self.discarded -= n
         self.refaults += n
         return n

@@ -328,7 +328,7 @@ def test_kernel_like_driver_never_violates(
     assert mon.device_pages == len(balloon) * ppp
 
 
-pfn_batches = st.lists(st.integers(0, 40), min_size=0, max_size=12)
+pfn_batches = st.lists(st.integers(0, 40), min_size=0, max_size=24)
 any_events = st.lists(
     st.one_of(
         st.builds(InflateAdded, pfn_batches),
