@@ -203,6 +203,9 @@ class Violation:
 
 # ------------------------------------------------------------------------------------- monitor
 
+#: Page states are dense bytes below this guest PFN (256 GiB of 4 KiB pages, 64 MiB of
+#: states at most); PFNs above it (only a hostile driver names them) live in a dict.
+_DENSE_MAX: Final = 1 << 26
 #: Below this many pages, array calls cost more than the page-by-page loop they replace.
 _BATCH_MIN: Final = 8
 _INFLATING: Final = 1
@@ -217,6 +220,28 @@ def unique_pfns(g: PfnIndex) -> bool:
         return True
     s = np.sort(g)
     return not np.count_nonzero(s[1:] == s[:-1])
+
+
+class _Pages:
+    """Page states by guest PFN across the dense bytes and the dict of far pages."""
+
+    __slots__ = ("dense", "far")
+
+    def __init__(self, dense: memoryview, far: dict[int, int]) -> None:
+        self.dense = dense
+        self.far = far
+
+    def __getitem__(self, pfn: int) -> int:
+        dense = self.dense
+        return int(dense[pfn]) if 0 <= pfn < len(dense) else self.far.get(pfn, 0)
+
+    def __setitem__(self, pfn: int, state: int) -> None:
+        if 0 <= pfn < len(self.dense):
+            self.dense[pfn] = state
+        elif state:
+            self.far[pfn] = state
+        else:
+            self.far.pop(pfn, None)
 
 
 def _show(pfns: Sequence[int], limit: int = 8) -> str:
@@ -241,6 +266,7 @@ class Conformance:
     __slots__ = (
         "_actual",
         "_deflate_on_oom",
+        "_far",
         "_floor",
         "_must_tell_host",
         "_n_deflating",
@@ -274,12 +300,15 @@ class Conformance:
         self._deflate_on_oom = bool(features >> BalloonFeature.DEFLATE_ON_OOM & 1)
         self._stats_vq = bool(features >> BalloonFeature.STATS_VQ & 1)
         self._vectorised = vectorised
-        self._st = bytearray()  # guest pfn -> 0/_INFLATING/_INFLATED/_DEFLATING
-        self._st_view = np.frombuffer(self._st, dtype=np.uint8)  # the same bytes, for batches
         self._reset()
 
     def _reset(self) -> None:
-        self._st[:] = bytes(len(self._st))
+        # Guest pfn -> 0/_INFLATING/_INFLATED/_DEFLATING: a numpy array for batches and a
+        # memoryview of it for single pages (as cheap to index as a bytearray). np.zeros
+        # maps zero pages lazily, so a hostile PFN near 2**32 costs address space, not RAM.
+        self._st_view = np.zeros(0, dtype=np.uint8)
+        self._st = self._st_view.data
+        self._far: dict[int, int] = {}  # pages at or above _DENSE_MAX (hostile PFNs)
         self._n_inflating = 0
         self._n_inflated = 0
         self._n_deflating = 0
@@ -310,17 +339,22 @@ class Conformance:
     def page_state(self, guest_pfn: int) -> str:
         """A guest page's balloon state: not-in-balloon, inflating, inflated or deflating."""
         st = self._st
-        return _PAGE_STATE_NAMES[st[guest_pfn] if 0 <= guest_pfn < len(st) else 0]
+        if 0 <= guest_pfn < len(st):
+            return _PAGE_STATE_NAMES[st[guest_pfn]]
+        return _PAGE_STATE_NAMES[self._far.get(guest_pfn, 0)]
 
-    def _states(self, top: int) -> bytearray:
-        """The state bytes, grown to hold guest PFN ``top``."""
-        st = self._st
-        if top >= len(st):
-            st = bytearray(max(top + 1, 2 * len(st)))
-            st[: len(self._st)] = self._st
-            self._st = st
-            self._st_view = np.frombuffer(st, dtype=np.uint8)
-        return st
+    def _states(self, top: int) -> memoryview | _Pages:
+        """Page states indexable by guest PFN up to ``top``: the dense bytes, grown if need be
+        (up to _DENSE_MAX pages), or, past that, a view that also reaches the far pages."""
+        old = self._st_view
+        if top >= len(old):
+            if top >= _DENSE_MAX:
+                return _Pages(self._st, self._far)
+            grown = np.zeros(min(max(top + 1, 2 * len(old)), _DENSE_MAX), dtype=np.uint8)
+            grown[: len(old)] = old
+            self._st_view = grown
+            self._st = grown.data
+        return self._st if not self._far else _Pages(self._st, self._far)
 
     def _batch(self, pfns: Pfns, expect: int, new: int) -> int:
         """The fast path, for 4 KiB guest pages: if every page of the batch is in state
@@ -329,7 +363,10 @@ class Conformance:
         if not self._vectorised or self._ppp != 1 or len(pfns) < _BATCH_MIN:
             return -1
         g = as_index(pfns)
-        self._states(int(np.maximum.reduce(g)))
+        top = int(np.maximum.reduce(g))
+        if top >= _DENSE_MAX:
+            return -1
+        self._states(top)
         st = self._st_view
         now = st[g]
         # count_nonzero, not .any()/.all(): no Python-level wrapper per call
@@ -564,10 +601,10 @@ class Conformance:
     def _page_used(self, event: PageUsed) -> list[Violation]:
         if not self._n_inflating + self._n_inflated + self._n_deflating:
             return []  # no page is in the balloon
-        st = self._st
+        st = self._states(0)
         used = event.guest_pfns
-        top = len(st)
-        if len(used) >= _BATCH_MIN:
+        top = len(self._st)
+        if len(used) >= _BATCH_MIN and not self._far:
             g = as_index(used)
             g = g[g < top]
             touched = g[self._st_view[g] != 0]
@@ -575,7 +612,7 @@ class Conformance:
                 return []
             hits = sorted(set(touched.tolist()))
         else:
-            hits = sorted({p for p in used if p < top and st[p]})
+            hits = sorted({p for p in used if (p < top or self._far) and st[p]})
             if not hits:
                 return []
         inflating: list[int] = []
