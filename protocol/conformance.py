@@ -347,14 +347,17 @@ class Conformance:
         """Page states indexable by guest PFN up to ``top``: the dense bytes, grown if need be
         (up to _DENSE_MAX pages), or, past that, a view that also reaches the far pages."""
         old = self._st_view
-        if top >= len(old):
-            if top >= _DENSE_MAX:
-                return _Pages(self._st, self._far)
-            grown = np.zeros(min(max(top + 1, 2 * len(old)), _DENSE_MAX), dtype=np.uint8)
+        if top >= len(old) < _DENSE_MAX:
+            # Past _DENSE_MAX, the dense part covers every PFN below it: a batch may mix both.
+            size = _DENSE_MAX if top >= _DENSE_MAX else min(max(top + 1, 2 * len(old)),
+                                                             _DENSE_MAX)
+            grown = np.zeros(size, dtype=np.uint8)
             grown[: len(old)] = old
             self._st_view = grown
             self._st = grown.data
-        return self._st if not self._far else _Pages(self._st, self._far)
+        if top >= _DENSE_MAX or self._far:
+            return _Pages(self._st, self._far)
+        return self._st
 
     def _batch(self, pfns: Pfns, expect: int, new: int) -> int:
         """The fast path, for 4 KiB guest pages: if every page of the batch is in state
