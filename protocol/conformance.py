@@ -39,7 +39,6 @@ from enum import StrEnum
 from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 
 from .errors import ProtocolError
 from .features import BalloonFeature
@@ -204,6 +203,11 @@ class Violation:
 
 # ------------------------------------------------------------------------------------- monitor
 
+#: Page states are dense bytes below this guest PFN (256 GiB of 4 KiB pages, 64 MiB of
+#: states at most); PFNs above it (only a hostile driver names them) live in a dict.
+_DENSE_MAX: Final = 1 << 26
+#: Below this many pages, array calls cost more than the page-by-page loop they replace.
+_BATCH_MIN: Final = 8
 _INFLATING: Final = 1
 _INFLATED: Final = 2
 _DEFLATING: Final = 3
@@ -216,6 +220,28 @@ def unique_pfns(g: PfnIndex) -> bool:
         return True
     s = np.sort(g)
     return not np.count_nonzero(s[1:] == s[:-1])
+
+
+class _Pages:
+    """Page states by guest PFN across the dense bytes and the dict of far pages."""
+
+    __slots__ = ("dense", "far")
+
+    def __init__(self, dense: memoryview, far: dict[int, int]) -> None:
+        self.dense = dense
+        self.far = far
+
+    def __getitem__(self, pfn: int) -> int:
+        dense = self.dense
+        return int(dense[pfn]) if 0 <= pfn < len(dense) else self.far.get(pfn, 0)
+
+    def __setitem__(self, pfn: int, state: int) -> None:
+        if 0 <= pfn < len(self.dense):
+            self.dense[pfn] = state
+        elif state:
+            self.far[pfn] = state
+        else:
+            self.far.pop(pfn, None)
 
 
 def _show(pfns: Sequence[int], limit: int = 8) -> str:
@@ -240,6 +266,7 @@ class Conformance:
     __slots__ = (
         "_actual",
         "_deflate_on_oom",
+        "_far",
         "_floor",
         "_must_tell_host",
         "_n_deflating",
@@ -248,6 +275,7 @@ class Conformance:
         "_num_pages",
         "_ppp",
         "_st",
+        "_st_view",
         "_stats_outstanding",
         "_stats_tags",
         "_stats_vq",
@@ -272,11 +300,15 @@ class Conformance:
         self._deflate_on_oom = bool(features >> BalloonFeature.DEFLATE_ON_OOM & 1)
         self._stats_vq = bool(features >> BalloonFeature.STATS_VQ & 1)
         self._vectorised = vectorised
-        self._st = np.zeros(0, dtype=np.uint8)  # guest pfn -> 0/_INFLATING/_INFLATED/_DEFLATING
         self._reset()
 
     def _reset(self) -> None:
-        self._st[:] = 0
+        # Guest pfn -> 0/_INFLATING/_INFLATED/_DEFLATING: a numpy array for batches and a
+        # memoryview of it for single pages (as cheap to index as a bytearray). np.zeros
+        # maps zero pages lazily, so a hostile PFN near 2**32 costs address space, not RAM.
+        self._st_view = np.zeros(0, dtype=np.uint8)
+        self._st = self._st_view.data
+        self._far: dict[int, int] = {}  # pages at or above _DENSE_MAX (hostile PFNs)
         self._n_inflating = 0
         self._n_inflated = 0
         self._n_deflating = 0
@@ -307,31 +339,44 @@ class Conformance:
     def page_state(self, guest_pfn: int) -> str:
         """A guest page's balloon state: not-in-balloon, inflating, inflated or deflating."""
         st = self._st
-        return _PAGE_STATE_NAMES[st[guest_pfn] if 0 <= guest_pfn < len(st) else 0]
+        if 0 <= guest_pfn < len(st):
+            return _PAGE_STATE_NAMES[st[guest_pfn]]
+        return _PAGE_STATE_NAMES[self._far.get(guest_pfn, 0)]
 
-    def _states(self, g: PfnIndex) -> npt.NDArray[np.uint8]:
-        """The state array, grown to hold every PFN of ``g`` (non-empty)."""
-        st = self._st
+    def _states(self, top: int) -> memoryview | _Pages:
+        """Page states indexable by guest PFN up to ``top``: the dense bytes, grown if need be
+        (up to _DENSE_MAX pages), or, past that, a view that also reaches the far pages."""
+        old = self._st_view
+        if top >= len(old) < _DENSE_MAX:
+            # Past _DENSE_MAX, the dense part covers every PFN below it: a batch may mix both.
+            size = _DENSE_MAX if top >= _DENSE_MAX else min(max(top + 1, 2 * len(old)),
+                                                             _DENSE_MAX)
+            grown = np.zeros(size, dtype=np.uint8)
+            grown[: len(old)] = old
+            self._st_view = grown
+            self._st = grown.data
+        if top >= _DENSE_MAX or self._far:
+            return _Pages(self._st, self._far)
+        return self._st
+
+    def _batch(self, pfns: Pfns, expect: int, new: int) -> int:
+        """The fast path, for 4 KiB guest pages: if every page of the batch is in state
+        ``expect``, each once, move them all to ``new`` and return how many; else change
+        nothing and return -1. Small batches return -1: the loop is cheaper for them."""
+        if not self._vectorised or self._ppp != 1 or len(pfns) < _BATCH_MIN:
+            return -1
+        g = as_index(pfns)
         top = int(np.maximum.reduce(g))
-        if top >= len(st):
-            grown = np.zeros(max(top + 1, 2 * len(st)), dtype=np.uint8)
-            grown[: len(st)] = st
-            st = self._st = grown
-        return st
-
-    def _batch(self, g: PfnIndex, expect: int, new: int) -> bool:
-        """The fast path: if every page of ``g`` is in state ``expect``, each once, move them
-        all to ``new`` and return True; else change nothing and return False."""
-        if not self._vectorised or not len(g):
-            return False
-        st = self._states(g)
+        if top >= _DENSE_MAX:
+            return -1
+        self._states(top)
+        st = self._st_view
         now = st[g]
         # count_nonzero, not .any()/.all(): no Python-level wrapper per call
-        ok = not np.count_nonzero(now != expect)
-        if not ok or not unique_pfns(g):
-            return False
+        if np.count_nonzero(now != expect) or not unique_pfns(g):
+            return -1
         st[g] = new
-        return True
+        return len(g)
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -378,10 +423,10 @@ class Conformance:
 
     # -- rules -----------------------------------------------------------------------------
 
-    def _guests(self, pfns: Pfns, event: Event, out: list[Violation]) -> PfnIndex:
-        if self._ppp == 1:
-            return as_index(pfns)
+    def _guests(self, pfns: Pfns, event: Event, out: list[Violation]) -> list[int]:
         wire = pfns.tolist() if isinstance(pfns, np.ndarray) else pfns
+        if self._ppp == 1:
+            return list(wire)
         guests, strays = wire_to_guest_pfns(wire, self._ppp)
         if strays:
             out.append(
@@ -394,17 +439,17 @@ class Conformance:
                     event,
                 )
             )
-        return np.array(guests, dtype=np.int64)
+        return guests
 
     def _inflate_added(self, event: InflateAdded) -> list[Violation]:
+        n = self._batch(event.pfns, 0, _INFLATING)
+        if n >= 0:
+            self._n_inflating += n
+            self._swap_credit += n
+            return []
         out: list[Violation] = []
-        g = self._guests(event.pfns, event, out)
-        if self._batch(g, 0, _INFLATING):
-            self._n_inflating += len(g)
-            self._swap_credit += len(g)
-            return out
-        guests = g.tolist()
-        st = self._states(g) if guests else self._st
+        guests = self._guests(event.pfns, event, out)
+        st = self._states(max(guests, default=0))
         again: list[int] = []
         for p in guests:
             if st[p]:
@@ -429,14 +474,14 @@ class Conformance:
         return out
 
     def _inflate_acked(self, event: InflateAcked) -> list[Violation]:
+        n = self._batch(event.pfns, _INFLATING, _INFLATED)
+        if n >= 0:
+            self._n_inflating -= n
+            self._n_inflated += n
+            return []
         out: list[Violation] = []
-        g = self._guests(event.pfns, event, out)
-        if self._batch(g, _INFLATING, _INFLATED):
-            self._n_inflating -= len(g)
-            self._n_inflated += len(g)
-            return out
-        guests = g.tolist()
-        st = self._states(g) if guests else self._st
+        guests = self._guests(event.pfns, event, out)
+        st = self._states(max(guests, default=0))
         unknown: list[int] = []
         acked = 0
         for p in guests:
@@ -464,14 +509,12 @@ class Conformance:
 
     def _deflate_added(self, event: DeflateAdded) -> list[Violation]:
         out: list[Violation] = []
-        g = self._guests(event.pfns, event, out)
         unacked: list[int] = []
         absent: list[int] = []
-        if self._batch(g, _INFLATED, _DEFLATING):
-            moved = len(g)
-        else:
-            guests = g.tolist()
-            st = self._states(g) if guests else self._st
+        moved = self._batch(event.pfns, _INFLATED, _DEFLATING)
+        if moved < 0:
+            guests = self._guests(event.pfns, event, out)
+            st = self._states(max(guests, default=0))
             moved = 0
             for p in guests:
                 state = st[p]
@@ -527,13 +570,13 @@ class Conformance:
         return out
 
     def _deflate_acked(self, event: DeflateAcked) -> list[Violation]:
+        n = self._batch(event.pfns, _DEFLATING, 0)
+        if n >= 0:
+            self._n_deflating -= n
+            return []
         out: list[Violation] = []
-        g = self._guests(event.pfns, event, out)
-        if self._batch(g, _DEFLATING, 0):
-            self._n_deflating -= len(g)
-            return out
-        guests = g.tolist()
-        st = self._states(g) if guests else self._st
+        guests = self._guests(event.pfns, event, out)
+        st = self._states(max(guests, default=0))
         unknown: list[int] = []
         acked = 0
         for p in guests:
@@ -561,13 +604,20 @@ class Conformance:
     def _page_used(self, event: PageUsed) -> list[Violation]:
         if not self._n_inflating + self._n_inflated + self._n_deflating:
             return []  # no page is in the balloon
-        st = self._st
-        g = as_index(event.guest_pfns)
-        g = g[g < len(st)]
-        touched = g[st[g] != 0]
-        if not len(touched):
-            return []
-        hits = sorted(set(touched.tolist()))
+        st = self._states(0)
+        used = event.guest_pfns
+        top = len(self._st)
+        if len(used) >= _BATCH_MIN and not self._far:
+            g = as_index(used)
+            g = g[g < top]
+            touched = g[self._st_view[g] != 0]
+            if not len(touched):
+                return []
+            hits = sorted(set(touched.tolist()))
+        else:
+            hits = sorted({p for p in used if (p < top or self._far) and st[p]})
+            if not hits:
+                return []
         inflating: list[int] = []
         inflated: list[int] = []
         deflating: list[int] = []

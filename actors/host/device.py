@@ -36,13 +36,16 @@ from protocol.balloon import (
 )
 from protocol.conformance import unique_pfns as _unique
 from protocol.errors import ProtocolError
-from protocol.pfns import PfnIndex, as_index
+from protocol.pfns import Pfns, as_index
 from protocol.virtqueue import Chain
 
 INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
 
 Report = Callable[[str, str], None]
-_NONE: PfnIndex = as_index(array.array("I"))
+
+
+def _tolist(pfns: Pfns) -> list[int]:
+    return pfns.tolist() if isinstance(pfns, np.ndarray) else list(pfns)
 
 
 class BalloonDevice:
@@ -134,7 +137,7 @@ class BalloonDevice:
         return None if self.choices is None else self.choices.fault(site, self.transport.name)
 
     # -- buffers -------------------------------------------------------------------------------
-    def _pfns(self, chain: Chain, queue: int, hs: int) -> PfnIndex:
+    def _pfns(self, chain: Chain, queue: int, hs: int) -> Pfns:
         """Decode and validate one inflate/deflate buffer; invalid parts are reported."""
         name = BalloonQueue(queue).queue_name
         if chain.in_lens:
@@ -146,11 +149,15 @@ class BalloonDevice:
                                queue=name)
         except ProtocolError as e:
             self.violation("device.bad-buffer", "driver", f"{name} hs={hs}: {e.reason}")
-            return _NONE
+            return []
         limit = self.memory.pages
-        g = as_index(pfns)
-        if len(g) and int(np.maximum.reduce(g)) < limit and _unique(g):
-            return g  # the common case, checked in a few array operations
+        if len(pfns) < 8:  # a migration's one-page buffers: plain Python is cheaper
+            if pfns and max(pfns) < limit and len(set(pfns)) == len(pfns):
+                return pfns.tolist()
+        else:
+            g = as_index(pfns)
+            if int(np.maximum.reduce(g)) < limit and _unique(g):
+                return g  # the common case, checked in a few array operations
         out: list[int] = []
         bad: list[int] = []
         seen: set[int] = set()
@@ -170,42 +177,38 @@ class BalloonDevice:
         if dup:
             self.violation("device.duplicate-pfn", "driver",
                            f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
-        return as_index(out)
+        return out
 
     def _inflate(self, chain: Chain, hs: int) -> float:
         """Act on an inflate buffer; returns the virtual time the discards take."""
-        g = self._pfns(chain, INFLATEQ, hs)
-        again = self.memory.in_balloon(g)
-        if np.count_nonzero(again):
+        again, g = self.memory.split_ballooned(self._pfns(chain, INFLATEQ, hs))
+        if len(again):
             self.violation("device.double-inflate", "driver",
-                           f"inflateq hs={hs}: {int(again.sum())} PFNs already ballooned "
-                           "(not counted twice)", g[again][:16].tolist())
-            g = g[~again]
+                           f"inflateq hs={hs}: {len(again)} PFNs already ballooned "
+                           "(not counted twice)", _tolist(again[:16]))
         self.memory.inflate(g)
         self._memory_changed()
         self.feed(C.InflateAcked(g))
         self.inflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=g.tolist(), rejected=rejected)
+        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=_tolist(g), rejected=rejected)
         return self.costs.host_discard_page * len(g)
 
     def _deflate(self, chain: Chain, hs: int) -> float:
         """Act on a deflate buffer (a hint: no host work to charge)."""
-        g = self._pfns(chain, DEFLATEQ, hs)
-        stray = ~self.memory.in_balloon(g)
-        if np.count_nonzero(stray):
+        g, stray = self.memory.split_ballooned(self._pfns(chain, DEFLATEQ, hs))
+        if len(stray):
             self.violation("device.deflate-not-ballooned", "driver",
-                           f"deflateq hs={hs}: {int(stray.sum())} PFNs were never inflated "
-                           "(ignored)", g[stray][:16].tolist())
-            g = g[~stray]
+                           f"deflateq hs={hs}: {len(stray)} PFNs were never inflated "
+                           "(ignored)", _tolist(stray[:16]))
         self.memory.deflate(g)
         self._memory_changed()
         self.feed(C.DeflateAcked(g))
         self.deflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=g.tolist(), rejected=rejected)
+        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=_tolist(g), rejected=rejected)
         return 0.0
 
     def _stats(self, chain: Chain, hs: int) -> bool:

@@ -12,7 +12,8 @@ The host keeps this state itself, per 4 KiB PFN, in a bytearray: it never trusts
 a ballooned page remembers whether the guest had ever touched it: deflating a never-touched
 page gives back nothing the host had to back, and touching it later is a first fault, not a
 refault. Batches of PFNs are applied with numpy array operations on a view of that bytearray
-(one buffer's 256 PFNs: a few calls, no Python loop per page).
+(one buffer's 256 PFNs: a few calls, no Python loop per page); a migration's one-page buffers
+take a plain loop, cheaper at that size.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from protocol.pfns import Pfns, as_index
 
 RESIDENT, BALLOONED, DISCARDED, UNTOUCHED = 0, 1, 2, 4
 BALLOONED_UNTOUCHED = BALLOONED | UNTOUCHED
+#: Batches smaller than this are applied page by page: array calls would cost more.
+_BATCH_MIN = 8
 
 
 @dataclass
@@ -70,6 +73,20 @@ class GuestMemory:
         """Each PFN's state bits (RESIDENT, BALLOONED, DISCARDED, UNTOUCHED), as an array."""
         return self._st[as_index(pfns)]
 
+    def split_ballooned(self, pfns: Pfns) -> tuple[Pfns, Pfns]:
+        """(the PFNs in the balloon, the others), each in the order given."""
+        if len(pfns) < _BATCH_MIN:
+            st = self.state
+            seq = pfns.tolist() if isinstance(pfns, np.ndarray) else pfns
+            return ([p for p in seq if st[p] & BALLOONED],
+                    [p for p in seq if not st[p] & BALLOONED])
+        g = as_index(pfns)
+        hit = self.in_balloon(g)
+        n = np.count_nonzero(hit)
+        if n == 0 or n == len(g):  # the usual cases: nothing or everything in the balloon
+            return (g[:0], g) if n == 0 else (g, g[:0])
+        return g[hit], g[~hit]
+
     def in_balloon(self, pfns: Pfns) -> npt.NDArray[np.bool_]:
         """For each PFN, whether the host has it in the balloon."""
         return (self.state_of(pfns) & BALLOONED).astype(np.bool_)
@@ -77,43 +94,78 @@ class GuestMemory:
     def inflate(self, pfns: Pfns) -> None:
         """Discard inflated pages (the caller validated them: in range, each once, not
         ballooned). A never-touched page had nothing to discard: it is remembered as such."""
+        if len(pfns) < _BATCH_MIN:
+            st = self.state
+            for p in pfns:
+                s = st[p]
+                if s == DISCARDED:
+                    self.discarded -= 1
+                elif s == UNTOUCHED:
+                    self.untouched -= 1
+                    self.ballooned_untouched += 1
+                st[p] = BALLOONED | (s & UNTOUCHED)
+            self.ballooned += len(pfns)
+            return
         g = as_index(pfns)
-        st = self._st
-        s = st[g]
-        untouched = int(np.count_nonzero(s == UNTOUCHED))
-        self.discarded -= int(np.count_nonzero(s == DISCARDED))
+        st_ = self._st
+        s_ = st_[g]
+        untouched = int(np.count_nonzero(s_ == UNTOUCHED))
+        self.discarded -= int(np.count_nonzero(s_ == DISCARDED))
         self.untouched -= untouched
         self.ballooned_untouched += untouched
-        st[g] = BALLOONED | (s & UNTOUCHED)
+        st_[g] = BALLOONED | (s_ & UNTOUCHED)
         self.ballooned += len(g)
 
     def deflate(self, pfns: Pfns) -> None:
         """Pages leave the balloon (validated: ballooned, each once); they stay unbacked until
         the guest touches them."""
-        g = as_index(pfns)
-        st = self._st
-        untouched = st[g] == BALLOONED_UNTOUCHED
-        n_untouched = int(np.count_nonzero(untouched))
-        st[g] = np.where(untouched, UNTOUCHED, DISCARDED)
+        if len(pfns) < _BATCH_MIN:
+            st = self.state
+            n_untouched = 0
+            for p in pfns:
+                if st[p] == BALLOONED_UNTOUCHED:
+                    st[p] = UNTOUCHED
+                    n_untouched += 1
+                else:
+                    st[p] = DISCARDED
+        else:
+            g = as_index(pfns)
+            st_ = self._st
+            untouched = st_[g] == BALLOONED_UNTOUCHED
+            n_untouched = int(np.count_nonzero(untouched))
+            st_[g] = np.where(untouched, UNTOUCHED, DISCARDED)
         self.ballooned_untouched -= n_untouched
         self.untouched += n_untouched
-        self.discarded += len(g) - n_untouched
-        self.ballooned -= len(g)
+        self.discarded += len(pfns) - n_untouched
+        self.ballooned -= len(pfns)
 
     def touch(self, pfns: Pfns) -> int:
         """The guest used these pages: fault in the unbacked ones; returns how many (a page
         named twice faults once)."""
-        g = as_index(pfns)
-        st = self._st
-        s = st[g]
-        refault = g[s == DISCARDED]
-        first = g[s == UNTOUCHED]
-        if not len(refault) and not len(first):
-            return 0
-        st[refault] = RESIDENT
-        st[first] = RESIDENT
-        refaults = len(np.unique(refault)) if len(refault) else 0
-        firsts = len(np.unique(first)) if len(first) else 0
+        if len(pfns) < _BATCH_MIN:
+            st = self.state
+            refaults = firsts = 0
+            for p in pfns:
+                s = st[p]
+                if s == DISCARDED:
+                    refaults += 1
+                elif s == UNTOUCHED:
+                    firsts += 1
+                else:
+                    continue
+                st[p] = RESIDENT  # a second mention finds it resident: counted once
+        else:
+            g = as_index(pfns)
+            st_ = self._st
+            s_ = st_[g]
+            refault = g[s_ == DISCARDED]
+            first = g[s_ == UNTOUCHED]
+            if not len(refault) and not len(first):
+                return 0
+            st_[refault] = RESIDENT
+            st_[first] = RESIDENT
+            refaults = len(np.unique(refault)) if len(refault) else 0
+            firsts = len(np.unique(first)) if len(first) else 0
         self.discarded -= refaults
         self.refaults += refaults
         self.untouched -= firsts

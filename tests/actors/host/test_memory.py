@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -144,3 +145,17 @@ def test_valid_operation_sequences_keep_counts_equal_to_page_state(
         assert g.rss == sum(resident)
         assert g.saved == sum(touched[p] and not resident[p] for p in range(PAGES))
         assert (g.refaults, g.first_touches) == (refaults, first)
+
+
+@pytest.mark.parametrize("pfns", [[5, 0, 3], list(range(12))[::-1]], ids=["small", "batch"])
+@pytest.mark.parametrize("as_array", [False, True], ids=["list", "array"])
+def test_split_ballooned_keeps_order_on_both_paths(pfns: list[int], as_array: bool) -> None:
+    """split_ballooned gives (in balloon, others) in the order given, untouched-ballooned
+    pages included, whether the batch takes the plain loop (< 8) or the array path."""
+    g = GuestMemory("g", 16, populated=False)
+    g.touch([0, 1, 2])
+    g.inflate([0, 1, 3, 5])  # 3 and 5 were never touched
+    given_pfns = np.array(pfns, dtype=np.uint32) if as_array else pfns
+    inside, outside = g.split_ballooned(given_pfns)
+    assert [int(p) for p in inside] == [p for p in pfns if p in (0, 1, 3, 5)]
+    assert [int(p) for p in outside] == [p for p in pfns if p not in (0, 1, 3, 5)]
