@@ -105,6 +105,7 @@ class Choices:
         faults = FaultConfig() if faults is None else faults
         self.forced: dict[tuple[str, int], float] | None = (
             None if forced is None else {(c.site, c.n): c.value for c in forced})
+        #: Every choice point must be visited (counted), to record or to force.
         self.recording = record or self.forced is not None
         #: Every decision that did something, in the order made (recording or forcing).
         self.recorded: list[Choice] = []
@@ -121,11 +122,6 @@ class Choices:
                 drawn = activate.random()
                 if name in faults.sites and drawn < faults.activation:
                     self.active[name] = faults.fire.get(name, SITES[name].fire)
-
-    @property
-    def watching(self) -> bool:
-        """Whether every preemption point must be visited (to count, record or force)."""
-        return self.recording
 
     def visit(self, site: str) -> int:
         """Count one visit of ``site``; the count keys recorded and forced choices."""

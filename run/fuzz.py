@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actors.choices import Choice
 from run import scenario as scen
 from run.logs import FlightRecorder
 from run.pool import run_all
@@ -65,11 +66,17 @@ class SeedResult:
     wall: float
 
 
+def flight_run(sc: scen.Scenario, seed: int, *, forced: list[Choice] | None = None,
+               record: bool = False) -> Outcome:
+    """How fuzz, minimise and pinned regressions run a seed: to its first violation, with
+    only a small in-memory flight recorder."""
+    return run_session(sc, seed=seed, recorder=FlightRecorder(capacity=64), forced=forced,
+                       record=record, fail_fast=True)
+
+
 def run_seed(job: Job) -> SeedResult:
-    """One fuzzed seed, flight recorder only (runs in a worker process)."""
-    sc = scen.load(job.spec, list(job.overrides))
-    outcome = run_session(sc, seed=job.seed, recorder=FlightRecorder(capacity=64),
-                          fail_fast=True)
+    """One fuzzed seed (runs in a worker process)."""
+    outcome = flight_run(scen.load(job.spec, list(job.overrides)), job.seed)
     return SeedResult(job.seed, first_failure(outcome), len(outcome.violations),
                       outcome.summary["wall_seconds"])
 

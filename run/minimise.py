@@ -20,9 +20,7 @@ import orjson
 
 from actors.choices import SITES, Choice, parse_choices
 from run import scenario as scen
-from run.fuzz import first_failure
-from run.logs import FlightRecorder
-from run.session import run_session
+from run.fuzz import first_failure, flight_run
 
 T = TypeVar("T")
 FORMAT = "vballoon-choices/1"
@@ -93,8 +91,7 @@ class Minimised:
 
 def _failure(sc: scen.Scenario, seed: int, *, forced: list[Choice] | None = None,
              record: bool = False) -> tuple[dict[str, Any] | None, list[Choice]]:
-    outcome = run_session(sc, seed=seed, recorder=FlightRecorder(capacity=64), forced=forced,
-                          record=record, fail_fast=True)
+    outcome = flight_run(sc, seed, forced=forced, record=record)
     assert outcome.session is not None
     return first_failure(outcome), outcome.session.choices.recorded
 

@@ -47,7 +47,7 @@ class Perturbation:
         self.choices = choices
         self.prefix = prefix
         #: Whether ``decide`` must be consulted at all; False makes a point cost one check.
-        self.active = strength > 0.0 or (choices is not None and choices.watching)
+        self.active = strength > 0.0 or (choices is not None and choices.recording)
 
     def decide(self, site: str) -> float | None:
         """None: run on; 0.0: yield to other runnable tasks; > 0: that many virtual seconds."""

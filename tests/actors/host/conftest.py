@@ -10,6 +10,7 @@ from typing import Any
 import trio
 
 from actors import schema
+from actors.clock import SessionClock
 from actors.costs import CostModel
 from actors.host.device import BalloonDevice
 from actors.host.memory import GuestMemory
@@ -22,13 +23,6 @@ from run.logs import FlightRecorder, Record, SessionLog
 INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
 MTH = feature_mask(BalloonFeature.MUST_TELL_HOST)
 MTH_STATS = feature_mask(BalloonFeature.MUST_TELL_HOST, BalloonFeature.STATS_VQ)
-
-
-def _clock() -> float:
-    try:
-        return trio.current_time()
-    except RuntimeError:
-        return 0.0
 
 
 
@@ -115,7 +109,8 @@ async def running(*, features: int = MTH, pages: int = 1024, stats_interval: flo
     """A device serving its transport in a nursery; on exit the driver side closes the stream
     and the device must end by itself."""
     recorder = FlightRecorder()
-    log = SessionLog(clock=_clock, level="debug", sinks=[recorder], validate=schema.check_record)
+    log = SessionLog(clock=SessionClock(), level="debug", sinks=[recorder],
+                     validate=schema.check_record)
     transport = Transport("guest0", features=features)
     memory = GuestMemory("guest0", pages)
     reports: list[tuple[str, str]] = []

@@ -7,21 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import trio
 
 from actors import schema
+from actors.clock import SessionClock
 from actors.costs import CostModel
 from actors.kernel import Kernel, KernelReport
 from run.logs import FlightRecorder, Record, SessionLog
-
-
-def _clock() -> float:
-    try:
-        return trio.current_time()
-    except RuntimeError:
-        return 0.0
-
-
 
 
 @dataclass
@@ -45,7 +36,8 @@ def make_rig(*, strength: float = 0.0, seed: int = 0, level: str = "debug",
              costs: CostModel | None = None, max_delay: float = 1e-6) -> Rig:
     """A kernel logging to a flight recorder and collecting reports, for one test."""
     recorder = FlightRecorder()
-    log = SessionLog(clock=_clock, level=level, sinks=[recorder], validate=schema.check_record)
+    log = SessionLog(clock=SessionClock(), level=level, sinks=[recorder],
+                     validate=schema.check_record)
     reports: list[tuple[str, str, dict[str, Any]]] = []
 
     def report(kind: str, detail: str, **fields: Any) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from run import minimise
 from run import scenario as scen
-from run.fuzz import first_failure
+from run.fuzz import first_failure, flight_run
 from run.logs import FlightRecorder
 from run.session import run_session
 
@@ -19,9 +19,7 @@ CHOICES = Path(__file__).parent / "choices"
 
 def _outcome(path: Path, driver: str) -> tuple[dict[str, object] | None, int]:
     sc, seed, forced = minimise.load(path, [f"guest.driver={driver}"])
-    out = run_session(sc, seed=seed, recorder=FlightRecorder(capacity=16), forced=forced,
-                      fail_fast=True)
-    return first_failure(out), len(forced)
+    return first_failure(flight_run(sc, seed, forced=forced)), len(forced)
 
 
 @pytest.mark.parametrize(("name", "fix"), [
