@@ -142,17 +142,18 @@ class V9Balloon(VirtioBalloon):
         g = as_index(batch)
         f = flags[g]
         stuck = np.flatnonzero(f & P.PG_locked)
-        if len(stuck):  # BUG_ON(!trylock_page(page)) at the first locked page, as the loop
-            k = int(stuck[0])
-            flags[g[:k]] = f[:k] | P.PG_balloon
-            raise KernelBug(f"fill_balloon: trylock_page({batch[k]}) failed")
+        ok = int(stuck[0]) if len(stuck) else n  # pages the loop gets through before BUG_ON
         # assign_balloon_mapping(page, vb->mapping);  (the allocator set the owner code)
-        flags[g] = f | P.PG_balloon
-        self.pages.list_add_many(batch)  # list_add(&page->lru, &vb->pages);
-        self._set_pfns_batch(self.pfns, self.num_pfns, batch)
-        self.meminfo.totalram -= n
-        self.num_pages.atomic_add(n * ppp)
-        self.num_pfns += n * ppp
+        flags[g[:ok]] = f[:ok] | P.PG_balloon
+        self.pages.list_add_many(batch[:ok])  # list_add(&page->lru, &vb->pages);
+        self._set_pfns_batch(self.pfns, self.num_pfns, batch[:ok])
+        self.meminfo.totalram -= ok
+        self.num_pages.atomic_add(ok * ppp)
+        self.num_pfns += ok * ppp
+        if ok < n:  # set_page_pfns; totalram--; BUG_ON(!trylock_page(page)) at the locked page
+            self.set_page_pfns(self.pfns, self.num_pfns, batch[ok])
+            self.meminfo.totalram -= 1
+            raise KernelBug(f"fill_balloon: trylock_page({batch[ok]}) failed")
         return i + n
 
     def _leak_batch(self, pfns: array.array[int], num_pfns: int, num: int) -> int:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import array
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from actors import schema
+from actors.clock import SessionClock
 from actors.guest import gfp as G
 from actors.guest import pages as P
+from actors.guest.balloon.common import KernelBug
+from actors.guest.balloon.v9 import V9Balloon
 from run import scenario as scen
-from run.session import run_session
+from run.logs import SessionLog
+from run.session import Session, run_session
 
 from .conftest import read_log, small_session
 
@@ -168,3 +173,25 @@ def test_log_alone_rebuilds_host_set_and_driver_list(tmp_path: Path) -> None:
     assert driver == set(guest.balloon.pages.pfns())
     assert host == driver | isolated  # 4 KiB guest pages: wire PFNs are guest PFNs
     assert len(host) == out.summary["host"]["guests"]["guest0"]["ballooned"]
+
+
+def test_v9_fill_fast_path_stops_where_the_loop_hits_bug_on() -> None:
+    """fill_balloon's batched fast path leaves exactly the loop's state when a page it got is
+    locked: the pages before it on the list and counted, set_page_pfns and totalram-- done for
+    the locked page, then BUG_ON (KernelBug)."""
+    sc = scen.load("inflate-deflate", ["guest.memory=16MiB", "guest.driver=v9"])
+    session = Session(sc, log=SessionLog(clock=SessionClock()))
+    b = session.guests[0].balloon
+    assert isinstance(b, V9Balloon)
+    got = array.array("I", [100, 101, 102, 103, 104])
+    b.frames.flags[103] |= P.PG_locked
+    totalram = b.meminfo.totalram
+    b.num_pfns = 0
+    with pytest.raises(KernelBug, match=r"trylock_page\(103\)"):
+        b._fill_batch(got, 0, 5)
+    assert list(b.pages.pfns()) == [102, 101, 100]  # list_add puts each at the head
+    assert b.num_pages.atomic_read() == b.num_pfns == 3
+    assert b.pfns[:4].tolist() == [100, 101, 102, 103]
+    assert b.meminfo.totalram == totalram - 4
+    assert all(b.frames.flags[p] & P.PG_balloon for p in (100, 101, 102))
+    assert not b.frames.flags[103] & P.PG_balloon
