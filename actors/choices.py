@@ -42,7 +42,7 @@ SITES: dict[str, FaultSite] = {s.name: s for s in (
     FaultSite("host.drop_config", 0.2,
               "the device writes num_pages but raises no config-change interrupt"),
     FaultSite("compaction.migrate_fail", 0.1,
-              "migrate_pages fails a page with -EAGAIN, so compaction puts it back"),
+              "migrate_pages fails a page with -EAGAIN: retried next pass, put back after ten"),
 )}
 
 

@@ -30,6 +30,8 @@ from actors.guest import views
 from actors.guest.allocator import AllocatorClient
 from actors.guest.balloon.compaction_mm import (
     BALLOON_MIGRATION_RETURN,
+    EAGAIN,
+    ENOMEM,
     BalloonAops,
     balloon_page_migrate,
     isolate_balloon_page,
@@ -43,6 +45,7 @@ from actors.kernel.locks import lock_page, trylock_page, unlock_page
 from actors.units import UnitError, parse_duration
 
 COMPACT_CLUSTER_MAX = 32
+MIGRATE_PASSES = 10  # migrate_pages(): for (pass = 0; pass < 10 && retry; pass++)
 PAGEBLOCK = G.pageblock_nr_pages
 
 COMPACT_COMPLETE = "complete"  # the scanners met
@@ -271,6 +274,11 @@ class Compactor:
     async def migrate_pages(self, cc: CompactControl, pages: list[int]) -> bool:
         """migrate_pages(): move each isolated page to a free page; put back what cannot move.
 
+        Balloon pages that fail with -EAGAIN (page lock or ``balloon_lock`` busy) stay
+        isolated and are retried in up to ten passes, the page lock taken by force from the
+        fourth (``for (pass = 0; pass < 10 && retry; pass++)``, ``force = pass > 2``); what
+        still fails is put back.
+
         Returns False (-ENOMEM) when the free scanner found no target for some page: the
         kernel's migrate_pages() stops at the first page compaction_alloc() cannot serve, the
         rest are put back, and compact_zone() ends (COMPACT_PARTIAL) instead of isolating
@@ -327,11 +335,26 @@ class Compactor:
             cc.failed += 1
             vm.inc("pgmigrate_fail")
         enomem = len(moving) < len(lru_pages)
-        for old in balloon_pages:
+        retry = [] if enomem else balloon_pages
+        leftover = balloon_pages if enomem else []
+        for pass_ in range(MIGRATE_PASSES):
+            if not retry:
+                break
+            again: list[int] = []
+            for i, old in enumerate(retry):
+                await self.kernel.preempt("migrate_pages")  # cond_resched();
+                rc = await self._migrate_balloon_page(cc, old, to_free, force=pass_ > 2)
+                if rc == -EAGAIN:
+                    again.append(old)
+                elif rc == -ENOMEM:  # goto out: the caller puts back what is left
+                    enomem = True
+                    again.extend(retry[i:])
+                    break
+            retry = again
             if enomem:
-                await self._putback_balloon_page(cc, old)
-            elif not await self._migrate_balloon_page(cc, old, to_free):
-                enomem = True
+                break
+        for old in leftover + retry:  # putback_movable_pages()
+            await self._putback_balloon_page(cc, old)
         if to_free:
             await self.allocator.free(to_free, 0)
         return not enomem
@@ -347,46 +370,51 @@ class Compactor:
         cc.failed += 1
 
     async def _migrate_balloon_page(self, cc: CompactControl, old: int,
-                                    to_free: array.array[int]) -> bool:
+                                    to_free: array.array[int], *, force: bool) -> int:
         """unmap_and_move() for a balloon page: the driver's migratepage under the page lock.
-        Returns False (-ENOMEM, the page put back) when no free target page can be found."""
+
+        Returns 0 (migrated: ``old`` queued in ``to_free``), -EAGAIN (``old`` stays isolated
+        for the next pass) or -ENOMEM (compaction_alloc() found no target page). Only the
+        fourth and later passes wait for a busy page lock (``force``), as in the kernel.
+        """
         assert self.balloon is not None
         k, f, vm = self.kernel, self.frames, self.vmstat
         if not cc.freepages:
             await self.isolate_freepages(cc, 1)
-        if not cc.freepages:  # compaction_alloc() returned NULL
-            await self._putback_balloon_page(cc, old)
-            return False
+        if not cc.freepages:  # newpage = get_new_page(...); if (!newpage) return -ENOMEM;
+            return -ENOMEM
         new = cc.freepages.pop()
-        # if (!trylock_page(page)) { ... lock_page(page); }   (sync migration: force)
+        # if (!trylock_page(page)) { if (!force) goto out; lock_page(page); }
         if not trylock_page(k, f, old):
+            if not force:
+                cc.freepages.append(new)
+                return -EAGAIN
             await lock_page(k, f, old)
         choices = k.choices
         if choices is not None and choices.fault("compaction.migrate_fail", k.name) is not None:
             self.log.info(schema.FAULT, site="compaction.migrate_fail",
                           detail=f"migration of balloon pfn {old} failed with -EAGAIN")
-            rc = -11  # -EAGAIN from migrate_pages: the page is put back below
+            rc = -EAGAIN
         else:
             rc = await balloon_page_migrate(k, f, self.balloon, new, old)
         hs = self.balloon.last_hs
         unlock_page(k, f, old)
-        if rc == BALLOON_MIGRATION_RETURN:
-            # list_del(&page->lru); put_page(page); __free_page(page);
-            f.flags[old] &= ~(P.PG_isolated | P.PG_balloon)
-            f.refcount[old] = 1
-            to_free.append(old)
-            cc.migrated += 1
-            cc.balloon_migrated += 1
-            vm.inc("pgmigrate_success")
-            vm.inc("balloon_migrate")
-            vm.inc("compact_balloon_migrated")
-            vm.inc("compact_balloon_released")
-            self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=self._mids.pop(old, 0),
-                          old=old, new=new, hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
-        else:
+        if rc != BALLOON_MIGRATION_RETURN:  # -EAGAIN: the new page goes back, retry later
             cc.freepages.append(new)
-            await self._putback_balloon_page(cc, old)
-        return True
+            return rc
+        # list_del(&page->lru); put_page(page); __free_page(page);
+        f.flags[old] &= ~(P.PG_isolated | P.PG_balloon)
+        f.refcount[old] = 1
+        to_free.append(old)
+        cc.migrated += 1
+        cc.balloon_migrated += 1
+        vm.inc("pgmigrate_success")
+        vm.inc("balloon_migrate")
+        vm.inc("compact_balloon_migrated")
+        vm.inc("compact_balloon_released")
+        self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=self._mids.pop(old, 0),
+                      old=old, new=new, hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
+        return 0
 
     # -- triggers ------------------------------------------------------------------------------
     def compaction_suitable(self, order: int) -> bool:

@@ -19,6 +19,8 @@ from actors.kernel.locks import lock_page, trylock_page, unlock_page
 
 #: virtballoon_migratepage's return: "balloon migrated", mm then frees the old page.
 BALLOON_MIGRATION_RETURN = 0xBA1100
+EAGAIN = 11  # Linux errno values: migration returns them negated
+ENOMEM = 12
 
 
 class BalloonAops(Protocol):
@@ -108,7 +110,7 @@ async def balloon_page_migrate(kernel: Kernel, frames: PageFrames, vb: BalloonAo
     """balloon_page_migrate(): the driver's migratepage, under both page locks.
 
     The caller holds the old page's lock; ``newpage`` is a free page compaction captured.
-    Returns the driver's code (BALLOON_MIGRATION_RETURN) or -EAGAIN (-11).
+    Returns the driver's code (BALLOON_MIGRATION_RETURN) or -EAGAIN.
     """
     # BUG_ON(!trylock_page(newpage));
     if not trylock_page(kernel, frames, newpage):
@@ -116,7 +118,7 @@ async def balloon_page_migrate(kernel: Kernel, frames: PageFrames, vb: BalloonAo
     # if (WARN_ON(!__is_movable_balloon_page(page))) { ...; return -EAGAIN; }
     if not __is_movable_balloon_page(frames, page):
         unlock_page(kernel, frames, newpage)
-        return -11
+        return -EAGAIN
     rc = await vb.virtballoon_migratepage(newpage, page, mode)
     unlock_page(kernel, frames, newpage)  # unlock_page(newpage);
     return rc

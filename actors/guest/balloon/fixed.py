@@ -43,13 +43,11 @@ from __future__ import annotations
 import array
 
 from actors.guest.balloon.common import INFLATEQ
-from actors.guest.balloon.compaction_mm import BALLOON_MIGRATION_RETURN
+from actors.guest.balloon.compaction_mm import BALLOON_MIGRATION_RETURN, EAGAIN
 from actors.guest.balloon.v9 import V9Balloon
 from actors.kernel.lockdep import context
 from actors.kernel.locks import trylock_page
 from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
-
-EAGAIN = 11
 
 
 class FixedBalloon(V9Balloon):

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from actors import schema
+from actors.choices import Choice
 from run import scenario as scen
 from run.logs import FlightRecorder
 from run.session import Outcome, Session, run_session
@@ -167,3 +168,40 @@ def test_migration_while_fill_holds_balloon_lock_is_put_back() -> None:
     assert s["violations"] == []
     assert below_target_flags(list(rec.records)) == (0, [])
     assert s["balloon"]["actual"] == s["balloon"]["target"]  # the balloon reached its target
+
+
+def _one_writer_storm(fail_visits: range) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One compact_memory writer on a small ballooned guest, with the migration-failure fault
+    forced on the given visits; returns the summary's vmstat and the log records."""
+    sc = scen.load("compact-storm", [
+        "duration=3s", "guest.memory=16MiB", "workload.apps=1", "workload.fill=0.4",
+        "workload.thp_rate=0", 'host.policy.params.steps=[["0.5s", "20%"]]',
+        'compaction.at=["1.5s"]', "compaction.workers=1", "compaction.kcompactd_interval=0"])
+    site = "guest0:compaction.migrate_fail"
+    rec = FlightRecorder()
+    out = run_session(sc, seed=0, recorder=rec,
+                      forced=[Choice(site, n, 0.0) for n in fail_visits])
+    assert out.reason == "completed" and out.summary["violations"] == []
+    return out.summary["vmstat"], list(rec.records)
+
+
+def test_eagain_migration_is_retried_on_the_next_pass() -> None:
+    """migrate_pages() keeps a page that failed with -EAGAIN isolated and retries it in the
+    next pass: one forced failure costs one extra attempt, and no page is put back."""
+    vm, records = _one_writer_storm(range(1, 2))
+    faults = [r for r in records if r["event"] == schema.FAULT]
+    assert len(faults) == 1
+    assert vm["compact_balloon_isolated"] == vm["compact_balloon_migrated"] > 32
+    assert vm["compact_balloon_returned"] == 0
+
+
+def test_page_failing_ten_passes_is_put_back() -> None:
+    """A page that fails every pass is tried exactly ten times (``pass < 10``), then put back:
+    with every attempt forced to fail, attempts = 10 x isolated and all of them return."""
+    vm, records = _one_writer_storm(range(1, 100_000))
+    faults = sum(r["event"] == schema.FAULT for r in records)
+    isolated = vm["compact_balloon_isolated"]
+    assert isolated > 32
+    assert faults == 10 * isolated
+    assert vm["compact_balloon_returned"] == isolated
+    assert vm["compact_balloon_migrated"] == 0
