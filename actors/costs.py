@@ -23,6 +23,8 @@ class CostModel:
     free_page: float = _d(0.08e-6, "per page returned to the buddy allocator")
     thp_zero: float = _d(60e-6, "clearing a freshly faulted 2 MiB huge page")
     page_copy: float = _d(0.5e-6, "copying one 4 KiB page during migration")
+    migrate_attempt: float = _d(0.3e-6, "one migration attempt that fails with -EAGAIN "
+                                        "(page and driver locks tried, nothing copied)")
     vq_roundtrip: float = _d(20e-6, "virtqueue kick to used-buffer interrupt, device work aside")
     host_discard_page: float = _d(0.05e-6, "host discarding (madvise) one 4 KiB page")
     host_refault_page: float = _d(0.5e-6, "host faulting a discarded 4 KiB page back in")

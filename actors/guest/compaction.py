@@ -353,6 +353,8 @@ class Compactor:
             retry = again
             if enomem:
                 break
+            if retry:  # the failed attempts took CPU time: let the lock holders run meanwhile
+                await sleep(self.costs.migrate_attempt * len(retry))
         for old in leftover + retry:  # putback_movable_pages()
             await self._putback_balloon_page(cc, old)
         if to_free:
