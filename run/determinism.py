@@ -80,12 +80,6 @@ def seed_scheduler(seed: int) -> None:
     run_mod._r.seed(derive_seed(seed, "scheduler"))
 
 
-def unseed_scheduler() -> None:
-    """Back to trio's own scheduling (benchmarks measure what determinism costs)."""
-    check_trio_internals()
-    _run_module()._ALLOW_DETERMINISTIC_SCHEDULING = False
-
-
 class VirtualClock(trio.abc.Clock):
     """Virtual seconds from 0 that jump to the next deadline the moment every task blocks.
 

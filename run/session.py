@@ -314,7 +314,6 @@ def run_session(
     forced: list[Choice] | None = None,
     record: bool = False,
     fail_fast: bool = False,
-    deterministic: bool = True,
 ) -> Outcome:
     """Run one session to completion and return its outcome; the log is always closed.
 
@@ -340,10 +339,7 @@ def run_session(
     try:
         session.start_record()
         if backend == "trio":
-            if deterministic:
-                determinism.seed_scheduler(session.seed)
-            else:  # benchmarks only: trio's own (unseeded) choice among runnable tasks
-                determinism.unseed_scheduler()
+            determinism.seed_scheduler(session.seed)
             trio.run(session.main, clock=determinism.virtual_clock())
         else:
             anyio.run(session.main, backend=backend)
