@@ -51,9 +51,10 @@ class Perturbation:
 
     def decide(self, site: str) -> float | None:
         """None: run on; 0.0: yield to other runnable tasks; > 0: that many virtual seconds."""
-        if self.choices is not None:
-            return self.choices.decide(f"{self.prefix}:{site}", self._draw)
-        return self._draw()
+        choices = self.choices
+        if choices is not None and choices.recording:
+            return choices.decide(f"{self.prefix}:{site}", self._draw)
+        return self._draw()  # what Choices.decide does when it neither records nor forces
 
     def _draw(self) -> float | None:
         if self.strength <= 0.0:
