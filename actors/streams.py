@@ -11,15 +11,20 @@ of the seed.
 
 The waiting receive uses anyio's stream internals (``_state.waiting_receivers``, the
 receiver record); ``check_anyio_internals`` fails loudly, and a test calls it, if an anyio
-upgrade changes them.
+upgrade changes them. Under trio it also waits on a ``trio.Event`` (see ``actors.events``) and
+hands the sender a receiver record of its own that names the waiting task without building
+anyio's ``TaskInfo`` (a sender asks it one thing: is that task being cancelled?).
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
+import sniffio
+import trio
 from anyio import BrokenResourceError, ClosedResourceError, EndOfStream, Event, WouldBlock
+from anyio._backends._trio import TrioTaskInfo
 from anyio.lowlevel import checkpoint
 from anyio.streams import memory as _memory
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -39,10 +44,38 @@ def check_anyio_internals() -> None:
               "self._state.waiting_receivers[receive_event] = receiver",
               "await receive_event.wait()", "return receiver.item")
     missing = [s for s in needed if s not in source]
+    # _TrioReceiver stands in for the receiver record: the sender's one question, answered
+    # as anyio's TrioTaskInfo answers it.
+    sender = inspect.getsource(MemoryObjectSendStream.send_nowait)
+    if "receiver.task_info.has_pending_cancellation()" not in sender:
+        missing.append("send_nowait: receiver.task_info.has_pending_cancellation()")
+    if "self._task._cancel_status.effectively_cancelled" not in inspect.getsource(
+            TrioTaskInfo.has_pending_cancellation):
+        missing.append("TrioTaskInfo.has_pending_cancellation: _cancel_status")
     if receiver is None or missing:
         raise StreamInternalsChanged(
             f"anyio's MemoryObjectReceiveStream.receive changed (missing: "
             f"{missing or ['_MemoryObjectItemReceiver']}): update actors/streams.py")
+
+
+class _TrioReceiver(Generic[T]):
+    """anyio's ``_MemoryObjectItemReceiver`` for a trio task, minus the ``TaskInfo`` it builds
+    (task name, parent, coroutine, a weak proxy) that ``send_nowait`` only asks whether the
+    task is being cancelled. It is its own ``task_info`` and answers as ``TrioTaskInfo``."""
+
+    __slots__ = ("_task", "item")
+    item: T
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self._task = task
+
+    @property
+    def task_info(self) -> _TrioReceiver[T]:
+        return self
+
+    def has_pending_cancellation(self) -> bool:
+        status = self._task._cancel_status
+        return status is not None and status.effectively_cancelled
 
 
 async def send(stream: MemoryObjectSendStream[T], item: T) -> None:
@@ -66,13 +99,20 @@ async def receive(stream: MemoryObjectReceiveStream[T]) -> T:
         return stream.receive_nowait()
     except WouldBlock:
         pass
-    # anyio's MemoryObjectReceiveStream.receive after its checkpoint, verbatim.
+    # anyio's MemoryObjectReceiveStream.receive after its checkpoint, with the backend's
+    # cheapest event and (under trio) receiver record.
     if stream._waiters is None:
         stream._waiters = set()
-    receive_event = Event()
+    receive_event: Any  # an anyio or trio Event: the stream only calls its set()
+    receiver: _TrioReceiver[T] | _memory._MemoryObjectItemReceiver[T]
+    if sniffio.current_async_library() == "trio":
+        receive_event = trio.Event()
+        receiver = _TrioReceiver(trio.lowlevel.current_task())
+    else:
+        receive_event = Event()
+        receiver = _memory._MemoryObjectItemReceiver()
     stream._waiters.add(receive_event)
-    receiver = _memory._MemoryObjectItemReceiver[T]()
-    stream._state.waiting_receivers[receive_event] = receiver
+    stream._state.waiting_receivers[receive_event] = receiver  # type: ignore[assignment]
     try:
         await receive_event.wait()
     finally:

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import IO, Any, ClassVar
 
+import numpy as np
 import orjson
 import structlog
 from rich.console import Console
@@ -27,8 +28,14 @@ Record = dict[str, Any]
 
 
 def _default(obj: object) -> object:
-    """orjson fallback for the few non-JSON types actors log (PFN arrays, enums, sets)."""
+    """orjson fallback for the few non-JSON types actors log (PFN arrays, enums, sets).
+
+    A PFN ``array('I')`` goes back to orjson as a numpy view of the same memory, which it
+    writes itself (``OPT_SERIALIZE_NUMPY``: no list of int objects in between, same bytes).
+    """
     if isinstance(obj, array.array):
+        return np.frombuffer(obj, dtype=obj.typecode)  # numpy reads C type codes as array does
+    if isinstance(obj, np.ndarray):  # one orjson does not write natively (not contiguous)
         return obj.tolist()
     if isinstance(obj, enum.Enum):
         return obj.name
@@ -39,9 +46,17 @@ def _default(obj: object) -> object:
     raise TypeError(f"cannot log value of type {type(obj).__name__}")
 
 
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+
+
 def dumps(record: Record) -> bytes:
-    """One JSON line (with newline) exactly as the file sink writes it."""
-    return orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    """One JSON line (with newline) exactly as the file sink writes it.
+
+    PFN lists may be logged as ``array('I')`` or numpy integer arrays (what the actors hold):
+    they are written as the JSON list of their values. A logged array must not change after
+    the call that logs it: in-memory sinks keep the record, and serialise it later.
+    """
+    return orjson.dumps(record, default=_default, option=_OPTIONS)
 
 
 class FlightRecorder:
@@ -124,11 +139,27 @@ class SessionLog:
         emit = self._emit
         base: Any = structlog.make_filtering_bound_logger(min_level)
 
+        def method(name: str) -> Callable[..., Any]:
+            interpolating = getattr(base, name)  # structlog's own, for "%s"-style args
+
+            def meth(self: Any, event: str | None = None, *args: Any, **kw: Any) -> Any:
+                if args:
+                    return interpolating(self, event, *args, **kw)
+                return emit(name, self._context, event, kw)
+
+            meth.__name__ = name
+            return meth
+
         class SessionBoundLogger(base):  # type: ignore[misc]
             def _proxy_to_logger(self, method_name: str, event: str | None = None,
                                  **event_kw: Any) -> Any:
                 return emit(method_name, self._context, event, event_kw)
 
+        # The enabled level methods call _emit directly (structlog's go through
+        # _proxy_to_logger: one call and one copy of the fields more per record).
+        for name, level in LEVELS.items():
+            if level >= min_level:
+                setattr(SessionBoundLogger, name, method(name))
         return SessionBoundLogger
 
     def _emit(self, method: str, context: dict[str, Any], event: str | None,

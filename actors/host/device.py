@@ -28,6 +28,7 @@ from actors.host.score import GuestScore
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
 from protocol import conformance as C
 from protocol.balloon import (
+    QUEUE_NAMES,
     VIRTIO_BALLOON_ARRAY_PFNS_MAX,
     BalloonQueue,
     StatTag,
@@ -139,7 +140,7 @@ class BalloonDevice:
     # -- buffers -------------------------------------------------------------------------------
     def _pfns(self, chain: Chain, queue: int, hs: int) -> Pfns:
         """Decode and validate one inflate/deflate buffer; invalid parts are reported."""
-        name = BalloonQueue(queue).queue_name
+        name = QUEUE_NAMES[queue]
         if chain.in_lens:
             self.violation("device.bad-direction", "driver",
                            f"{name} hs={hs}: buffer has {len(chain.in_lens)} device-writable "
@@ -192,7 +193,7 @@ class BalloonDevice:
         self.inflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=_tolist(g), rejected=rejected)
+        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=g, rejected=rejected)
         return self.costs.host_discard_page * len(g)
 
     def _deflate(self, chain: Chain, hs: int) -> float:
@@ -208,7 +209,7 @@ class BalloonDevice:
         self.deflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=_tolist(g), rejected=rejected)
+        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=g, rejected=rejected)
         return 0.0
 
     def _stats(self, chain: Chain, hs: int) -> bool:
@@ -248,7 +249,7 @@ class BalloonDevice:
             if chain is None:
                 break
             hs = handshakes.get((queue, chain.head), 0)
-            self.log.info(schema.HOST_POP, queue=BalloonQueue(queue).queue_name, hs=hs,
+            self.log.info(schema.HOST_POP, queue=QUEUE_NAMES[queue], hs=hs,
                           len=len(chain.out_data))
             if queue == INFLATEQ:
                 cost += self._inflate(chain, hs)

@@ -73,12 +73,13 @@ class V9Balloon(VirtioBalloon):
         # struct page *page = alloc_page(vb_gfp_mask | __GFP_NORETRY | __GFP_NOWARN |
         #                                __GFP_NOMEMALLOC);   (the whole round, batched)
         got = await self.alloc_pages(
-            -(-num // ppp), vb_gfp_mask | int(G.GFP.NORETRY | G.GFP.NOWARN | G.GFP.NOMEMALLOC))
+            -(-num // ppp),
+            vb_gfp_mask | G.GFP_NORETRY_FLAG | G.GFP_NOWARN_FLAG | G.GFP_NOMEMALLOC_FLAG)
         if got:
             # Logged before the first page goes on vb->pages (the loop below puts every page
             # it got there): compaction may isolate them from then on, also while an "Out of
             # puff" round sleeps, and its records must not come before this one.
-            self.log.info(schema.BALLOON_FILL, pfns=got.tolist(),
+            self.log.info(schema.BALLOON_FILL, pfns=got,
                           num_pages=self.num_pages.atomic_read() + len(got) * ppp)
         i = 0
         # for (vb->num_pfns = 0; vb->num_pfns < num; vb->num_pfns += PAGES_PER_PAGE) {
