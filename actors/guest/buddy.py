@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
+
 from actors.guest.gfp import (
     ALLOC_HARDER,
     ALLOC_HIGH,
@@ -157,6 +160,7 @@ class Zone:
 
     __slots__ = (
         "_free_by_mt",
+        "_np",
         "alloc_fail",
         "alloc_slowpath",
         "alloc_success",
@@ -211,6 +215,7 @@ class Zone:
         self.pgalloc = self.pgfree = 0
         self.alloc_success = self.alloc_fail = self.alloc_slowpath = 0
         self.fallback_steals = self.pageblock_claims = self.isolated_free_pages = 0
+        self._np: tuple[npt.NDArray[np.uint16], npt.NDArray[np.int16]] | None = None
         self._boot_free_all()
 
         kib_per_page = frames.page_size // 1024
@@ -864,6 +869,11 @@ class Zone:
         nr_free = self.nr_free
         bad_flags = PAGE_FLAGS_CHECK_AT_FREE
         seq: list[int] | array[int] = pfns if isinstance(pfns, list | array) else list(pfns)
+        head = self._free_runs_at_head(seq)  # a batch that is one block (balloon releases)
+        if head:
+            if head == len(seq):
+                return head
+            seq = seq[head:]
         nexts = list(seq[1:])
         nexts.append(-2)  # no successor for the last pfn
         steps = enumerate(zip(seq, nexts, strict=True))
@@ -941,12 +951,32 @@ class Zone:
                 done += 1
                 single += 1
         except IndexError:  # only ``pfn`` itself is unchecked: beyond the zone
-            raise self._bad_free(pfn, 0, done) from None
+            raise self._bad_free(pfn, 0, head + done) from None
+        except BuddyError as err:
+            err.done += head
+            raise
         finally:
             self.free_pages += single
             self.nr_allocated -= single
             self.pgfree += single
-        return done
+        return head + done
+
+    def _free_runs_at_head(self, seq: list[int] | array[int]) -> int:
+        """Free the whole-block runs (see _free_run) that ``seq`` starts with; how many pages.
+
+        The page loop of free_pages_bulk finds runs too, but skipping a run's pages there
+        costs a step each; a batch that is one block, or starts with some, is freed here.
+        """
+        i, n = 0, len(seq)
+        while i + 1 < n:
+            pfn, nx = seq[i], seq[i + 1]
+            if not ((nx == pfn + 1 and not pfn & 1) or (nx == pfn - 1 and pfn & 1)):
+                break
+            size = self._free_run(seq, i, pfn, nx > pfn)
+            if not size:
+                break
+            i += size
+        return i
 
     def _free_run(self, seq: list[int] | array[int], i: int, pfn: int, ascending: bool) -> int:
         """Free ``seq[i:i+size]`` at once if it is a whole aligned block in PFN order; return size.
@@ -977,18 +1007,20 @@ class Zone:
         end = start + size
         if start < 0 or end > f.nr_pages:
             return 0
-        want = range(start, end) if ascending else range(end - 1, start - 1, -1)
         chunk = seq[i : i + size]
-        if isinstance(chunk, array):
-            if chunk != array(chunk.typecode, want):
+        if isinstance(chunk, array):  # every page once, in PFN order: compared as arrays
+            step = 1 if ascending else -1
+            if np.count_nonzero(np.frombuffer(chunk, dtype=chunk.typecode)
+                                != np.arange(pfn, pfn + step * size, step)):
                 return 0
-        elif chunk != list(want):
+        elif chunk != list(range(start, end) if ascending else range(end - 1, start - 1, -1)):
             return 0
+        flags, refcount = self._views()
         if (
-            f.refcount[start:end].count(1) != size
+            np.count_nonzero(refcount[start:end] != 1)
             or f.order.count(0, start, end) != size
             or f.mapping.find(OWNER_FREE, start, end) != -1
-            or any(v & PAGE_FLAGS_CHECK_AT_FREE for v in set(f.flags[start:end]))
+            or np.count_nonzero(flags[start:end] & PAGE_FLAGS_CHECK_AT_FREE)
         ):
             return 0
         f.refcount[start:end] = array("h", bytes(2 * size))
@@ -999,6 +1031,14 @@ class Zone:
         self.pgfree += size
         self.free_one_page(start, size.bit_length() - 1, f.pageblock_mt[start >> pageblock_order])
         return size
+
+    def _views(self) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.int16]]:
+        """numpy views of the frames' flags and refcounts, for checks over whole blocks."""
+        if self._np is None:
+            f = self.frames
+            self._np = (np.frombuffer(f.flags, dtype=np.uint16),
+                        np.frombuffer(f.refcount, dtype=np.int16))
+        return self._np
 
     def _may_merge_pageblocks(self, buddy: int, migratetype: int) -> bool:
         """Tell whether a free block may merge across pageblocks with ``buddy`` (order >= 9).

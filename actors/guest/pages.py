@@ -42,6 +42,8 @@ from actors.guest.gfp import (
 )
 
 NIL: Final = 0xFFFFFFFF  # "no page" in lru links; also what an empty list's first/last hold
+#: A walk guesses constant-stride runs of pages (PageList._walk) while they are this long.
+_RUN_MIN: Final = 16
 
 SUPPORTED_PAGE_SIZES: Final[tuple[int, ...]] = (4096, 16384, 65536)
 VIRTIO_BALLOON_PFN_SHIFT: Final = 12  # the balloon wire always speaks 4 KiB frames
@@ -328,10 +330,7 @@ class PageList:
 
     def _list_add_batch(self, pfns: array[int]) -> None:
         """list_add_many's links written with array operations (same links, same order)."""
-        if self._links is None:
-            self._links = (np.frombuffer(self.lru_next, dtype=np.uint32),
-                           np.frombuffer(self.lru_prev, dtype=np.uint32))
-        nxt, prv = self._links
+        nxt, prv = self._views()
         g = np.frombuffer(pfns, dtype=np.uint32)
         first = self.first
         nxt[g[0]] = first  # each page points at the one added before it
@@ -345,25 +344,64 @@ class PageList:
         self.first = pfns[-1]
         self.nr += len(pfns)
 
+    def _views(self) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+        """numpy views of lru_next/lru_prev (made once, on the first batch that needs them)."""
+        if self._links is None:
+            self._links = (np.frombuffer(self.lru_next, dtype=np.uint32),
+                           np.frombuffer(self.lru_prev, dtype=np.uint32))
+        return self._links
+
     def list_del_first_many(self, n: int, stop_flags: array[int] | None = None,
                             stop_mask: int = 0) -> array[int]:
         """Unlink up to ``n`` pages from the head, in order; stop early at a page whose
         ``stop_flags`` has a bit of ``stop_mask`` (it stays on the list)."""
-        nxt, prv = self.lru_next, self.lru_prev
-        out: array[int] = array("I")
-        p = self.first
-        while len(out) < n and p != NIL:
-            if stop_flags is not None and stop_flags[p] & stop_mask:
-                break
-            out.append(p)
-            p = nxt[p]
+        out = self._walk(self.first, min(n, self.nr))
+        if stop_flags is not None and out:
+            flags = np.frombuffer(stop_flags, dtype=stop_flags.typecode)
+            stuck = np.flatnonzero(flags[np.frombuffer(out, dtype=np.uint32)] & stop_mask)
+            if len(stuck):
+                del out[int(stuck[0]):]
         if out:
+            p = self.lru_next[out[-1]]
             self.first = p
             if p == NIL:
                 self.last = NIL
             else:
-                prv[p] = NIL
+                self.lru_prev[p] = NIL
             self.nr -= len(out)
+        return out
+
+    def _walk(self, p: int, n: int) -> array[int]:
+        """The ``n`` pages from ``p`` on along the next links (fewer if the list ends first).
+
+        Following links is one page per step, so where the list runs through memory with a
+        constant stride (pages allocated from one block and added in a batch: the balloon's
+        list, mostly) the walk guesses the next pages ``p, p+d, p+2d, ...`` and checks every
+        link of the guess at once; the pages up to the first wrong link are exactly the ones
+        the step-by-step walk would visit. A guess that gets fewer than ``_RUN_MIN`` pages
+        right ends the guessing for this walk (a scattered list costs one guess more).
+        """
+        nxt = self.lru_next
+        out: array[int] = array("I")
+        limit = len(nxt)
+        while n >= _RUN_MIN and p != NIL:
+            q = nxt[p]
+            if q == NIL or q == p:
+                break
+            d = q - p
+            k = min(n, (limit - 1 - p) // d + 1 if d > 0 else p // -d + 1)  # stay in the array
+            guess = np.arange(p, p + d * k, d, dtype=np.int64)
+            wrong = np.flatnonzero(self._views()[0][guess[:-1]] != guess[1:])
+            m = int(wrong[0]) + 1 if len(wrong) else k  # pages the links confirm
+            out.frombytes(guess[:m].astype(np.uint32).tobytes())
+            n -= m
+            p = nxt[guess[m - 1]]
+            if m < _RUN_MIN:
+                break
+        while n > 0 and p != NIL:
+            out.append(p)
+            p = nxt[p]
+            n -= 1
         return out
 
     def list_add_tail(self, pfn: int) -> None:

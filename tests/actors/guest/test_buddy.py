@@ -599,6 +599,20 @@ def test_bulk_free_stops_at_the_bad_page() -> None:
     z.check_invariants()
 
 
+def test_bulk_free_counts_a_leading_whole_block_before_the_bad_page() -> None:
+    """A batch starting with a whole aligned block (freed at once) and then a bad page reports
+    the block's pages as done and leaves the bad page and the rest alone."""
+    z = make_zone(1)
+    pages = alloc_n(z, 8)
+    assert pages.tolist() == list(range(8))
+    z.free_pages_block(5)
+    with pytest.raises(BuddyError, match="already free") as exc:
+        z.free_pages_bulk(array("I", [3, 2, 1, 0, 5, 6]))
+    assert exc.value.done == 4 and exc.value.pfn == 5
+    assert z.frames.refcount[6] == 1 and z.frames.mapping[0] == P.OWNER_FREE
+    z.check_invariants()
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers for compaction
 # ---------------------------------------------------------------------------------------------
