@@ -386,7 +386,7 @@ class PageList:
         limit = len(nxt)
         while n >= _RUN_MIN and p != NIL:
             q = nxt[p]
-            if q == NIL or q == p:
+            if q in (NIL, p):  # the end, or a self-link (a corrupt list: walk it as is)
                 break
             d = q - p
             k = min(n, (limit - 1 - p) // d + 1 if d > 0 else p // -d + 1)  # stay in the array

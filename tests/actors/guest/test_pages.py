@@ -15,7 +15,7 @@ from actors.guest.gfp import (
     MIGRATE_TYPES,
     MIGRATE_UNMOVABLE,
 )
-from actors.guest.pages import NIL, PG_locked, PageFrames, PageList, PageListError
+from actors.guest.pages import NIL, PageFrames, PageList, PageListError, PG_locked
 
 
 @pytest.mark.parametrize("page_size", [4096, 16384, 65536])
