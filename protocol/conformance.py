@@ -214,12 +214,10 @@ _DEFLATING: Final = 3
 _PAGE_STATE_NAMES: Final = ("not-in-balloon", "inflating", "inflated", "deflating")
 
 
-def unique_pfns(g: PfnIndex) -> bool:
-    """No PFN twice in the batch."""
-    if len(g) < 2:
-        return True
+def top_and_unique(g: PfnIndex) -> tuple[int, bool]:
+    """The largest PFN of a non-empty batch, and whether no PFN is in it twice (one sort)."""
     s = np.sort(g)
-    return not np.count_nonzero(s[1:] == s[:-1])
+    return int(s[-1]), not np.count_nonzero(s[1:] == s[:-1])
 
 
 class _Pages:
@@ -366,16 +364,17 @@ class Conformance:
         if not self._vectorised or self._ppp != 1 or len(pfns) < _BATCH_MIN:
             return -1
         g = as_index(pfns)
-        top = int(np.maximum.reduce(g))
-        if top >= _DENSE_MAX:
+        top, unique = top_and_unique(g)
+        if top >= _DENSE_MAX or not unique:
             return -1
-        self._states(top)
+        if top >= len(self._st_view):
+            self._states(top)
         st = self._st_view
-        now = st[g]
+        now = st.take(g)  # take/put: fancy indexing's result without its dispatch cost
         # count_nonzero, not .any()/.all(): no Python-level wrapper per call
-        if np.count_nonzero(now != expect) or not unique_pfns(g):
+        if np.count_nonzero(now != expect if expect else now):
             return -1
-        st[g] = new
+        st.put(g, new)
         return len(g)
 
     # -- feeding ---------------------------------------------------------------------------

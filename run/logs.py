@@ -6,6 +6,10 @@ can run many sessions in one process. Every record gets ``t`` (virtual seconds),
 below the session's level are dropped by structlog's filtering bound logger (``debug``
 logging costs one no-op method call when off); the others go from the logger method straight
 to ``SessionLog._emit``, which stamps them and writes them to every sink.
+
+PFN lists are logged as the arrays the actors hold (``array('I')`` or numpy), never copied into
+lists: orjson writes them as JSON lists, byte for byte what a list would give. In-memory sinks
+(the flight recorder, a ``validate`` hook) see those arrays, so compare them as ``list(...)``.
 """
 
 from __future__ import annotations

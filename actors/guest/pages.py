@@ -334,8 +334,8 @@ class PageList:
         g = np.frombuffer(pfns, dtype=np.uint32)
         first = self.first
         nxt[g[0]] = first  # each page points at the one added before it
-        nxt[g[1:]] = g[:-1]
-        prv[g[:-1]] = g[1:]  # ... which points back at it
+        nxt.put(g[1:], g[:-1])  # (put: fancy assignment without its dispatch cost)
+        prv.put(g[:-1], g[1:])  # ... which points back at it
         prv[g[-1]] = NIL
         if first == NIL:
             self.last = pfns[0]

@@ -69,10 +69,6 @@ class GuestMemory:
         """The host's own ballooned set."""
         return set(np.flatnonzero(self._st & BALLOONED).tolist())
 
-    def state_of(self, pfns: Pfns) -> npt.NDArray[np.uint8]:
-        """Each PFN's state bits (RESIDENT, BALLOONED, DISCARDED, UNTOUCHED), as an array."""
-        return self._st[as_index(pfns)]
-
     def split_ballooned(self, pfns: Pfns) -> tuple[Pfns, Pfns]:
         """(the PFNs in the balloon, the others), each in the order given."""
         if len(pfns) < _BATCH_MIN:
@@ -81,15 +77,12 @@ class GuestMemory:
             return ([p for p in seq if st[p] & BALLOONED],
                     [p for p in seq if not st[p] & BALLOONED])
         g = as_index(pfns)
-        hit = self.in_balloon(g)
+        hit = self._st.take(g) & BALLOONED  # take: fancy indexing minus its dispatch cost
         n = np.count_nonzero(hit)
         if n == 0 or n == len(g):  # the usual cases: nothing or everything in the balloon
             return (g[:0], g) if n == 0 else (g, g[:0])
-        return g[hit], g[~hit]
-
-    def in_balloon(self, pfns: Pfns) -> npt.NDArray[np.bool_]:
-        """For each PFN, whether the host has it in the balloon."""
-        return (self.state_of(pfns) & BALLOONED).astype(np.bool_)
+        in_balloon = hit.astype(np.bool_)
+        return g[in_balloon], g[~in_balloon]
 
     def inflate(self, pfns: Pfns) -> None:
         """Discard inflated pages (the caller validated them: in range, each once, not
@@ -108,12 +101,12 @@ class GuestMemory:
             return
         g = as_index(pfns)
         st_ = self._st
-        s_ = st_[g]
+        s_ = st_.take(g)
         untouched = int(np.count_nonzero(s_ == UNTOUCHED))
         self.discarded -= int(np.count_nonzero(s_ == DISCARDED))
         self.untouched -= untouched
         self.ballooned_untouched += untouched
-        st_[g] = BALLOONED | (s_ & UNTOUCHED)
+        st_.put(g, BALLOONED | (s_ & UNTOUCHED))
         self.ballooned += len(g)
 
     def deflate(self, pfns: Pfns) -> None:
@@ -131,9 +124,9 @@ class GuestMemory:
         else:
             g = as_index(pfns)
             st_ = self._st
-            untouched = st_[g] == BALLOONED_UNTOUCHED
+            untouched = st_.take(g) == BALLOONED_UNTOUCHED
             n_untouched = int(np.count_nonzero(untouched))
-            st_[g] = np.where(untouched, UNTOUCHED, DISCARDED)
+            st_.put(g, np.where(untouched, UNTOUCHED, DISCARDED))
         self.ballooned_untouched -= n_untouched
         self.untouched += n_untouched
         self.discarded += len(pfns) - n_untouched

@@ -141,20 +141,23 @@ class V9Balloon(VirtioBalloon):
         flags = self._flags
         batch = got[i:i + n]
         g = as_index(batch)
-        f = flags[g]
-        stuck = np.flatnonzero(f & P.PG_locked)
-        ok = int(stuck[0]) if len(stuck) else n  # pages the loop gets through before BUG_ON
+        f = flags.take(g)  # take/put: fancy indexing without its dispatch cost
+        locked = f & P.PG_locked
+        ok = int(np.flatnonzero(locked)[0]) if np.count_nonzero(locked) else n  # before BUG_ON
+        if ok < n:
+            batch, g, f = batch[:ok], g[:ok], f[:ok]
         # assign_balloon_mapping(page, vb->mapping);  (the allocator set the owner code)
-        flags[g[:ok]] = f[:ok] | P.PG_balloon
-        self.pages.list_add_many(batch[:ok])  # list_add(&page->lru, &vb->pages);
-        self._set_pfns_batch(self.pfns, self.num_pfns, batch[:ok])
+        flags.put(g, f | P.PG_balloon)
+        self.pages.list_add_many(batch)  # list_add(&page->lru, &vb->pages);
+        self._set_pfns_batch(self.pfns, self.num_pfns, batch)
         self.meminfo.totalram -= ok
         self.num_pages.atomic_add(ok * ppp)
         self.num_pfns += ok * ppp
         if ok < n:  # set_page_pfns; totalram--; BUG_ON(!trylock_page(page)) at the locked page
-            self.set_page_pfns(self.pfns, self.num_pfns, batch[ok])
+            page = got[i + ok]
+            self.set_page_pfns(self.pfns, self.num_pfns, page)
             self.meminfo.totalram -= 1
-            raise KernelBug(f"fill_balloon: trylock_page({batch[ok]}) failed")
+            raise KernelBug(f"fill_balloon: trylock_page({page}) failed")
         return i + n
 
     def _leak_batch(self, pfns: array.array[int], num_pfns: int, num: int) -> int:
@@ -164,7 +167,8 @@ class V9Balloon(VirtioBalloon):
         # list_del(&page->lru) from the head, up to a page trylock_page() would fail on
         taken = self.pages.list_del_first_many(want, frames.flags, P.PG_locked)
         if taken:
-            self._flags[as_index(taken)] &= ~P.PG_balloon & 0xFFFF  # clear_balloon_mapping()
+            g, flags = as_index(taken), self._flags
+            flags.put(g, flags.take(g) & (~P.PG_balloon & 0xFFFF))  # clear_balloon_mapping()
             self._set_pfns_batch(pfns, num_pfns, taken)
             self.num_pages.atomic_sub(len(taken) * ppp)
         return num_pfns + len(taken) * ppp
