@@ -1008,12 +1008,12 @@ class Zone:
         if start < 0 or end > f.nr_pages:
             return 0
         chunk = seq[i : i + size]
-        if isinstance(chunk, array):  # every page once, in PFN order: compared as arrays
-            step = 1 if ascending else -1
-            if np.count_nonzero(np.frombuffer(chunk, dtype=chunk.typecode)
-                                != np.arange(pfn, pfn + step * size, step)):
+        if isinstance(chunk, array) and chunk.typecode == "I":
+            # seq[i] is pfn: every next PFN one up (ascending) or one down, as arrays
+            c = np.frombuffer(chunk, dtype=np.uint32)
+            if np.count_nonzero((c[1:] - c[:-1] if ascending else c[:-1] - c[1:]) != 1):
                 return 0
-        elif chunk != list(range(start, end) if ascending else range(end - 1, start - 1, -1)):
+        elif list(chunk) != list(range(start, end) if ascending else range(end - 1, start - 1, -1)):
             return 0
         flags, refcount = self._views()
         if (
@@ -1023,8 +1023,8 @@ class Zone:
             or np.count_nonzero(flags[start:end] & PAGE_FLAGS_CHECK_AT_FREE)
         ):
             return 0
-        f.refcount[start:end] = array("h", bytes(2 * size))
-        f.flags[start:end] = array("H", bytes(2 * size))
+        refcount[start:end] = 0
+        flags[start:end] = 0
         f.mapping[start:end] = bytes(size)
         self.free_pages += size
         self.nr_allocated -= size
