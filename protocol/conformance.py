@@ -216,7 +216,8 @@ _PAGE_STATE_NAMES: Final = ("not-in-balloon", "inflating", "inflated", "deflatin
 
 def top_and_unique(g: PfnIndex) -> tuple[int, bool]:
     """The largest PFN of a non-empty batch, and whether no PFN is in it twice (one sort)."""
-    s = np.sort(g)
+    s = g.copy()
+    s.sort()  # (np.sort: the same two steps behind a Python-level wrapper)
     return int(s[-1]), not np.count_nonzero(s[1:] == s[:-1])
 
 

@@ -80,7 +80,7 @@ class JsonLinesFile:
         self.stream = stream
 
     def write(self, record: Record) -> None:
-        self.stream.write(dumps(record))
+        self.stream.write(orjson.dumps(record, default=_default, option=_OPTIONS))  # = dumps()
 
     def flush(self) -> None:
         self.stream.flush()
@@ -127,6 +127,7 @@ class SessionLog:
         self.level = level
         self.clock = clock
         self.sinks: list[Sink] = list(sinks or [])
+        self._writes = tuple(sink.write for sink in self.sinks)
         self.seq = 0
         self._validate = validate
         self._wrapper = self._wrapper_class(LEVELS[level])
@@ -180,8 +181,8 @@ class SessionLog:
         record.update(fields)
         if self._validate is not None:
             self._validate(record)
-        for sink in self.sinks:
-            sink.write(record)
+        for write in self._writes:
+            write(record)
         return None
 
     def logger(self, actor: str) -> FilteringBoundLogger:

@@ -358,9 +358,9 @@ class PageList:
         out = self._walk(self.first, min(n, self.nr))
         if stop_flags is not None and out:
             flags = np.frombuffer(stop_flags, dtype=stop_flags.typecode)
-            stuck = np.flatnonzero(flags[np.frombuffer(out, dtype=np.uint32)] & stop_mask)
-            if len(stuck):
-                del out[int(stuck[0]):]
+            stuck = flags.take(np.frombuffer(out, dtype=np.uint32)) & stop_mask
+            if np.count_nonzero(stuck):
+                del out[int(stuck.argmax()):]  # from the first page that stops the walk
         if out:
             p = self.lru_next[out[-1]]
             self.first = p
@@ -391,8 +391,8 @@ class PageList:
             d = q - p
             k = min(n, (limit - 1 - p) // d + 1 if d > 0 else p // -d + 1)  # stay in the array
             guess = np.arange(p, p + d * k, d, dtype=np.int64)
-            wrong = np.flatnonzero(self._views()[0][guess[:-1]] != guess[1:])
-            m = int(wrong[0]) + 1 if len(wrong) else k  # pages the links confirm
+            wrong = self._views()[0].take(guess[:-1]) != guess[1:]
+            m = int(wrong.argmax()) + 1 if np.count_nonzero(wrong) else k  # pages confirmed
             out.frombytes(guess[:m].astype(np.uint32).tobytes())
             n -= m
             p = nxt[guess[m - 1]]

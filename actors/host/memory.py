@@ -103,10 +103,13 @@ class GuestMemory:
         st_ = self._st
         s_ = st_.take(g)
         untouched = int(np.count_nonzero(s_ == UNTOUCHED))
-        self.discarded -= int(np.count_nonzero(s_ == DISCARDED))
+        if untouched == len(g):  # all never touched (a fresh guest): one value for all
+            st_.put(g, BALLOONED_UNTOUCHED)
+        else:
+            self.discarded -= int(np.count_nonzero(s_ == DISCARDED))
+            st_.put(g, BALLOONED | (s_ & UNTOUCHED) if untouched else BALLOONED)
         self.untouched -= untouched
         self.ballooned_untouched += untouched
-        st_.put(g, BALLOONED | (s_ & UNTOUCHED))
         self.ballooned += len(g)
 
     def deflate(self, pfns: Pfns) -> None:
@@ -126,7 +129,10 @@ class GuestMemory:
             st_ = self._st
             untouched = st_.take(g) == BALLOONED_UNTOUCHED
             n_untouched = int(np.count_nonzero(untouched))
-            st_.put(g, np.where(untouched, UNTOUCHED, DISCARDED))
+            if n_untouched in (0, len(g)):  # the usual cases: one value for all
+                st_.put(g, UNTOUCHED if n_untouched else DISCARDED)
+            else:
+                st_.put(g, np.where(untouched, UNTOUCHED, DISCARDED))
         self.ballooned_untouched -= n_untouched
         self.untouched += n_untouched
         self.discarded += len(pfns) - n_untouched

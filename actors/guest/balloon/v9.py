@@ -143,7 +143,7 @@ class V9Balloon(VirtioBalloon):
         g = as_index(batch)
         f = flags.take(g)  # take/put: fancy indexing without its dispatch cost
         locked = f & P.PG_locked
-        ok = int(np.flatnonzero(locked)[0]) if np.count_nonzero(locked) else n  # before BUG_ON
+        ok = int(locked.argmax()) if np.count_nonzero(locked) else n  # pages before BUG_ON
         if ok < n:
             batch, g, f = batch[:ok], g[:ok], f[:ok]
         # assign_balloon_mapping(page, vb->mapping);  (the allocator set the owner code)
