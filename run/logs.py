@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import array
 import enum
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import IO, Any, ClassVar
@@ -129,6 +130,7 @@ class SessionLog:
         self.sinks: list[Sink] = list(sinks or [])
         self._writes = tuple(sink.write for sink in self.sinks)
         self.seq = 0
+        self._now, self._t = math.nan, 0.0  # the last clock reading, and it rounded
         self._validate = validate
         self._wrapper = self._wrapper_class(LEVELS[level])
         self.closed = False
@@ -171,14 +173,20 @@ class SessionLog:
               fields: dict[str, Any]) -> Any:
         """Stamp one record (``t``, ``seq``, ``actor``, ``event`` first) and write it out."""
         self.seq += 1
+        now = self.clock()
+        if now != self._now:  # records come in runs at one time: round each time once
+            self._now, self._t = now, round(now, 9)
         actor = fields.pop("actor") if "actor" in fields else context.get("actor", "session")
-        record: Record = {"t": round(self.clock(), 9), "seq": self.seq, "actor": actor,
-                          "event": event}
-        if method != "info":
-            record["level"] = method
-        if len(context) > 1:  # fields bound besides the actor come before the call's own
-            record.update((k, v) for k, v in context.items() if k != "actor")
-        record.update(fields)
+        record: Record
+        if method == "info" and len(context) <= 1:  # the usual record, built in one step
+            record = {"t": self._t, "seq": self.seq, "actor": actor, "event": event, **fields}
+        else:
+            record = {"t": self._t, "seq": self.seq, "actor": actor, "event": event}
+            if method != "info":
+                record["level"] = method
+            if len(context) > 1:  # fields bound besides the actor come before the call's own
+                record.update((k, v) for k, v in context.items() if k != "actor")
+            record.update(fields)
         if self._validate is not None:
             self._validate(record)
         for write in self._writes:
