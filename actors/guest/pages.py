@@ -355,12 +355,8 @@ class PageList:
                             stop_mask: int = 0) -> array[int]:
         """Unlink up to ``n`` pages from the head, in order; stop early at a page whose
         ``stop_flags`` has a bit of ``stop_mask`` (it stays on the list)."""
-        out = self._walk(self.first, min(n, self.nr))
-        if stop_flags is not None and out:
-            flags = np.frombuffer(stop_flags, dtype=stop_flags.typecode)
-            stuck = flags.take(np.frombuffer(out, dtype=np.uint32)) & stop_mask
-            if np.count_nonzero(stuck):
-                del out[int(stuck.argmax()):]  # from the first page that stops the walk
+        out = self._walk(self.first, min(n, self.nr),
+                         stop_flags if stop_mask else None, stop_mask)
         if out:
             p = self.lru_next[out[-1]]
             self.first = p
@@ -371,38 +367,63 @@ class PageList:
             self.nr -= len(out)
         return out
 
-    def _walk(self, p: int, n: int) -> array[int]:
-        """The ``n`` pages from ``p`` on along the next links (fewer if the list ends first).
+    def _walk(self, p: int, n: int, stop_flags: array[int] | None, stop_mask: int
+              ) -> array[int]:
+        """The ``n`` pages from ``p`` on along the next links (fewer if the list ends first),
+        up to the first whose ``stop_flags`` has a bit of ``stop_mask``.
 
         Following links is one page per step, so where the list runs through memory with a
         constant stride (pages allocated from one block and added in a batch: the balloon's
         list, mostly) the walk guesses the next pages ``p, p+d, p+2d, ...`` and checks every
-        link of the guess at once; the pages up to the first wrong link are exactly the ones
-        the step-by-step walk would visit. A guess that gets fewer than ``_RUN_MIN`` pages
-        right ends the guessing for this walk (a scattered list costs one guess more).
+        link and stop flag of the guess at once; the pages up to the first wrong link or stop
+        flag are exactly the ones the step-by-step walk would visit. A guess that gets fewer
+        than ``_RUN_MIN`` pages right ends the guessing (a scattered list costs one guess).
         """
         nxt = self.lru_next
         out: array[int] = array("I")
         limit = len(nxt)
+        flags: npt.NDArray[np.integer] | None = None
         while n >= _RUN_MIN and p != NIL:
             q = nxt[p]
             if q in (NIL, p):  # the end, or a self-link (a corrupt list: walk it as is)
                 break
             d = q - p
             k = min(n, (limit - 1 - p) // d + 1 if d > 0 else p // -d + 1)  # stay in the array
-            guess = np.arange(p, p + d * k, d, dtype=np.int64)
-            wrong = self._views()[0].take(guess[:-1]) != guess[1:]
-            m = int(wrong.argmax()) + 1 if np.count_nonzero(wrong) else k  # pages confirmed
-            out.frombytes(guess[:m].astype(np.uint32).tobytes())
+            pages, m = self._guess(p, d, k)
+            if stop_flags is not None:
+                if flags is None:
+                    flags = np.frombuffer(stop_flags, dtype=stop_flags.typecode)
+                stop = (flags[p:p + m] if d == 1 else flags[p - m + 1:p + 1][::-1] if d == -1
+                        else flags.take(pages[:m])) & stop_mask
+                if np.count_nonzero(stop):
+                    out.frombytes(pages[:int(stop.argmax())].tobytes())
+                    return out
+            out.frombytes(pages[:m].tobytes())
             n -= m
-            p = nxt[guess[m - 1]]
+            p = nxt[pages[m - 1]]
             if m < _RUN_MIN:
                 break
-        while n > 0 and p != NIL:
+        while n > 0 and p != NIL and not (stop_flags is not None and stop_flags[p] & stop_mask):
             out.append(p)
             p = nxt[p]
             n -= 1
         return out
+
+    def _guess(self, p: int, d: int, k: int) -> tuple[npt.NDArray[np.uint32], int]:
+        """The pages ``p, p+d, ...`` (``k`` of them, in walk order, all inside the arrays) and
+        how many of them the next links confirm. Strides of one page compare slices of the
+        links; others gather them."""
+        links = self._views()[0]
+        if d == 1:
+            pages = np.arange(p, p + k, dtype=np.uint32)
+            wrong = links[p:p + k - 1] != pages[1:]
+        elif d == -1:
+            pages = np.arange(p - k + 1, p + 1, dtype=np.uint32)[::-1]
+            wrong = links[p - k + 2:p + 1][::-1] != pages[1:]
+        else:
+            pages = np.arange(p, p + d * k, d, dtype=np.int64).astype(np.uint32)
+            wrong = links.take(pages[:-1]) != pages[1:]
+        return pages, int(wrong.argmax()) + 1 if np.count_nonzero(wrong) else k
 
     def list_add_tail(self, pfn: int) -> None:
         """Insert ``pfn`` at the tail (FIFO use)."""
