@@ -35,7 +35,7 @@ from protocol.balloon import (
     decode_pfns,
     decode_stats,
 )
-from protocol.conformance import top_and_unique
+from protocol.conformance import span_and_unique
 from protocol.errors import ProtocolError
 from protocol.pfns import Pfns, as_index
 from protocol.virtqueue import Chain
@@ -157,7 +157,7 @@ class BalloonDevice:
                 return pfns.tolist()
         else:
             g = as_index(pfns)
-            top, unique = top_and_unique(g)
+            _, top, unique = span_and_unique(g)
             if top < limit and unique:
                 return g  # the common case, checked in a few array operations
         out: list[int] = []
