@@ -32,7 +32,6 @@ from itertools import islice
 from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 
 from actors.guest.gfp import (
     ALLOC_HARDER,
@@ -101,6 +100,11 @@ _TOP: Final = MAX_ORDER - 1
 _UNLIMITED: Final = 1 << 62
 _MOVABLE_OWNERS: Final = frozenset((OWNER_ANON, OWNER_PAGECACHE, OWNER_THP))
 _MOVABLE_PAGE_FLAGS: Final = PG_lru | PG_movable | PG_balloon
+# Constant runs of a pageblock's length, for _free_run's whole-block checks and writes.
+_IOTA: Final = np.arange(pageblock_nr_pages, dtype=np.uint32)
+_ONE_REF: Final = array("h", [1]) * pageblock_nr_pages
+_NO_REF: Final = array("h", bytes(2 * pageblock_nr_pages))
+_NO_FLAGS: Final = array("H", bytes(2 * pageblock_nr_pages))
 
 
 class BuddyError(Exception):
@@ -160,7 +164,6 @@ class Zone:
 
     __slots__ = (
         "_free_by_mt",
-        "_np",
         "alloc_fail",
         "alloc_slowpath",
         "alloc_success",
@@ -215,7 +218,6 @@ class Zone:
         self.pgalloc = self.pgfree = 0
         self.alloc_success = self.alloc_fail = self.alloc_slowpath = 0
         self.fallback_steals = self.pageblock_claims = self.isolated_free_pages = 0
-        self._np: tuple[npt.NDArray[np.uint16], npt.NDArray[np.int16]] | None = None
         self._boot_free_all()
 
         kib_per_page = frames.page_size // 1024
@@ -1009,36 +1011,31 @@ class Zone:
             return 0
         chunk = seq[i : i + size]
         if isinstance(chunk, array) and chunk.typecode == "I":
-            # seq[i] is pfn: every next PFN one up (ascending) or one down, as arrays
+            # page k of the run is pfn + k (ascending) or pfn - k: one array comparison
             c = np.frombuffer(chunk, dtype=np.uint32)
-            if np.count_nonzero((c[1:] - c[:-1] if ascending else c[:-1] - c[1:]) != 1):
+            if np.count_nonzero((c - _IOTA[:size] if ascending else c + _IOTA[:size]) != pfn):
                 return 0
         elif list(chunk) != list(range(start, end) if ascending else range(end - 1, start - 1, -1)):
             return 0
-        flags, refcount = self._views()
+        # Array comparisons with constant runs (a memcmp) where a test is one value for all.
+        flags = f.flags[start:end]
         if (
-            np.count_nonzero(refcount[start:end] != 1)
+            f.refcount[start:end] != _ONE_REF[:size]
             or f.order.count(0, start, end) != size
             or f.mapping.find(OWNER_FREE, start, end) != -1
-            or np.count_nonzero(flags[start:end] & PAGE_FLAGS_CHECK_AT_FREE)
+            or (flags != _NO_FLAGS[:size]  # owner flags are fine; a bad one refuses the run
+                and np.count_nonzero(np.frombuffer(flags, dtype=np.uint16)
+                                     & PAGE_FLAGS_CHECK_AT_FREE))
         ):
             return 0
-        refcount[start:end] = 0
-        flags[start:end] = 0
+        f.refcount[start:end] = _NO_REF[:size]
+        f.flags[start:end] = _NO_FLAGS[:size]
         f.mapping[start:end] = bytes(size)
         self.free_pages += size
         self.nr_allocated -= size
         self.pgfree += size
         self.free_one_page(start, size.bit_length() - 1, f.pageblock_mt[start >> pageblock_order])
         return size
-
-    def _views(self) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.int16]]:
-        """numpy views of the frames' flags and refcounts, for checks over whole blocks."""
-        if self._np is None:
-            f = self.frames
-            self._np = (np.frombuffer(f.flags, dtype=np.uint16),
-                        np.frombuffer(f.refcount, dtype=np.int16))
-        return self._np
 
     def _may_merge_pageblocks(self, buddy: int, migratetype: int) -> bool:
         """Tell whether a free block may merge across pageblocks with ``buddy`` (order >= 9).
