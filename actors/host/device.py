@@ -138,8 +138,11 @@ class BalloonDevice:
         return None if self.choices is None else self.choices.fault(site, self.transport.name)
 
     # -- buffers -------------------------------------------------------------------------------
-    def _pfns(self, chain: Chain, queue: int, hs: int) -> Pfns:
-        """Decode and validate one inflate/deflate buffer; invalid parts are reported."""
+    def _pfns(self, chain: Chain, queue: int, hs: int) -> tuple[Pfns, range | None]:
+        """Decode and validate one inflate/deflate buffer; invalid parts are reported.
+
+        Returns the valid PFNs, and the same pages as one range when they are exactly that
+        (a batch of one block: host memory then works on slices)."""
         name = QUEUE_NAMES[queue]
         if chain.in_lens:
             self.violation("device.bad-direction", "driver",
@@ -150,16 +153,16 @@ class BalloonDevice:
                                queue=name)
         except ProtocolError as e:
             self.violation("device.bad-buffer", "driver", f"{name} hs={hs}: {e.reason}")
-            return []
+            return [], None
         limit = self.memory.pages
         if len(pfns) < 8:  # a migration's one-page buffers: plain Python is cheaper
             if pfns and max(pfns) < limit and len(set(pfns)) == len(pfns):
-                return pfns.tolist()
+                return pfns.tolist(), None
         else:
             g = as_index(pfns)
-            _, top, unique = span_and_unique(g)
-            if top < limit and unique:
-                return g  # the common case, checked in a few array operations
+            low, top, unique = span_and_unique(g)
+            if top < limit and unique:  # the common case, checked in a few array operations
+                return g, range(low, top + 1) if top - low == len(g) - 1 else None
         out: list[int] = []
         bad: list[int] = []
         seen: set[int] = set()
@@ -179,16 +182,18 @@ class BalloonDevice:
         if dup:
             self.violation("device.duplicate-pfn", "driver",
                            f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
-        return out
+        return out, None
 
     def _inflate(self, chain: Chain, hs: int) -> float:
         """Act on an inflate buffer; returns the virtual time the discards take."""
-        again, g = self.memory.split_ballooned(self._pfns(chain, INFLATEQ, hs))
+        pfns, span = self._pfns(chain, INFLATEQ, hs)
+        again, g = self.memory.split_ballooned(pfns, span)
         if len(again):
             self.violation("device.double-inflate", "driver",
                            f"inflateq hs={hs}: {len(again)} PFNs already ballooned "
                            "(not counted twice)", _tolist(again[:16]))
-        self.memory.inflate(g)
+            span = None
+        self.memory.inflate(g if span is None else span)
         self._memory_changed()
         self.feed(C.InflateAcked(g))
         self.inflated += len(g)
@@ -199,12 +204,14 @@ class BalloonDevice:
 
     def _deflate(self, chain: Chain, hs: int) -> float:
         """Act on a deflate buffer (a hint: no host work to charge)."""
-        g, stray = self.memory.split_ballooned(self._pfns(chain, DEFLATEQ, hs))
+        pfns, span = self._pfns(chain, DEFLATEQ, hs)
+        g, stray = self.memory.split_ballooned(pfns, span)
         if len(stray):
             self.violation("device.deflate-not-ballooned", "driver",
                            f"deflateq hs={hs}: {len(stray)} PFNs were never inflated "
                            "(ignored)", _tolist(stray[:16]))
-        self.memory.deflate(g)
+            span = None
+        self.memory.deflate(g if span is None else span)
         self._memory_changed()
         self.feed(C.DeflateAcked(g))
         self.deflated += len(g)

@@ -29,6 +29,18 @@ RESIDENT, BALLOONED, DISCARDED, UNTOUCHED = 0, 1, 2, 4
 BALLOONED_UNTOUCHED = BALLOONED | UNTOUCHED
 #: Batches smaller than this are applied page by page: array calls would cost more.
 _BATCH_MIN = 8
+#: Each state as one byte, to repeat into runs; state -> 1 if in the balloon, else 0.
+_RUN = tuple(bytes((s,)) for s in range(256))
+_IN_BALLOON = bytes(s & BALLOONED for s in range(256))
+
+
+def _uniform(state: bytearray, span: range, *states: int) -> bool:
+    """Whether the pages of ``span`` (a step-1 range of at least _BATCH_MIN) all share one
+    of ``states``: their bytes equal that state repeated (a memcmp)."""
+    if span.step != 1 or len(span) < _BATCH_MIN:
+        return False
+    first = state[span.start]
+    return first in states and state[span.start:span.stop] == _RUN[first] * len(span)
 
 
 @dataclass
@@ -69,8 +81,13 @@ class GuestMemory:
         """The host's own ballooned set."""
         return set(np.flatnonzero(self._st & BALLOONED).tolist())
 
-    def split_ballooned(self, pfns: Pfns) -> tuple[Pfns, Pfns]:
-        """(the PFNs in the balloon, the others), each in the order given."""
+    def split_ballooned(self, pfns: Pfns, span: range | None = None) -> tuple[Pfns, Pfns]:
+        """(the PFNs in the balloon, the others), each in the order given. ``span``: the same
+        pages as one range, if the caller knows they are (their states are then one slice)."""
+        if span is not None and len(span) >= _BATCH_MIN:
+            inside = self.state[span.start:span.stop].translate(_IN_BALLOON).count(1)
+            if inside == 0 or inside == len(pfns):
+                return (pfns[:0], pfns) if inside == 0 else (pfns, pfns[:0])
         if len(pfns) < _BATCH_MIN:
             st = self.state
             seq = pfns.tolist() if isinstance(pfns, np.ndarray) else pfns
@@ -84,9 +101,20 @@ class GuestMemory:
         in_balloon = hit.astype(np.bool_)
         return g[in_balloon], g[~in_balloon]
 
-    def inflate(self, pfns: Pfns) -> None:
+    def inflate(self, pfns: Pfns | range) -> None:
         """Discard inflated pages (the caller validated them: in range, each once, not
-        ballooned). A never-touched page had nothing to discard: it is remembered as such."""
+        ballooned). A never-touched page had nothing to discard: it is remembered as such.
+        A range of pages all never touched, or all resident, is one slice compare and write."""
+        if isinstance(pfns, range) and _uniform(self.state, pfns, UNTOUCHED, RESIDENT):
+            n = len(pfns)
+            if self.state[pfns.start] == UNTOUCHED:
+                self.state[pfns.start:pfns.stop] = _RUN[BALLOONED_UNTOUCHED] * n
+                self.untouched -= n
+                self.ballooned_untouched += n
+            else:
+                self.state[pfns.start:pfns.stop] = _RUN[BALLOONED] * n
+            self.ballooned += n
+            return
         if len(pfns) < _BATCH_MIN:
             st = self.state
             for p in pfns:
@@ -112,9 +140,21 @@ class GuestMemory:
         self.ballooned_untouched += untouched
         self.ballooned += len(g)
 
-    def deflate(self, pfns: Pfns) -> None:
+    def deflate(self, pfns: Pfns | range) -> None:
         """Pages leave the balloon (validated: ballooned, each once); they stay unbacked until
-        the guest touches them."""
+        the guest touches them. A range of pages all in one state is one slice compare and
+        write."""
+        if isinstance(pfns, range) and _uniform(self.state, pfns, BALLOONED_UNTOUCHED, BALLOONED):
+            n = len(pfns)
+            if self.state[pfns.start] == BALLOONED_UNTOUCHED:
+                self.state[pfns.start:pfns.stop] = _RUN[UNTOUCHED] * n
+                self.ballooned_untouched -= n
+                self.untouched += n
+            else:
+                self.state[pfns.start:pfns.stop] = _RUN[DISCARDED] * n
+                self.discarded += n
+            self.ballooned -= n
+            return
         if len(pfns) < _BATCH_MIN:
             st = self.state
             n_untouched = 0

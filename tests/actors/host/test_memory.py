@@ -159,3 +159,37 @@ def test_split_ballooned_keeps_order_on_both_paths(pfns: list[int], as_array: bo
     inside, outside = g.split_ballooned(given_pfns)
     assert [int(p) for p in inside] == [p for p in pfns if p in (0, 1, 3, 5)]
     assert [int(p) for p in outside] == [p for p in pfns if p not in (0, 1, 3, 5)]
+
+
+def _snapshot(g: GuestMemory) -> tuple[object, ...]:
+    return (bytes(g.state), g.ballooned, g.ballooned_untouched, g.discarded, g.untouched,
+            g.refaults, g.first_touches)
+
+
+@settings(max_examples=200, deadline=None)
+@given(populated=st.booleans(), touched=st.lists(st.integers(0, 31), max_size=12),
+       ballooned=st.lists(st.integers(0, 31), max_size=12),
+       low=st.integers(0, 20), n=st.integers(1, 12), down=st.booleans())
+def test_a_range_of_pages_equals_the_same_pages_listed(
+        populated: bool, touched: list[int], ballooned: list[int], low: int, n: int,
+        down: bool) -> None:
+    """split_ballooned with the batch's range, and inflate/deflate given a range, leave the
+    states and counters (and split the batch) exactly as the page list does."""
+    a, b = GuestMemory("a", 32, populated), GuestMemory("b", 32, populated)
+    for g in (a, b):
+        g.touch(touched)
+        g.inflate(sorted(set(ballooned)))
+        g.deflate(sorted(set(ballooned))[::2])  # some discarded, some still ballooned
+    span = range(low, low + n)
+    pfns = np.array(span[::-1] if down else span, dtype=np.uint32)
+    inside, outside = a.split_ballooned(pfns, span)
+    want_in, want_out = b.split_ballooned(pfns)
+    assert ([int(p) for p in inside], [int(p) for p in outside]) == (
+        [int(p) for p in want_in], [int(p) for p in want_out])
+    if not len(inside):
+        a.inflate(span)
+        b.inflate(pfns)
+    elif not len(outside):
+        a.deflate(span)
+        b.deflate(pfns)
+    assert _snapshot(a) == _snapshot(b)
