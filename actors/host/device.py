@@ -85,8 +85,9 @@ class BalloonDevice:
         self.deflated = 0
         self.rejected = 0
         self.score = GuestScore(memory.pages, floor_pages)
-        # The host's hooks: guest RSS changed (inflate, deflate, fault-in); stats were read.
-        self.on_memory: Callable[[], None] = lambda: None
+        # The host's hooks: guest RSS changed (inflate, deflate, fault-in; called with the
+        # session time); stats were read.
+        self.on_memory: Callable[[float], None] = lambda t: None
         self.on_stats: Callable[[], None] = lambda: None
 
     # -- conformance ---------------------------------------------------------------------------
@@ -115,7 +116,7 @@ class BalloonDevice:
         t = self.clock()
         self.score.saved.set(t, self.memory.saved)
         self.score.ballooned.set(t, self.memory.ballooned)
-        self.on_memory()
+        self.on_memory(t)
 
     # -- targets -------------------------------------------------------------------------------
     async def set_target(self, num_pages: int) -> None:
