@@ -32,15 +32,9 @@ _BATCH_MIN = 8
 #: Each state as one byte, to repeat into runs; state -> 1 if in the balloon, else 0.
 _RUN = tuple(bytes((s,)) for s in range(256))
 _IN_BALLOON = bytes(s & BALLOONED for s in range(256))
-
-
-def _uniform(state: bytearray, span: range, *states: int) -> bool:
-    """Whether the pages of ``span`` (a step-1 range of at least _BATCH_MIN) all share one
-    of ``states``: their bytes equal that state repeated (a memcmp)."""
-    if span.step != 1 or len(span) < _BATCH_MIN:
-        return False
-    first = state[span.start]
-    return first in states and state[span.start:span.stop] == _RUN[first] * len(span)
+#: What inflate and deflate do to a page in each state they accept.
+_INFLATE_MOVES = {UNTOUCHED: BALLOONED_UNTOUCHED, RESIDENT: BALLOONED, DISCARDED: BALLOONED}
+_DEFLATE_MOVES = {BALLOONED_UNTOUCHED: UNTOUCHED, BALLOONED: DISCARDED}
 
 
 @dataclass
@@ -101,19 +95,32 @@ class GuestMemory:
         in_balloon = hit.astype(np.bool_)
         return g[in_balloon], g[~in_balloon]
 
+    def _move_run(self, span: range, moves: dict[int, int]) -> int | None:
+        """If every page of ``span`` (a step-1 range) is in one state ``moves`` maps, move them
+        all to its image -- a slice compare and a slice write -- and return that state."""
+        st = self.state
+        n = len(span)
+        if span.step != 1 or n < _BATCH_MIN:
+            return None
+        was = st[span.start]
+        new = moves.get(was)
+        if new is None or st[span.start:span.stop] != _RUN[was] * n:
+            return None
+        st[span.start:span.stop] = _RUN[new] * n
+        return was
+
     def inflate(self, pfns: Pfns | range) -> None:
         """Discard inflated pages (the caller validated them: in range, each once, not
         ballooned). A never-touched page had nothing to discard: it is remembered as such.
         A range of pages all never touched, or all resident, is one slice compare and write."""
-        if isinstance(pfns, range) and _uniform(self.state, pfns, UNTOUCHED, RESIDENT):
-            n = len(pfns)
-            if self.state[pfns.start] == UNTOUCHED:
-                self.state[pfns.start:pfns.stop] = _RUN[BALLOONED_UNTOUCHED] * n
-                self.untouched -= n
-                self.ballooned_untouched += n
-            else:
-                self.state[pfns.start:pfns.stop] = _RUN[BALLOONED] * n
-            self.ballooned += n
+        was = self._move_run(pfns, _INFLATE_MOVES) if isinstance(pfns, range) else None
+        if was is not None:
+            if was == UNTOUCHED:
+                self.untouched -= len(pfns)
+                self.ballooned_untouched += len(pfns)
+            elif was == DISCARDED:
+                self.discarded -= len(pfns)
+            self.ballooned += len(pfns)
             return
         if len(pfns) < _BATCH_MIN:
             st = self.state
@@ -144,16 +151,14 @@ class GuestMemory:
         """Pages leave the balloon (validated: ballooned, each once); they stay unbacked until
         the guest touches them. A range of pages all in one state is one slice compare and
         write."""
-        if isinstance(pfns, range) and _uniform(self.state, pfns, BALLOONED_UNTOUCHED, BALLOONED):
-            n = len(pfns)
-            if self.state[pfns.start] == BALLOONED_UNTOUCHED:
-                self.state[pfns.start:pfns.stop] = _RUN[UNTOUCHED] * n
-                self.ballooned_untouched -= n
-                self.untouched += n
+        was = self._move_run(pfns, _DEFLATE_MOVES) if isinstance(pfns, range) else None
+        if was is not None:
+            if was == BALLOONED_UNTOUCHED:
+                self.ballooned_untouched -= len(pfns)
+                self.untouched += len(pfns)
             else:
-                self.state[pfns.start:pfns.stop] = _RUN[DISCARDED] * n
-                self.discarded += n
-            self.ballooned -= n
+                self.discarded += len(pfns)
+            self.ballooned -= len(pfns)
             return
         if len(pfns) < _BATCH_MIN:
             st = self.state

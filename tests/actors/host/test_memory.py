@@ -166,20 +166,30 @@ def _snapshot(g: GuestMemory) -> tuple[object, ...]:
             g.refaults, g.first_touches)
 
 
-@settings(max_examples=200, deadline=None)
-@given(populated=st.booleans(), touched=st.lists(st.integers(0, 31), max_size=12),
-       ballooned=st.lists(st.integers(0, 31), max_size=12),
-       low=st.integers(0, 20), n=st.integers(1, 12), down=st.booleans())
+_range_ops = st.lists(st.tuples(st.sampled_from(["inflate", "deflate", "touch"]),
+                               st.integers(0, 24), st.integers(1, 12)), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(populated=st.booleans(), setup=_range_ops, low=st.integers(0, 20), n=st.integers(1, 12),
+       down=st.booleans())
 def test_a_range_of_pages_equals_the_same_pages_listed(
-        populated: bool, touched: list[int], ballooned: list[int], low: int, n: int,
+        populated: bool, setup: list[tuple[str, int, int]], low: int, n: int,
         down: bool) -> None:
     """split_ballooned with the batch's range, and inflate/deflate given a range, leave the
-    states and counters (and split the batch) exactly as the page list does."""
+    states and counters (and split the batch) exactly as the page list does, from states set
+    up by whole runs (so that runs of one state, where slices are used, are common)."""
     a, b = GuestMemory("a", 32, populated), GuestMemory("b", 32, populated)
-    for g in (a, b):
-        g.touch(touched)
-        g.inflate(sorted(set(ballooned)))
-        g.deflate(sorted(set(ballooned))[::2])  # some discarded, some still ballooned
+    for op, start, length in setup:  # valid operations on runs of pages, applied to both
+        run = range(start, min(start + length, 32))
+        for g in (a, b):
+            inside, outside = g.split_ballooned(list(run))
+            if op == "inflate":
+                g.inflate(list(outside))
+            elif op == "deflate":
+                g.deflate(list(inside))
+            else:
+                g.touch(list(run))
     span = range(low, low + n)
     pfns = np.array(span[::-1] if down else span, dtype=np.uint32)
     inside, outside = a.split_ballooned(pfns, span)
@@ -192,4 +202,24 @@ def test_a_range_of_pages_equals_the_same_pages_listed(
     elif not len(outside):
         a.deflate(span)
         b.deflate(pfns)
+    assert _snapshot(a) == _snapshot(b)
+
+
+@pytest.mark.parametrize(("populated", "before", "op"), [
+    (False, [], "inflate"),  # never touched
+    (True, [], "inflate"),  # resident
+    (True, ["inflate", "deflate"], "inflate"),  # discarded
+    (False, ["inflate"], "deflate"),  # ballooned, never touched
+    (True, ["inflate"], "deflate"),  # ballooned
+])
+def test_each_run_state_moves_as_page_by_page(populated: bool, before: list[str],
+                                              op: str) -> None:
+    """A range of pages all in one state inflates or deflates (slice path) to the states and
+    counters the same pages given one by one reach."""
+    a, b = GuestMemory("a", 32, populated), GuestMemory("b", 32, populated)
+    for g in (a, b):
+        for step in before:
+            getattr(g, step)(list(range(32)))
+    getattr(a, op)(range(4, 20))
+    getattr(b, op)(list(range(4, 20)))
     assert _snapshot(a) == _snapshot(b)
