@@ -756,7 +756,10 @@ class Zone:
             flags[pfn:end] = array("H", (fl,)) * take
             refc[pfn:end] = array("h", (1,)) * take
             mapping[pfn:end] = bytes((owner,)) * take
-            out.extend(range(pfn, end))
+            if isinstance(out, array) and out.typecode == "I":  # no int object per page
+                out.frombytes(np.arange(pfn, end, dtype=np.uint32).tobytes())
+            else:
+                out.extend(range(pfn, end))
             got += take
             rem = size - take
             k = 0
