@@ -11,9 +11,9 @@ of the seed.
 
 The waiting receive uses anyio's stream internals (``_state.waiting_receivers``, the
 receiver record); ``check_anyio_internals`` fails loudly, and a test calls it, if an anyio
-upgrade changes them. Under trio it also waits on a ``trio.Event`` (see ``actors.events``) and
-hands the sender a receiver record of its own that names the waiting task without building
-anyio's ``TaskInfo`` (a sender asks it one thing: is that task being cancelled?).
+upgrade changes them. Under trio the event and the receiver record are one object of our
+own: a one-waiter event (``actors.events.OneShot``) that also answers the sender's one
+question about the waiting task (is it being cancelled?) without anyio's ``TaskInfo``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ import inspect
 from typing import Any, Generic, TypeVar
 
 import sniffio
-import trio
 from anyio import BrokenResourceError, ClosedResourceError, EndOfStream, Event, WouldBlock
 from anyio._backends._trio import TrioTaskInfo
 from anyio.lowlevel import checkpoint
 from anyio.streams import memory as _memory
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.events import OneShot
 
 T = TypeVar("T")
 
@@ -58,23 +59,26 @@ def check_anyio_internals() -> None:
             f"{missing or ['_MemoryObjectItemReceiver']}): update actors/streams.py")
 
 
-class _TrioReceiver(Generic[T]):
-    """anyio's ``_MemoryObjectItemReceiver`` for a trio task, minus the ``TaskInfo`` it builds
-    (task name, parent, coroutine, a weak proxy) that ``send_nowait`` only asks whether the
-    task is being cancelled. It is its own ``task_info`` and answers as ``TrioTaskInfo``."""
+class _TrioReceiver(OneShot, Generic[T]):
+    """A waiting trio receive's event and its receiver record in one object: anyio's
+    ``send_nowait`` takes a waiting receiver's (event, record) pair, asks the record whether
+    the task is being cancelled, stores the item in it and sets the event. It stands in for
+    anyio's ``_MemoryObjectItemReceiver`` minus the ``TaskInfo`` that builds (task name,
+    parent, coroutine, a weak proxy): it is its own ``task_info`` and answers the one question
+    as ``TrioTaskInfo`` does (a waiter whose wait was aborted is being cancelled)."""
 
-    __slots__ = ("_task", "item")
+    __slots__ = ("item",)
     item: T
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self._task = task
 
     @property
     def task_info(self) -> _TrioReceiver[T]:
         return self
 
     def has_pending_cancellation(self) -> bool:
-        status = self._task._cancel_status
+        task = self._task
+        if task is None:  # no longer parked: its cancellation was delivered (or it was set)
+            return True
+        status = task._cancel_status
         return status is not None and status.effectively_cancelled
 
 
@@ -103,11 +107,10 @@ async def receive(stream: MemoryObjectReceiveStream[T]) -> T:
     # cheapest event and (under trio) receiver record.
     if stream._waiters is None:
         stream._waiters = set()
-    receive_event: Any  # an anyio or trio Event: the stream only calls its set()
+    receive_event: Any  # the stream only calls its set()
     receiver: _TrioReceiver[T] | _memory._MemoryObjectItemReceiver[T]
     if sniffio.current_async_library() == "trio":
-        receive_event = trio.Event()
-        receiver = _TrioReceiver(trio.lowlevel.current_task())
+        receive_event = receiver = _TrioReceiver()
     else:
         receive_event = Event()
         receiver = _memory._MemoryObjectItemReceiver()
