@@ -53,6 +53,11 @@ def check_anyio_internals() -> None:
     if "self._task._cancel_status.effectively_cancelled" not in inspect.getsource(
             TrioTaskInfo.has_pending_cancellation):
         missing.append("TrioTaskInfo.has_pending_cancellation: _cancel_status")
+    # receive() waits without asking receive_nowait when it could only raise WouldBlock.
+    nowait = inspect.getsource(MemoryObjectReceiveStream.receive_nowait)
+    missing += [f"receive_nowait: {s}" for s in (
+        "if self._closed:", "if self._state.waiting_senders:", "if self._state.buffer:",
+        "elif not self._state.open_send_channels:", "raise WouldBlock") if s not in nowait]
     if receiver is None or missing:
         raise StreamInternalsChanged(
             f"anyio's MemoryObjectReceiveStream.receive changed (missing: "
@@ -99,10 +104,10 @@ async def send(stream: MemoryObjectSendStream[T], item: T) -> None:
 
 async def receive(stream: MemoryObjectReceiveStream[T]) -> T:
     """``stream.receive()`` without its leading checkpoint: take a waiting item, or wait."""
-    try:
-        return stream.receive_nowait()
-    except WouldBlock:
-        pass
+    state = stream._state
+    if state.buffer or state.waiting_senders or stream._closed or not state.open_send_channels:
+        return stream.receive_nowait()  # an item, or the error it raises (closed, ended)
+    # receive_nowait would raise WouldBlock (an exception per wait): wait at once.
     # anyio's MemoryObjectReceiveStream.receive after its checkpoint, with the backend's
     # cheapest event and (under trio) receiver record.
     if stream._waiters is None:
