@@ -37,10 +37,14 @@ class SessionClock:
     def start(self) -> None:
         """Called first thing inside the event loop, before any actor task is started."""
         if sniffio.current_async_library() == "trio":
-            import trio  # the direct call: this clock stamps every log record
+            import trio
 
-            self._now = trio.current_time
-            fast_sleep = getattr(trio.lowlevel.current_clock(), "sleep", None)
+            # The run's clock itself: this stamps every log record, and trio.current_time
+            # reaches the same method through two calls more. It keeps its time once the run
+            # is over, which is then the last time seen (the session reads it as it ends).
+            clock = trio.lowlevel.current_clock()
+            self._now = clock.current_time
+            fast_sleep = getattr(clock, "sleep", None)
             if fast_sleep is not None:
                 _SLEEP.set(fast_sleep)  # inherited by every task started from here on
         self.epoch = self._now()

@@ -214,12 +214,12 @@ _DEFLATING: Final = 3
 _PAGE_STATE_NAMES: Final = ("not-in-balloon", "inflating", "inflated", "deflating")
 
 
-def unique_pfns(g: PfnIndex) -> bool:
-    """No PFN twice in the batch."""
-    if len(g) < 2:
-        return True
-    s = np.sort(g)
-    return not np.count_nonzero(s[1:] == s[:-1])
+def span_and_unique(g: PfnIndex) -> tuple[int, int, bool]:
+    """The lowest and highest PFN of a non-empty batch, and whether no PFN is in it twice
+    (one sort; with no repeat, ``high - low == len - 1`` means the batch is that range)."""
+    s = g.copy()
+    s.sort()  # (np.sort: the same two steps behind a Python-level wrapper)
+    return int(s[0]), int(s[-1]), not np.count_nonzero(s[1:] == s[:-1])
 
 
 class _Pages:
@@ -366,16 +366,21 @@ class Conformance:
         if not self._vectorised or self._ppp != 1 or len(pfns) < _BATCH_MIN:
             return -1
         g = as_index(pfns)
-        top = int(np.maximum.reduce(g))
-        if top >= _DENSE_MAX:
+        low, top, unique = span_and_unique(g)
+        if top >= _DENSE_MAX or not unique:
             return -1
-        self._states(top)
+        if top >= len(self._st_view):
+            self._states(top)
         st = self._st_view
-        now = st[g]
+        run = top - low == len(g) - 1  # the pages low..top, in some order: slices will do
+        now = st[low:top + 1] if run else st.take(g)  # take/put: no fancy-indexing dispatch
         # count_nonzero, not .any()/.all(): no Python-level wrapper per call
-        if np.count_nonzero(now != expect) or not unique_pfns(g):
+        if np.count_nonzero(now != expect if expect else now):
             return -1
-        st[g] = new
+        if run:
+            now[:] = new
+        else:
+            st.put(g, new)
         return len(g)
 
     # -- feeding ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ names the bit *numbers*, like the kernel's ``VIRTIO_BALLOON_F_*`` macros.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
 
 from .errors import FeatureError, ProtocolError
 
@@ -15,6 +16,7 @@ __all__ = [
     "DEFLATEQ",
     "FREE_PAGE_VQ",
     "INFLATEQ",
+    "QUEUE_NAMES",
     "REPORTING_VQ",
     "STATSQ",
     "VIRTIO_BALLOON_F_DEFLATE_ON_OOM",
@@ -67,6 +69,9 @@ DEFLATEQ = BalloonQueue.DEFLATEQ
 STATSQ = BalloonQueue.STATSQ
 FREE_PAGE_VQ = BalloonQueue.FREE_PAGE_VQ
 REPORTING_VQ = BalloonQueue.REPORTING_VQ
+
+#: Queue number -> spec name, for hot paths (``BalloonQueue(q)`` is an enum lookup per call).
+QUEUE_NAMES: Final[dict[int, str]] = {int(q): q.queue_name for q in BalloonQueue}
 
 
 class BalloonFeature(IntEnum):

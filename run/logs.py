@@ -6,16 +6,22 @@ can run many sessions in one process. Every record gets ``t`` (virtual seconds),
 below the session's level are dropped by structlog's filtering bound logger (``debug``
 logging costs one no-op method call when off); the others go from the logger method straight
 to ``SessionLog._emit``, which stamps them and writes them to every sink.
+
+PFN lists are logged as the arrays the actors hold (``array('I')`` or numpy), never copied into
+lists: orjson writes them as JSON lists, byte for byte what a list would give. In-memory sinks
+(the flight recorder, a ``validate`` hook) see those arrays, so compare them as ``list(...)``.
 """
 
 from __future__ import annotations
 
 import array
 import enum
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import IO, Any, ClassVar
 
+import numpy as np
 import orjson
 import structlog
 from rich.console import Console
@@ -27,8 +33,14 @@ Record = dict[str, Any]
 
 
 def _default(obj: object) -> object:
-    """orjson fallback for the few non-JSON types actors log (PFN arrays, enums, sets)."""
+    """orjson fallback for the few non-JSON types actors log (PFN arrays, enums, sets).
+
+    A PFN ``array('I')`` goes back to orjson as a numpy view of the same memory, which it
+    writes itself (``OPT_SERIALIZE_NUMPY``: no list of int objects in between, same bytes).
+    """
     if isinstance(obj, array.array):
+        return np.frombuffer(obj, dtype=obj.typecode)  # numpy reads C type codes as array does
+    if isinstance(obj, np.ndarray):  # one orjson does not write natively (not contiguous)
         return obj.tolist()
     if isinstance(obj, enum.Enum):
         return obj.name
@@ -39,9 +51,17 @@ def _default(obj: object) -> object:
     raise TypeError(f"cannot log value of type {type(obj).__name__}")
 
 
+_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+
+
 def dumps(record: Record) -> bytes:
-    """One JSON line (with newline) exactly as the file sink writes it."""
-    return orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    """One JSON line (with newline) exactly as the file sink writes it.
+
+    PFN lists may be logged as ``array('I')`` or numpy integer arrays (what the actors hold):
+    they are written as the JSON list of their values. A logged array must not change after
+    the call that logs it: in-memory sinks keep the record, and serialise it later.
+    """
+    return orjson.dumps(record, default=_default, option=_OPTIONS)
 
 
 class FlightRecorder:
@@ -61,7 +81,7 @@ class JsonLinesFile:
         self.stream = stream
 
     def write(self, record: Record) -> None:
-        self.stream.write(dumps(record))
+        self.stream.write(orjson.dumps(record, default=_default, option=_OPTIONS))  # = dumps()
 
     def flush(self) -> None:
         self.stream.flush()
@@ -108,7 +128,9 @@ class SessionLog:
         self.level = level
         self.clock = clock
         self.sinks: list[Sink] = list(sinks or [])
+        self._writes = tuple(sink.write for sink in self.sinks)
         self.seq = 0
+        self._now, self._t = math.nan, 0.0  # the last clock reading, and it rounded
         self._validate = validate
         self._wrapper = self._wrapper_class(LEVELS[level])
         self.closed = False
@@ -124,29 +146,51 @@ class SessionLog:
         emit = self._emit
         base: Any = structlog.make_filtering_bound_logger(min_level)
 
+        def method(name: str) -> Callable[..., Any]:
+            interpolating = getattr(base, name)  # structlog's own, for "%s"-style args
+
+            def meth(self: Any, event: str | None = None, *args: Any, **kw: Any) -> Any:
+                if args:
+                    return interpolating(self, event, *args, **kw)
+                return emit(name, self._context, event, kw)
+
+            meth.__name__ = name
+            return meth
+
         class SessionBoundLogger(base):  # type: ignore[misc]
             def _proxy_to_logger(self, method_name: str, event: str | None = None,
                                  **event_kw: Any) -> Any:
                 return emit(method_name, self._context, event, event_kw)
 
+        # The enabled level methods call _emit directly (structlog's go through
+        # _proxy_to_logger: one call and one copy of the fields more per record).
+        for name, level in LEVELS.items():
+            if level >= min_level:
+                setattr(SessionBoundLogger, name, method(name))
         return SessionBoundLogger
 
     def _emit(self, method: str, context: dict[str, Any], event: str | None,
               fields: dict[str, Any]) -> Any:
         """Stamp one record (``t``, ``seq``, ``actor``, ``event`` first) and write it out."""
         self.seq += 1
+        now = self.clock()
+        if now != self._now:  # records come in runs at one time: round each time once
+            self._now, self._t = now, round(now, 9)
         actor = fields.pop("actor") if "actor" in fields else context.get("actor", "session")
-        record: Record = {"t": round(self.clock(), 9), "seq": self.seq, "actor": actor,
-                          "event": event}
-        if method != "info":
-            record["level"] = method
-        if len(context) > 1:  # fields bound besides the actor come before the call's own
-            record.update((k, v) for k, v in context.items() if k != "actor")
-        record.update(fields)
+        record: Record
+        if method == "info" and len(context) <= 1:  # the usual record, built in one step
+            record = {"t": self._t, "seq": self.seq, "actor": actor, "event": event, **fields}
+        else:
+            record = {"t": self._t, "seq": self.seq, "actor": actor, "event": event}
+            if method != "info":
+                record["level"] = method
+            if len(context) > 1:  # fields bound besides the actor come before the call's own
+                record.update((k, v) for k, v in context.items() if k != "actor")
+            record.update(fields)
         if self._validate is not None:
             self._validate(record)
-        for sink in self.sinks:
-            sink.write(record)
+        for write in self._writes:
+            write(record)
         return None
 
     def logger(self, actor: str) -> FilteringBoundLogger:

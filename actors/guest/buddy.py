@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Final
 
+import numpy as np
+
 from actors.guest.gfp import (
     ALLOC_HARDER,
     ALLOC_HIGH,
@@ -98,6 +100,11 @@ _TOP: Final = MAX_ORDER - 1
 _UNLIMITED: Final = 1 << 62
 _MOVABLE_OWNERS: Final = frozenset((OWNER_ANON, OWNER_PAGECACHE, OWNER_THP))
 _MOVABLE_PAGE_FLAGS: Final = PG_lru | PG_movable | PG_balloon
+# Constant runs of a pageblock's length, for _free_run's whole-block checks and writes.
+_IOTA: Final = np.arange(pageblock_nr_pages, dtype=np.uint32)
+_ONE_REF: Final = array("h", [1]) * pageblock_nr_pages
+_NO_REF: Final = array("h", bytes(2 * pageblock_nr_pages))
+_NO_FLAGS: Final = array("H", bytes(2 * pageblock_nr_pages))
 
 
 class BuddyError(Exception):
@@ -749,7 +756,10 @@ class Zone:
             flags[pfn:end] = array("H", (fl,)) * take
             refc[pfn:end] = array("h", (1,)) * take
             mapping[pfn:end] = bytes((owner,)) * take
-            out.extend(range(pfn, end))
+            if isinstance(out, array) and out.typecode == "I":  # no int object per page
+                out.frombytes(np.arange(pfn, end, dtype=np.uint32).tobytes())
+            else:
+                out.extend(range(pfn, end))
             got += take
             rem = size - take
             k = 0
@@ -864,6 +874,11 @@ class Zone:
         nr_free = self.nr_free
         bad_flags = PAGE_FLAGS_CHECK_AT_FREE
         seq: list[int] | array[int] = pfns if isinstance(pfns, list | array) else list(pfns)
+        head = self._free_runs_at_head(seq)  # a batch that is one block (balloon releases)
+        if head:
+            if head == len(seq):
+                return head
+            seq = seq[head:]
         nexts = list(seq[1:])
         nexts.append(-2)  # no successor for the last pfn
         steps = enumerate(zip(seq, nexts, strict=True))
@@ -941,12 +956,32 @@ class Zone:
                 done += 1
                 single += 1
         except IndexError:  # only ``pfn`` itself is unchecked: beyond the zone
-            raise self._bad_free(pfn, 0, done) from None
+            raise self._bad_free(pfn, 0, head + done) from None
+        except BuddyError as err:
+            err.done += head
+            raise
         finally:
             self.free_pages += single
             self.nr_allocated -= single
             self.pgfree += single
-        return done
+        return head + done
+
+    def _free_runs_at_head(self, seq: list[int] | array[int]) -> int:
+        """Free the whole-block runs (see _free_run) that ``seq`` starts with; how many pages.
+
+        The page loop of free_pages_bulk finds runs too, but skipping a run's pages there
+        costs a step each; a batch that is one block, or starts with some, is freed here.
+        """
+        i, n = 0, len(seq)
+        while i + 1 < n:
+            pfn, nx = seq[i], seq[i + 1]
+            if not ((nx == pfn + 1 and not pfn & 1) or (nx == pfn - 1 and pfn & 1)):
+                break
+            size = self._free_run(seq, i, pfn, nx > pfn)
+            if not size:
+                break
+            i += size
+        return i
 
     def _free_run(self, seq: list[int] | array[int], i: int, pfn: int, ascending: bool) -> int:
         """Free ``seq[i:i+size]`` at once if it is a whole aligned block in PFN order; return size.
@@ -977,22 +1012,27 @@ class Zone:
         end = start + size
         if start < 0 or end > f.nr_pages:
             return 0
-        want = range(start, end) if ascending else range(end - 1, start - 1, -1)
         chunk = seq[i : i + size]
-        if isinstance(chunk, array):
-            if chunk != array(chunk.typecode, want):
+        if isinstance(chunk, array) and chunk.typecode == "I":
+            # page k of the run is pfn + k (ascending) or pfn - k: one array comparison
+            c = np.frombuffer(chunk, dtype=np.uint32)
+            if np.count_nonzero((c - _IOTA[:size] if ascending else c + _IOTA[:size]) != pfn):
                 return 0
-        elif chunk != list(want):
+        elif list(chunk) != list(range(start, end) if ascending else range(end - 1, start - 1, -1)):
             return 0
+        # Array comparisons with constant runs (a memcmp) where a test is one value for all.
+        flags = f.flags[start:end]
         if (
-            f.refcount[start:end].count(1) != size
+            f.refcount[start:end] != _ONE_REF[:size]
             or f.order.count(0, start, end) != size
             or f.mapping.find(OWNER_FREE, start, end) != -1
-            or any(v & PAGE_FLAGS_CHECK_AT_FREE for v in set(f.flags[start:end]))
+            or (flags != _NO_FLAGS[:size]  # owner flags are fine; a bad one refuses the run
+                and np.count_nonzero(np.frombuffer(flags, dtype=np.uint16)
+                                     & PAGE_FLAGS_CHECK_AT_FREE))
         ):
             return 0
-        f.refcount[start:end] = array("h", bytes(2 * size))
-        f.flags[start:end] = array("H", bytes(2 * size))
+        f.refcount[start:end] = _NO_REF[:size]
+        f.flags[start:end] = _NO_FLAGS[:size]
         f.mapping[start:end] = bytes(size)
         self.free_pages += size
         self.nr_allocated -= size

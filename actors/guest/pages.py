@@ -42,6 +42,8 @@ from actors.guest.gfp import (
 )
 
 NIL: Final = 0xFFFFFFFF  # "no page" in lru links; also what an empty list's first/last hold
+#: A walk guesses constant-stride runs of pages (PageList._walk) while they are this long.
+_RUN_MIN: Final = 16
 
 SUPPORTED_PAGE_SIZES: Final[tuple[int, ...]] = (4096, 16384, 65536)
 VIRTIO_BALLOON_PFN_SHIFT: Final = 12  # the balloon wire always speaks 4 KiB frames
@@ -328,15 +330,12 @@ class PageList:
 
     def _list_add_batch(self, pfns: array[int]) -> None:
         """list_add_many's links written with array operations (same links, same order)."""
-        if self._links is None:
-            self._links = (np.frombuffer(self.lru_next, dtype=np.uint32),
-                           np.frombuffer(self.lru_prev, dtype=np.uint32))
-        nxt, prv = self._links
+        nxt, prv = self._views()
         g = np.frombuffer(pfns, dtype=np.uint32)
         first = self.first
         nxt[g[0]] = first  # each page points at the one added before it
-        nxt[g[1:]] = g[:-1]
-        prv[g[:-1]] = g[1:]  # ... which points back at it
+        nxt.put(g[1:], g[:-1])  # (put: fancy assignment without its dispatch cost)
+        prv.put(g[:-1], g[1:])  # ... which points back at it
         prv[g[-1]] = NIL
         if first == NIL:
             self.last = pfns[0]
@@ -345,26 +344,86 @@ class PageList:
         self.first = pfns[-1]
         self.nr += len(pfns)
 
+    def _views(self) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+        """numpy views of lru_next/lru_prev (made once, on the first batch that needs them)."""
+        if self._links is None:
+            self._links = (np.frombuffer(self.lru_next, dtype=np.uint32),
+                           np.frombuffer(self.lru_prev, dtype=np.uint32))
+        return self._links
+
     def list_del_first_many(self, n: int, stop_flags: array[int] | None = None,
                             stop_mask: int = 0) -> array[int]:
         """Unlink up to ``n`` pages from the head, in order; stop early at a page whose
         ``stop_flags`` has a bit of ``stop_mask`` (it stays on the list)."""
-        nxt, prv = self.lru_next, self.lru_prev
-        out: array[int] = array("I")
-        p = self.first
-        while len(out) < n and p != NIL:
-            if stop_flags is not None and stop_flags[p] & stop_mask:
-                break
-            out.append(p)
-            p = nxt[p]
+        out = self._walk(self.first, min(n, self.nr),
+                         stop_flags if stop_mask else None, stop_mask)
         if out:
+            p = self.lru_next[out[-1]]
             self.first = p
             if p == NIL:
                 self.last = NIL
             else:
-                prv[p] = NIL
+                self.lru_prev[p] = NIL
             self.nr -= len(out)
         return out
+
+    def _walk(self, p: int, n: int, stop_flags: array[int] | None, stop_mask: int
+              ) -> array[int]:
+        """The ``n`` pages from ``p`` on along the next links (fewer if the list ends first),
+        up to the first whose ``stop_flags`` has a bit of ``stop_mask``.
+
+        Following links is one page per step, so where the list runs through memory with a
+        constant stride (pages allocated from one block and added in a batch: the balloon's
+        list, mostly) the walk guesses the next pages ``p, p+d, p+2d, ...`` and checks every
+        link and stop flag of the guess at once; the pages up to the first wrong link or stop
+        flag are exactly the ones the step-by-step walk would visit. A guess that gets fewer
+        than ``_RUN_MIN`` pages right ends the guessing (a scattered list costs one guess).
+        """
+        nxt = self.lru_next
+        out: array[int] = array("I")
+        limit = len(nxt)
+        flags: npt.NDArray[np.integer] | None = None
+        while n >= _RUN_MIN and p != NIL:
+            q = nxt[p]
+            if q in (NIL, p):  # the end, or a self-link (a corrupt list: walk it as is)
+                break
+            d = q - p
+            k = min(n, (limit - 1 - p) // d + 1 if d > 0 else p // -d + 1)  # stay in the array
+            pages, m = self._guess(p, d, k)
+            if stop_flags is not None:
+                if flags is None:
+                    flags = np.frombuffer(stop_flags, dtype=stop_flags.typecode)
+                stop = (flags[p:p + m] if d == 1 else flags[p - m + 1:p + 1][::-1] if d == -1
+                        else flags.take(pages[:m])) & stop_mask
+                if np.count_nonzero(stop):
+                    out.frombytes(pages[:int(stop.argmax())].tobytes())
+                    return out
+            out.frombytes(pages[:m].tobytes())
+            n -= m
+            p = nxt[pages[m - 1]]
+            if m < _RUN_MIN:
+                break
+        while n > 0 and p != NIL and not (stop_flags is not None and stop_flags[p] & stop_mask):
+            out.append(p)
+            p = nxt[p]
+            n -= 1
+        return out
+
+    def _guess(self, p: int, d: int, k: int) -> tuple[npt.NDArray[np.uint32], int]:
+        """The pages ``p, p+d, ...`` (``k`` of them, in walk order, all inside the arrays) and
+        how many of them the next links confirm. Strides of one page compare slices of the
+        links; others gather them."""
+        links = self._views()[0]
+        if d == 1:
+            pages = np.arange(p, p + k, dtype=np.uint32)
+            wrong = links[p:p + k - 1] != pages[1:]
+        elif d == -1:
+            pages = np.arange(p - k + 1, p + 1, dtype=np.uint32)[::-1]
+            wrong = links[p - k + 2:p + 1][::-1] != pages[1:]
+        else:
+            pages = np.arange(p, p + d * k, d, dtype=np.int64).astype(np.uint32)
+            wrong = links.take(pages[:-1]) != pages[1:]
+        return pages, int(wrong.argmax()) + 1 if np.count_nonzero(wrong) else k
 
     def list_add_tail(self, pfn: int) -> None:
         """Insert ``pfn`` at the tail (FIFO use)."""

@@ -28,13 +28,14 @@ from actors.host.score import GuestScore
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
 from protocol import conformance as C
 from protocol.balloon import (
+    QUEUE_NAMES,
     VIRTIO_BALLOON_ARRAY_PFNS_MAX,
     BalloonQueue,
     StatTag,
     decode_pfns,
     decode_stats,
 )
-from protocol.conformance import unique_pfns as _unique
+from protocol.conformance import span_and_unique
 from protocol.errors import ProtocolError
 from protocol.pfns import Pfns, as_index
 from protocol.virtqueue import Chain
@@ -84,8 +85,9 @@ class BalloonDevice:
         self.deflated = 0
         self.rejected = 0
         self.score = GuestScore(memory.pages, floor_pages)
-        # The host's hooks: guest RSS changed (inflate, deflate, fault-in); stats were read.
-        self.on_memory: Callable[[], None] = lambda: None
+        # The host's hooks: guest RSS changed (inflate, deflate, fault-in; called with the
+        # session time); stats were read.
+        self.on_memory: Callable[[float], None] = lambda t: None
         self.on_stats: Callable[[], None] = lambda: None
 
     # -- conformance ---------------------------------------------------------------------------
@@ -114,7 +116,7 @@ class BalloonDevice:
         t = self.clock()
         self.score.saved.set(t, self.memory.saved)
         self.score.ballooned.set(t, self.memory.ballooned)
-        self.on_memory()
+        self.on_memory(t)
 
     # -- targets -------------------------------------------------------------------------------
     async def set_target(self, num_pages: int) -> None:
@@ -137,9 +139,12 @@ class BalloonDevice:
         return None if self.choices is None else self.choices.fault(site, self.transport.name)
 
     # -- buffers -------------------------------------------------------------------------------
-    def _pfns(self, chain: Chain, queue: int, hs: int) -> Pfns:
-        """Decode and validate one inflate/deflate buffer; invalid parts are reported."""
-        name = BalloonQueue(queue).queue_name
+    def _pfns(self, chain: Chain, queue: int, hs: int) -> tuple[Pfns, range | None]:
+        """Decode and validate one inflate/deflate buffer; invalid parts are reported.
+
+        Returns the valid PFNs, and the same pages as one range when they are exactly that
+        (a batch of one block: host memory then works on slices)."""
+        name = QUEUE_NAMES[queue]
         if chain.in_lens:
             self.violation("device.bad-direction", "driver",
                            f"{name} hs={hs}: buffer has {len(chain.in_lens)} device-writable "
@@ -149,15 +154,16 @@ class BalloonDevice:
                                queue=name)
         except ProtocolError as e:
             self.violation("device.bad-buffer", "driver", f"{name} hs={hs}: {e.reason}")
-            return []
+            return [], None
         limit = self.memory.pages
         if len(pfns) < 8:  # a migration's one-page buffers: plain Python is cheaper
             if pfns and max(pfns) < limit and len(set(pfns)) == len(pfns):
-                return pfns.tolist()
+                return pfns.tolist(), None
         else:
             g = as_index(pfns)
-            if int(np.maximum.reduce(g)) < limit and _unique(g):
-                return g  # the common case, checked in a few array operations
+            low, top, unique = span_and_unique(g)
+            if top < limit and unique:  # the common case, checked in a few array operations
+                return g, range(low, top + 1) if top - low == len(g) - 1 else None
         out: list[int] = []
         bad: list[int] = []
         seen: set[int] = set()
@@ -177,38 +183,42 @@ class BalloonDevice:
         if dup:
             self.violation("device.duplicate-pfn", "driver",
                            f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
-        return out
+        return out, None
 
     def _inflate(self, chain: Chain, hs: int) -> float:
         """Act on an inflate buffer; returns the virtual time the discards take."""
-        again, g = self.memory.split_ballooned(self._pfns(chain, INFLATEQ, hs))
+        pfns, span = self._pfns(chain, INFLATEQ, hs)
+        again, g = self.memory.split_ballooned(pfns, span)
         if len(again):
             self.violation("device.double-inflate", "driver",
                            f"inflateq hs={hs}: {len(again)} PFNs already ballooned "
                            "(not counted twice)", _tolist(again[:16]))
-        self.memory.inflate(g)
+            span = None
+        self.memory.inflate(g if span is None else span)
         self._memory_changed()
         self.feed(C.InflateAcked(g))
         self.inflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=_tolist(g), rejected=rejected)
+        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=g, rejected=rejected)
         return self.costs.host_discard_page * len(g)
 
     def _deflate(self, chain: Chain, hs: int) -> float:
         """Act on a deflate buffer (a hint: no host work to charge)."""
-        g, stray = self.memory.split_ballooned(self._pfns(chain, DEFLATEQ, hs))
+        pfns, span = self._pfns(chain, DEFLATEQ, hs)
+        g, stray = self.memory.split_ballooned(pfns, span)
         if len(stray):
             self.violation("device.deflate-not-ballooned", "driver",
                            f"deflateq hs={hs}: {len(stray)} PFNs were never inflated "
                            "(ignored)", _tolist(stray[:16]))
-        self.memory.deflate(g)
+            span = None
+        self.memory.deflate(g if span is None else span)
         self._memory_changed()
         self.feed(C.DeflateAcked(g))
         self.deflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=_tolist(g), rejected=rejected)
+        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=g, rejected=rejected)
         return 0.0
 
     def _stats(self, chain: Chain, hs: int) -> bool:
@@ -248,7 +258,7 @@ class BalloonDevice:
             if chain is None:
                 break
             hs = handshakes.get((queue, chain.head), 0)
-            self.log.info(schema.HOST_POP, queue=BalloonQueue(queue).queue_name, hs=hs,
+            self.log.info(schema.HOST_POP, queue=QUEUE_NAMES[queue], hs=hs,
                           len=len(chain.out_data))
             if queue == INFLATEQ:
                 cost += self._inflate(chain, hs)

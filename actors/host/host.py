@@ -141,8 +141,8 @@ class Host:
         self.free = Integral(0.0, self.memory.free_pages, threshold=0)
         return dev
 
-    def _memory_changed(self) -> None:
-        self.free.set(self.clock(), self.memory.free_pages)
+    def _memory_changed(self, t: float) -> None:
+        self.free.set(t, self.memory.free_pages)
 
     def _sample(self, d: BalloonDevice) -> GuestSample:
         free, total = d.stats.get("memfree"), d.stats.get("memtot")

@@ -29,6 +29,12 @@ RESIDENT, BALLOONED, DISCARDED, UNTOUCHED = 0, 1, 2, 4
 BALLOONED_UNTOUCHED = BALLOONED | UNTOUCHED
 #: Batches smaller than this are applied page by page: array calls would cost more.
 _BATCH_MIN = 8
+#: Each state as one byte, to repeat into runs; state -> 1 if in the balloon, else 0.
+_RUN = tuple(bytes((s,)) for s in range(256))
+_IN_BALLOON = bytes(s & BALLOONED for s in range(256))
+#: What inflate and deflate do to a page in each state they accept.
+_INFLATE_MOVES = {UNTOUCHED: BALLOONED_UNTOUCHED, RESIDENT: BALLOONED, DISCARDED: BALLOONED}
+_DEFLATE_MOVES = {BALLOONED_UNTOUCHED: UNTOUCHED, BALLOONED: DISCARDED}
 
 
 @dataclass
@@ -69,31 +75,53 @@ class GuestMemory:
         """The host's own ballooned set."""
         return set(np.flatnonzero(self._st & BALLOONED).tolist())
 
-    def state_of(self, pfns: Pfns) -> npt.NDArray[np.uint8]:
-        """Each PFN's state bits (RESIDENT, BALLOONED, DISCARDED, UNTOUCHED), as an array."""
-        return self._st[as_index(pfns)]
-
-    def split_ballooned(self, pfns: Pfns) -> tuple[Pfns, Pfns]:
-        """(the PFNs in the balloon, the others), each in the order given."""
+    def split_ballooned(self, pfns: Pfns, span: range | None = None) -> tuple[Pfns, Pfns]:
+        """(the PFNs in the balloon, the others), each in the order given. ``span``: the same
+        pages as one range, if the caller knows they are (their states are then one slice)."""
+        if span is not None and len(span) >= _BATCH_MIN:
+            inside = self.state[span.start:span.stop].translate(_IN_BALLOON).count(1)
+            if inside == 0 or inside == len(pfns):
+                return (pfns[:0], pfns) if inside == 0 else (pfns, pfns[:0])
         if len(pfns) < _BATCH_MIN:
             st = self.state
             seq = pfns.tolist() if isinstance(pfns, np.ndarray) else pfns
             return ([p for p in seq if st[p] & BALLOONED],
                     [p for p in seq if not st[p] & BALLOONED])
         g = as_index(pfns)
-        hit = self.in_balloon(g)
+        hit = self._st.take(g) & BALLOONED  # take: fancy indexing minus its dispatch cost
         n = np.count_nonzero(hit)
         if n == 0 or n == len(g):  # the usual cases: nothing or everything in the balloon
             return (g[:0], g) if n == 0 else (g, g[:0])
-        return g[hit], g[~hit]
+        in_balloon = hit.astype(np.bool_)
+        return g[in_balloon], g[~in_balloon]
 
-    def in_balloon(self, pfns: Pfns) -> npt.NDArray[np.bool_]:
-        """For each PFN, whether the host has it in the balloon."""
-        return (self.state_of(pfns) & BALLOONED).astype(np.bool_)
+    def _move_run(self, span: range, moves: dict[int, int]) -> int | None:
+        """If every page of ``span`` (a step-1 range) is in one state ``moves`` maps, move them
+        all to its image -- a slice compare and a slice write -- and return that state."""
+        st = self.state
+        n = len(span)
+        if span.step != 1 or n < _BATCH_MIN:
+            return None
+        was = st[span.start]
+        new = moves.get(was)
+        if new is None or st[span.start:span.stop] != _RUN[was] * n:
+            return None
+        st[span.start:span.stop] = _RUN[new] * n
+        return was
 
-    def inflate(self, pfns: Pfns) -> None:
+    def inflate(self, pfns: Pfns | range) -> None:
         """Discard inflated pages (the caller validated them: in range, each once, not
-        ballooned). A never-touched page had nothing to discard: it is remembered as such."""
+        ballooned). A never-touched page had nothing to discard: it is remembered as such.
+        A range of pages all never touched, or all resident, is one slice compare and write."""
+        was = self._move_run(pfns, _INFLATE_MOVES) if isinstance(pfns, range) else None
+        if was is not None:
+            if was == UNTOUCHED:
+                self.untouched -= len(pfns)
+                self.ballooned_untouched += len(pfns)
+            elif was == DISCARDED:
+                self.discarded -= len(pfns)
+            self.ballooned += len(pfns)
+            return
         if len(pfns) < _BATCH_MIN:
             st = self.state
             for p in pfns:
@@ -108,17 +136,30 @@ class GuestMemory:
             return
         g = as_index(pfns)
         st_ = self._st
-        s_ = st_[g]
+        s_ = st_.take(g)
         untouched = int(np.count_nonzero(s_ == UNTOUCHED))
-        self.discarded -= int(np.count_nonzero(s_ == DISCARDED))
+        if untouched == len(g):  # all never touched (a fresh guest): one value for all
+            st_.put(g, BALLOONED_UNTOUCHED)
+        else:
+            self.discarded -= int(np.count_nonzero(s_ == DISCARDED))
+            st_.put(g, BALLOONED | (s_ & UNTOUCHED) if untouched else BALLOONED)
         self.untouched -= untouched
         self.ballooned_untouched += untouched
-        st_[g] = BALLOONED | (s_ & UNTOUCHED)
         self.ballooned += len(g)
 
-    def deflate(self, pfns: Pfns) -> None:
+    def deflate(self, pfns: Pfns | range) -> None:
         """Pages leave the balloon (validated: ballooned, each once); they stay unbacked until
-        the guest touches them."""
+        the guest touches them. A range of pages all in one state is one slice compare and
+        write."""
+        was = self._move_run(pfns, _DEFLATE_MOVES) if isinstance(pfns, range) else None
+        if was is not None:
+            if was == BALLOONED_UNTOUCHED:
+                self.ballooned_untouched -= len(pfns)
+                self.untouched += len(pfns)
+            else:
+                self.discarded += len(pfns)
+            self.ballooned -= len(pfns)
+            return
         if len(pfns) < _BATCH_MIN:
             st = self.state
             n_untouched = 0
@@ -131,9 +172,12 @@ class GuestMemory:
         else:
             g = as_index(pfns)
             st_ = self._st
-            untouched = st_[g] == BALLOONED_UNTOUCHED
+            untouched = st_.take(g) == BALLOONED_UNTOUCHED
             n_untouched = int(np.count_nonzero(untouched))
-            st_[g] = np.where(untouched, UNTOUCHED, DISCARDED)
+            if n_untouched in (0, len(g)):  # the usual cases: one value for all
+                st_.put(g, UNTOUCHED if n_untouched else DISCARDED)
+            else:
+                st_.put(g, np.where(untouched, UNTOUCHED, DISCARDED))
         self.ballooned_untouched -= n_untouched
         self.untouched += n_untouched
         self.discarded += len(pfns) - n_untouched

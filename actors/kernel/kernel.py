@@ -22,6 +22,7 @@ from actors import schema
 from actors.choices import Choices
 from actors.clock import sleep
 from actors.costs import CostModel
+from actors.events import Event
 from actors.kernel.lockdep import Lockdep
 from actors.kernel.preempt import Perturbation
 from actors.kernel.task import (
@@ -98,7 +99,7 @@ class Kernel:
         self.lockdep = Lockdep(self)
         #: Page lock bookkeeping (one PageFrames per kernel): owner and FIFO waiters by PFN.
         self.page_owner: dict[int, KTask] = {}
-        self.page_waiters: dict[int, list[tuple[KTask, anyio.Event]]] = {}
+        self.page_waiters: dict[int, list[tuple[KTask, Event]]] = {}
 
     # -- findings ------------------------------------------------------------------------------
     def report(self, kind: str, detail: str, **fields: Any) -> None:

@@ -32,6 +32,7 @@ import anyio
 
 from actors import schema
 from actors.clock import sleep
+from actors.events import Event, new_event
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import (
     _CURRENT,
@@ -98,7 +99,7 @@ class _OwnedLock:
         self.name = name
         self.lock_class = name if lock_class is None else lock_class
         self.owner: KTask | None = None
-        self._waiters: deque[tuple[KTask, anyio.Event]] = deque()
+        self._waiters: deque[tuple[KTask, Event]] = deque()
         self._site = f"{self.KIND}_lock({name})"
 
     async def _wait_turn(self, t: KTask) -> float:
@@ -113,7 +114,7 @@ class _OwnedLock:
         state = self.WAIT_STATE
         if owner is t:  # recursion already reported by lockdep: hang like the kernel
             await _sleep_forever(t, state, self.name, start)
-        ev = anyio.Event()
+        ev = new_event()
         entry = (t, ev)
         self._waiters.append(entry)
         t.wait(state, self.name, start)
@@ -312,7 +313,7 @@ async def _lock_page_slow(kernel: Kernel, frames: Frames, t: KTask, pfn: int) ->
                          owner="-" if owner is None else owner.name)
     if owner is t:  # recursion already reported by lockdep
         await _sleep_forever(t, BLOCKED, name, start)
-    ev = anyio.Event()
+    ev = new_event()
     entry = (t, ev)
     waiters = kernel.page_waiters.setdefault(pfn, [])
     waiters.append(entry)
@@ -384,7 +385,7 @@ class WaitQueue:
     def __init__(self, kernel: Kernel, name: str) -> None:
         self.kernel = kernel
         self.name = name
-        self._waiters: list[anyio.Event] = []
+        self._waiters: list[Event] = []
         self._site = f"wait_event({name})"
 
     async def wait_event(self, condition: Callable[[], bool]) -> None:
@@ -408,7 +409,7 @@ class WaitQueue:
         t.wait(state, self.name, k.now())
         try:
             while not condition():
-                ev = anyio.Event()
+                ev = new_event()
                 self._waiters.append(ev)
                 if k.debug:
                     k.log.debug(schema.WAIT_SLEEP, task=t.name, queue=self.name)

@@ -99,3 +99,30 @@ def test_receive_on_a_closed_receiver_raises() -> None:
     with pytest.raises(BaseExceptionGroup) as info:
         trio.run(main)
     assert info.group_contains(anyio.ClosedResourceError)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_item_sent_to_a_receiver_being_cancelled_stays_in_the_stream(backend: str) -> None:
+    """A send finds the only waiting receiver being cancelled: the item is buffered, not lost."""
+
+    async def main() -> tuple[bool, int]:
+        send, recv = anyio.create_memory_object_stream[int](1)
+        scope = anyio.CancelScope()
+        got_one = False
+
+        async def waiter() -> None:
+            nonlocal got_one
+            with scope:
+                await streams.receive(recv)
+                got_one = True
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.lowlevel.checkpoint()  # the waiter is now waiting
+            await anyio.lowlevel.checkpoint()
+            scope.cancel()
+            await streams.send(send, 5)  # before the waiter runs its cancellation
+        with anyio.fail_after(5):  # a lost item would leave this waiting for ever
+            return got_one, await streams.receive(recv)
+
+    assert anyio.run(main, backend=backend) == (False, 5)

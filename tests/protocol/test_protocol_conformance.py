@@ -344,7 +344,12 @@ def test_kernel_like_driver_never_violates(
 
 
 FAR = (1 << 26, 0xFFFF_FFFF)  # past the monitor's dense states
-pfn_batches = st.lists(st.integers(0, 40) | st.sampled_from(FAR), min_size=0, max_size=24)
+pfn_runs = st.builds(  # ranges of pages, ascending or descending, maybe with one page left out
+    lambda low, n, down, hole: [p for p in range(low, low + n)[::-1 if down else 1]
+                                if p != low + hole],
+    st.integers(0, 30), st.integers(8, 16), st.booleans(), st.integers(1, 20))
+pfn_batches = (st.lists(st.integers(0, 40) | st.sampled_from(FAR), min_size=0, max_size=24)
+               | pfn_runs)
 any_events = st.lists(
     st.one_of(
         st.builds(InflateAdded, pfn_batches),

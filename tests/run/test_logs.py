@@ -60,6 +60,21 @@ def test_arrays_and_sets_serialise() -> None:
     assert rec["pfns"] == [3, 1] and rec["s"] == [2, 5]
 
 
+def test_numpy_pfn_arrays_serialise_like_lists() -> None:
+    """numpy PFN arrays (contiguous or not) and PFN arrays write exactly the bytes of lists."""
+    import array
+
+    import numpy as np
+
+    from run.logs import dumps
+
+    g = np.array([7, 0, 4294967295, 12], dtype=np.uint32)
+    as_arrays = {"a": g, "b": g[::2], "c": array.array("I", g.tobytes()), "d": g[:0],
+                 "e": array.array("I"), "f": np.arange(3), "g": array.array("l", [-1])}
+    as_lists = {k: [int(x) for x in v] for k, v in as_arrays.items()}
+    assert dumps(as_arrays) == dumps(as_lists)
+
+
 def test_unknown_level_rejected() -> None:
     """A typo in the level is an error, not silence."""
     with pytest.raises(ValueError, match="unknown log level"):
@@ -79,3 +94,13 @@ def test_bound_fields_and_actor_override_keep_structlog_order() -> None:
         [("t", 0.5), ("seq", 2), ("actor", "host"), ("event", "f"), ("cpu", 1),
          ("queue", "inflateq")],
     ]
+
+
+def test_positional_args_interpolate_as_structlog_does() -> None:
+    """The direct level methods keep structlog's "%s"-style interpolation of positional args."""
+    rec = FlightRecorder()
+    log = SessionLog(clock=lambda: 0.0, sinks=[rec])
+    log.logger("a").info("moved %d pages", 3, queue="inflateq")
+    log.logger("a").warning("plain", n=1)
+    assert [(r["event"], r.get("queue"), r.get("level")) for r in rec.records] == [
+        ("moved 3 pages", "inflateq", None), ("plain", None, "warning")]

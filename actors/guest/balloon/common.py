@@ -36,6 +36,7 @@ from actors.kernel.locks import Atomic, WaitQueue
 from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
 from protocol import conformance as C
 from protocol.balloon import (
+    QUEUE_NAMES,
     VIRTIO_BALLOON_ARRAY_PFNS_MAX,
     BalloonQueue,
     StatTag,
@@ -46,7 +47,6 @@ from protocol.balloon import (
 from protocol.errors import QueueFull
 
 INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
-_QUEUE_NAMES: dict[int, str] = {q: BalloonQueue(q).queue_name for q in (INFLATEQ, DEFLATEQ, STATSQ)}
 
 
 class KernelBug(RuntimeError):
@@ -127,12 +127,12 @@ class VirtioBalloon:
             self.set_page_pfns(pfns, at, page)
             at += ppp
 
-    def guest_pages(self, pfns: array.array[int], num: int) -> list[int]:
-        """The guest PFNs behind the first ``num`` balloon PFNs (for logs)."""
+    def guest_pages(self, pfns: array.array[int], num: int) -> array.array[int]:
+        """The guest PFNs behind the first ``num`` balloon PFNs (a copy: logs keep it)."""
         ppp = self.PAGES_PER_PAGE
         if ppp == 1:
-            return pfns[:num].tolist()
-        return [pfns[i] // ppp for i in range(0, num, ppp)]
+            return pfns[:num]
+        return array.array("I", [pfns[i] // ppp for i in range(0, num, ppp)])
 
     # -- virtqueue handshakes ------------------------------------------------------------------
     async def tell_host(self, vq: int) -> None:
@@ -140,7 +140,7 @@ class VirtioBalloon:
         transport = self.vdev
         wire = self.pfns[:self.num_pfns]
         # sg_init_one(&sg, vb->pfns, sizeof(vb->pfns[0]) * vb->num_pfns);
-        data = encode_pfns(wire, queue=_QUEUE_NAMES[vq])
+        data = encode_pfns(wire, queue=QUEUE_NAMES[vq])
         # /* We should always be able to add one buffer to an empty queue. */
         # if (virtqueue_add_buf(vq, &sg, 1, 0, vb, GFP_KERNEL) < 0) BUG();
         try:
@@ -148,7 +148,7 @@ class VirtioBalloon:
         except QueueFull as e:
             raise KernelBug(f"tell_host: virtqueue_add_buf failed: {e}") from None
         self.last_hs[vq] = hs
-        self.log.info(schema.VQ_ADD, queue=_QUEUE_NAMES[vq], hs=hs, pfns=wire.tolist())
+        self.log.info(schema.VQ_ADD, queue=QUEUE_NAMES[vq], hs=hs, pfns=wire)
         transport.observe(C.InflateAdded(wire) if vq == INFLATEQ else C.DeflateAdded(wire))
         # virtqueue_kick(vq);
         if transport.vqs[vq].driver.kick():
@@ -157,7 +157,7 @@ class VirtioBalloon:
         # wait_event(vb->acked, virtqueue_get_buf(vq, &len));
         driver = transport.vqs[vq].driver
         await self.acked.wait_event(lambda: driver.get_buf() is not None)
-        self.log.info(schema.VQ_ACK, queue=_QUEUE_NAMES[vq], hs=hs)
+        self.log.info(schema.VQ_ACK, queue=QUEUE_NAMES[vq], hs=hs)
 
     def balloon_ack(self) -> None:
         """Interrupt callback of the inflate and deflate queues."""

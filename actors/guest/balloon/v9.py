@@ -73,12 +73,13 @@ class V9Balloon(VirtioBalloon):
         # struct page *page = alloc_page(vb_gfp_mask | __GFP_NORETRY | __GFP_NOWARN |
         #                                __GFP_NOMEMALLOC);   (the whole round, batched)
         got = await self.alloc_pages(
-            -(-num // ppp), vb_gfp_mask | int(G.GFP.NORETRY | G.GFP.NOWARN | G.GFP.NOMEMALLOC))
+            -(-num // ppp),
+            vb_gfp_mask | G.GFP_NORETRY_FLAG | G.GFP_NOWARN_FLAG | G.GFP_NOMEMALLOC_FLAG)
         if got:
             # Logged before the first page goes on vb->pages (the loop below puts every page
             # it got there): compaction may isolate them from then on, also while an "Out of
             # puff" round sleeps, and its records must not come before this one.
-            self.log.info(schema.BALLOON_FILL, pfns=got.tolist(),
+            self.log.info(schema.BALLOON_FILL, pfns=got,
                           num_pages=self.num_pages.atomic_read() + len(got) * ppp)
         i = 0
         # for (vb->num_pfns = 0; vb->num_pfns < num; vb->num_pfns += PAGES_PER_PAGE) {
@@ -140,20 +141,23 @@ class V9Balloon(VirtioBalloon):
         flags = self._flags
         batch = got[i:i + n]
         g = as_index(batch)
-        f = flags[g]
-        stuck = np.flatnonzero(f & P.PG_locked)
-        ok = int(stuck[0]) if len(stuck) else n  # pages the loop gets through before BUG_ON
+        f = flags.take(g)  # take/put: fancy indexing without its dispatch cost
+        locked = f & P.PG_locked
+        ok = int(locked.argmax()) if np.count_nonzero(locked) else n  # pages before BUG_ON
+        if ok < n:
+            batch, g, f = batch[:ok], g[:ok], f[:ok]
         # assign_balloon_mapping(page, vb->mapping);  (the allocator set the owner code)
-        flags[g[:ok]] = f[:ok] | P.PG_balloon
-        self.pages.list_add_many(batch[:ok])  # list_add(&page->lru, &vb->pages);
-        self._set_pfns_batch(self.pfns, self.num_pfns, batch[:ok])
+        flags.put(g, f | P.PG_balloon)
+        self.pages.list_add_many(batch)  # list_add(&page->lru, &vb->pages);
+        self._set_pfns_batch(self.pfns, self.num_pfns, batch)
         self.meminfo.totalram -= ok
         self.num_pages.atomic_add(ok * ppp)
         self.num_pfns += ok * ppp
         if ok < n:  # set_page_pfns; totalram--; BUG_ON(!trylock_page(page)) at the locked page
-            self.set_page_pfns(self.pfns, self.num_pfns, batch[ok])
+            page = got[i + ok]
+            self.set_page_pfns(self.pfns, self.num_pfns, page)
             self.meminfo.totalram -= 1
-            raise KernelBug(f"fill_balloon: trylock_page({batch[ok]}) failed")
+            raise KernelBug(f"fill_balloon: trylock_page({page}) failed")
         return i + n
 
     def _leak_batch(self, pfns: array.array[int], num_pfns: int, num: int) -> int:
@@ -163,7 +167,8 @@ class V9Balloon(VirtioBalloon):
         # list_del(&page->lru) from the head, up to a page trylock_page() would fail on
         taken = self.pages.list_del_first_many(want, frames.flags, P.PG_locked)
         if taken:
-            self._flags[as_index(taken)] &= ~P.PG_balloon & 0xFFFF  # clear_balloon_mapping()
+            g, flags = as_index(taken), self._flags
+            flags.put(g, flags.take(g) & (~P.PG_balloon & 0xFFFF))  # clear_balloon_mapping()
             self._set_pfns_batch(pfns, num_pfns, taken)
             self.num_pages.atomic_sub(len(taken) * ppp)
         return num_pfns + len(taken) * ppp

@@ -133,9 +133,9 @@ def handshake_order_problems(records: list[dict[str, Any]]) -> tuple[int, list[s
         if inf_add is None or inf_ack is None or def_add is None or def_ack is None:
             problems.append(f"mid {r['mid']}: handshake records missing")
             continue
-        if inf_add["queue"] != "inflateq" or inf_add["pfns"] != [r["new"]]:
+        if inf_add["queue"] != "inflateq" or list(inf_add["pfns"]) != [r["new"]]:
             problems.append(f"mid {r['mid']}: hs {hi} is {inf_add['queue']} {inf_add['pfns']}")
-        if def_add["queue"] != "deflateq" or def_add["pfns"] != [r["old"]]:
+        if def_add["queue"] != "deflateq" or list(def_add["pfns"]) != [r["old"]]:
             problems.append(f"mid {r['mid']}: hs {hd} is {def_add['queue']} {def_add['pfns']}")
         if not inf_ack["seq"] < def_add["seq"] < def_ack["seq"] < r["seq"]:
             problems.append(f"mid {r['mid']}: inflate ack seq {inf_ack['seq']}, deflate add "

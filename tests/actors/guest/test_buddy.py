@@ -599,6 +599,35 @@ def test_bulk_free_stops_at_the_bad_page() -> None:
     z.check_invariants()
 
 
+@pytest.mark.parametrize("n", [1, 3, 256, 700])
+def test_bulk_alloc_into_an_array_equals_into_a_list(n: int) -> None:
+    """Pages handed out from a split block are the same PFNs, in the same order, whether the
+    caller collects them in a PFN array (written as one block of bytes) or a list."""
+    a, b = make_zone(4), make_zone(4)
+    alloc_n(a, 5)  # an order-0 page on the free list first, then split blocks
+    alloc_n(b, 5)
+    out_array: array[int] = array("I")
+    out_list: list[int] = []
+    assert a.alloc_pages_bulk(n, 0, MOV, P.OWNER_ANON, out_array) == n
+    assert b.alloc_pages_bulk(n, 0, MOV, P.OWNER_ANON, out_list) == n
+    assert out_array.tolist() == out_list
+    assert state(a) == state(b)
+
+
+def test_bulk_free_counts_a_leading_whole_block_before_the_bad_page() -> None:
+    """A batch starting with a whole aligned block (freed at once) and then a bad page reports
+    the block's pages as done and leaves the bad page and the rest alone."""
+    z = make_zone(1)
+    pages = alloc_n(z, 8)
+    assert pages.tolist() == list(range(8))
+    z.free_pages_block(5)
+    with pytest.raises(BuddyError, match="already free") as exc:
+        z.free_pages_bulk(array("I", [3, 2, 1, 0, 5, 6]))
+    assert exc.value.done == 4 and exc.value.pfn == 5
+    assert z.frames.refcount[6] == 1 and z.frames.mapping[0] == P.OWNER_FREE
+    z.check_invariants()
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers for compaction
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from actors.guest.gfp import (
     MIGRATE_TYPES,
     MIGRATE_UNMOVABLE,
 )
-from actors.guest.pages import NIL, PageFrames, PageList, PageListError
+from actors.guest.pages import NIL, PageFrames, PageList, PageListError, PG_locked
 
 
 @pytest.mark.parametrize("page_size", [4096, 16384, 65536])
@@ -248,3 +248,56 @@ def test_list_add_many_batch_matches_list_add(pfns: list[int], before: list[int]
     assert (b.first, b.last, b.nr) == (a.first, a.last, a.nr)
     taken = b.list_del_first_many(len(pfns))
     assert taken.tolist() == pfns[::-1]
+
+
+def _step_by_step(lst: PageList, n: int, flags: array[int] | None, mask: int) -> list[int]:
+    """The head pages list_del_first_many must take: the plain walk, one link at a time."""
+    out = []
+    p = lst.first
+    while len(out) < n and p != NIL and not (flags is not None and flags[p] & mask):
+        out.append(p)
+        p = lst.lru_next[p]
+    return out
+
+
+@given(st.lists(st.tuples(st.integers(0, 2047), st.integers(1, 80), st.sampled_from([1, -1, 3])),
+                max_size=8),
+       st.integers(0, 300), st.lists(st.integers(0, 400), max_size=3))
+def test_list_del_first_many_matches_the_step_by_step_walk(
+        runs: list[tuple[int, int, int]], n: int, locked: list[int]) -> None:
+    """Taking pages off the head (runs of constant stride are guessed and link-checked in
+    batches) takes exactly the pages, in the order, the one-link-at-a-time walk would, stopping
+    at the first page with a stop flag, and leaves the rest of the list intact."""
+    frames = PageFrames(2048)
+    lst = PageList(frames)
+    seen: set[int] = set()
+    for start, length, stride in runs:  # each run added as a batch: a strided stretch
+        run = [p for p in range(start, start + stride * length, stride)
+               if 0 <= p < 2048 and p not in seen]
+        seen.update(run)
+        lst.list_add_many(array("I", run))
+    before = list(lst.pfns())
+    for i in locked:  # positions on the list (most inside a run the walk guesses)
+        if i < len(before):
+            frames.flags[before[i]] |= PG_locked
+    want = _step_by_step(lst, n, frames.flags, PG_locked)
+    taken = lst.list_del_first_many(n, frames.flags, PG_locked)
+    assert taken.tolist() == want
+    assert list(lst.pfns()) == before[len(want):]
+    lst.validate()
+
+
+@pytest.mark.parametrize("stride", [1, -1, 3])
+def test_list_del_first_many_stops_at_a_locked_page_anywhere_in_a_run(stride: int) -> None:
+    """In a run of pages the walk takes in one guess, a stop page at any position (first,
+    last, or the last of the pages wanted) ends the walk just before it."""
+    for locked_at in range(40):
+        for n in (40, locked_at + 1, 100):
+            frames = PageFrames(2048)
+            lst = PageList(frames)
+            lst.list_add_many(array("I", range(1000, 1000 - 40 * stride, -stride)))
+            before = list(lst.pfns())
+            frames.flags[before[locked_at]] |= PG_locked
+            want = _step_by_step(lst, n, frames.flags, PG_locked)
+            assert lst.list_del_first_many(n, frames.flags, PG_locked).tolist() == want
+            assert list(lst.pfns()) == before[len(want):]

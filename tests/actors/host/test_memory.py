@@ -159,3 +159,67 @@ def test_split_ballooned_keeps_order_on_both_paths(pfns: list[int], as_array: bo
     inside, outside = g.split_ballooned(given_pfns)
     assert [int(p) for p in inside] == [p for p in pfns if p in (0, 1, 3, 5)]
     assert [int(p) for p in outside] == [p for p in pfns if p not in (0, 1, 3, 5)]
+
+
+def _snapshot(g: GuestMemory) -> tuple[object, ...]:
+    return (bytes(g.state), g.ballooned, g.ballooned_untouched, g.discarded, g.untouched,
+            g.refaults, g.first_touches)
+
+
+_range_ops = st.lists(st.tuples(st.sampled_from(["inflate", "deflate", "touch"]),
+                               st.integers(0, 24), st.integers(1, 12)), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(populated=st.booleans(), setup=_range_ops, low=st.integers(0, 20), n=st.integers(1, 12),
+       down=st.booleans())
+def test_a_range_of_pages_equals_the_same_pages_listed(
+        populated: bool, setup: list[tuple[str, int, int]], low: int, n: int,
+        down: bool) -> None:
+    """split_ballooned with the batch's range, and inflate/deflate given a range, leave the
+    states and counters (and split the batch) exactly as the page list does, from states set
+    up by whole runs (so that runs of one state, where slices are used, are common)."""
+    a, b = GuestMemory("a", 32, populated), GuestMemory("b", 32, populated)
+    for op, start, length in setup:  # valid operations on runs of pages, applied to both
+        run = range(start, min(start + length, 32))
+        for g in (a, b):
+            inside, outside = g.split_ballooned(list(run))
+            if op == "inflate":
+                g.inflate(list(outside))
+            elif op == "deflate":
+                g.deflate(list(inside))
+            else:
+                g.touch(list(run))
+    span = range(low, low + n)
+    pfns = np.array(span[::-1] if down else span, dtype=np.uint32)
+    inside, outside = a.split_ballooned(pfns, span)
+    want_in, want_out = b.split_ballooned(pfns)
+    assert ([int(p) for p in inside], [int(p) for p in outside]) == (
+        [int(p) for p in want_in], [int(p) for p in want_out])
+    if not len(inside):
+        a.inflate(span)
+        b.inflate(pfns)
+    elif not len(outside):
+        a.deflate(span)
+        b.deflate(pfns)
+    assert _snapshot(a) == _snapshot(b)
+
+
+@pytest.mark.parametrize(("populated", "before", "op"), [
+    (False, [], "inflate"),  # never touched
+    (True, [], "inflate"),  # resident
+    (True, ["inflate", "deflate"], "inflate"),  # discarded
+    (False, ["inflate"], "deflate"),  # ballooned, never touched
+    (True, ["inflate"], "deflate"),  # ballooned
+])
+def test_each_run_state_moves_as_page_by_page(populated: bool, before: list[str],
+                                              op: str) -> None:
+    """A range of pages all in one state inflates or deflates (slice path) to the states and
+    counters the same pages given one by one reach."""
+    a, b = GuestMemory("a", 32, populated), GuestMemory("b", 32, populated)
+    for g in (a, b):
+        for step in before:
+            getattr(g, step)(list(range(32)))
+    getattr(a, op)(range(4, 20))
+    getattr(b, op)(list(range(4, 20)))
+    assert _snapshot(a) == _snapshot(b)
