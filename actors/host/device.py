@@ -40,7 +40,7 @@ from protocol.errors import ProtocolError
 from protocol.pfns import Pfns, as_index
 from protocol.virtqueue import Chain
 
-INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
+INFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.STATSQ
 
 Report = Callable[[str, str], None]
 
@@ -185,41 +185,33 @@ class BalloonDevice:
                            f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
         return out, None
 
-    def _inflate(self, chain: Chain, hs: int) -> float:
-        """Act on an inflate buffer; returns the virtual time the discards take."""
-        pfns, span = self._pfns(chain, INFLATEQ, hs)
-        again, g = self.memory.split_ballooned(pfns, span)
-        if len(again):
-            self.violation("device.double-inflate", "driver",
-                           f"inflateq hs={hs}: {len(again)} PFNs already ballooned "
-                           "(not counted twice)", _tolist(again[:16]))
+    def _balloon_buffer(self, queue: int, chain: Chain, hs: int) -> float:
+        """Act on an inflate or deflate buffer; returns the virtual time the host work takes
+        (discarding inflated pages; a deflate is a hint and costs nothing)."""
+        inflate = queue == INFLATEQ
+        pfns, span = self._pfns(chain, queue, hs)
+        ballooned, unballooned = self.memory.split_ballooned(pfns, span)
+        # inflate acts on the pages not yet ballooned, deflate on those that are
+        g, bad = (unballooned, ballooned) if inflate else (ballooned, unballooned)
+        if len(bad):
+            rule, what = (("device.double-inflate", "already ballooned (not counted twice)")
+                          if inflate else
+                          ("device.deflate-not-ballooned", "were never inflated (ignored)"))
+            self.violation(rule, "driver", f"{QUEUE_NAMES[queue]} hs={hs}: {len(bad)} PFNs "
+                           f"{what}", _tolist(bad[:16]))
             span = None
-        self.memory.inflate(g if span is None else span)
+        (self.memory.inflate if inflate else self.memory.deflate)(g if span is None else span)
         self._memory_changed()
-        self.feed(C.InflateAcked(g))
-        self.inflated += len(g)
+        self.feed(C.InflateAcked(g) if inflate else C.DeflateAcked(g))
+        if inflate:
+            self.inflated += len(g)
+        else:
+            self.deflated += len(g)
         rejected = len(chain.out_data) // 4 - len(g)
         self.rejected += rejected
-        self.log.info(schema.HOST_INFLATE_DONE, hs=hs, pfns=g, rejected=rejected)
-        return self.costs.host_discard_page * len(g)
-
-    def _deflate(self, chain: Chain, hs: int) -> float:
-        """Act on a deflate buffer (a hint: no host work to charge)."""
-        pfns, span = self._pfns(chain, DEFLATEQ, hs)
-        g, stray = self.memory.split_ballooned(pfns, span)
-        if len(stray):
-            self.violation("device.deflate-not-ballooned", "driver",
-                           f"deflateq hs={hs}: {len(stray)} PFNs were never inflated "
-                           "(ignored)", _tolist(stray[:16]))
-            span = None
-        self.memory.deflate(g if span is None else span)
-        self._memory_changed()
-        self.feed(C.DeflateAcked(g))
-        self.deflated += len(g)
-        rejected = len(chain.out_data) // 4 - len(g)
-        self.rejected += rejected
-        self.log.info(schema.HOST_DEFLATE_DONE, hs=hs, pfns=g, rejected=rejected)
-        return 0.0
+        self.log.info(schema.HOST_INFLATE_DONE if inflate else schema.HOST_DEFLATE_DONE,
+                      hs=hs, pfns=g, rejected=rejected)
+        return self.costs.host_discard_page * len(g) if inflate else 0.0
 
     def _stats(self, chain: Chain, hs: int) -> bool:
         """Read a stats buffer; True if the device keeps it (the one it will poll with)."""
@@ -260,10 +252,8 @@ class BalloonDevice:
             hs = handshakes.get((queue, chain.head), 0)
             self.log.info(schema.HOST_POP, queue=QUEUE_NAMES[queue], hs=hs,
                           len=len(chain.out_data))
-            if queue == INFLATEQ:
-                cost += self._inflate(chain, hs)
-            elif queue == DEFLATEQ:
-                cost += self._deflate(chain, hs)
+            if queue != STATSQ:  # inflateq or deflateq (run() refuses other queues)
+                cost += self._balloon_buffer(queue, chain, hs)
             elif self._stats(chain, hs):
                 continue  # held until the next poll
             done.append(chain.head)
