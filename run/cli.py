@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,12 @@ _sets_for_every_run = click.option(
     help="Override a scenario field for every run (repeatable).")
 _jobs = click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
                      help="Parallel processes.")
+
+
+def _seeds_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--seeds, as fuzz and both compare commands take it (parsed by ``_seeds``)."""
+    return click.option("--seeds", default=default, show_default=True,
+                        help="N (seeds 0..N-1), A..B (inclusive), or a comma list.")
 
 
 def _seeds(text: str) -> list[int]:
@@ -227,8 +233,7 @@ def replay(log: Path) -> None:
 @click.argument("scenario", required=False)
 @click.option("--driver", type=click.Choice(["legacy", "v9", "fixed"]), default="fixed",
               show_default=True, help="Balloon driver variant to fuzz.")
-@click.option("--seeds", default="0..99", show_default=True,
-              help="A..B (inclusive), N (0..N-1) or a comma list.")
+@_seeds_option("0..99")
 @_jobs
 @click.option("--out", type=click.Path(path_type=Path),
               help="Directory for the full JSON logs of failing seeds (or minimised choices).")
@@ -351,8 +356,7 @@ def scenarios(show: str | None) -> None:
 @click.argument("scenario", required=False, default="thp-under-balloon")
 @click.option("--drivers", default="legacy,fixed", show_default=True,
               help="Comma-separated driver variants to compare.")
-@click.option("--seeds", default="5", show_default=True,
-              help="N (seeds 0..N-1), A..B, or a comma list.")
+@_seeds_option("5")
 @_sets_for_every_run
 @_jobs
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
@@ -437,8 +441,7 @@ def policies_list() -> None:
 @click.argument("scenario")
 @click.option("--policies", "names", default="static,mom,proxmox,squeezed", show_default=True,
               help="Comma-separated policies (built-in names, module:attr, file.py:Class).")
-@click.option("--seeds", default="3", show_default=True,
-              help="N (seeds 0..N-1), A..B, or a comma list.")
+@_seeds_option("3")
 @_sets_for_every_run
 @_jobs
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
