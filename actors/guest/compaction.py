@@ -335,11 +335,8 @@ class Compactor:
             cc.failed += 1
             vm.inc("pgmigrate_fail")
         enomem = len(moving) < len(lru_pages)
-        retry = [] if enomem else balloon_pages
-        leftover = balloon_pages if enomem else []
-        for pass_ in range(MIGRATE_PASSES):
-            if not retry:
-                break
+        retry = balloon_pages  # all put back at once if the LRU pages already hit -ENOMEM
+        for pass_ in range(0 if enomem else MIGRATE_PASSES):
             again: list[int] = []
             for i, old in enumerate(retry):
                 await self.kernel.preempt("migrate_pages")  # cond_resched();
@@ -351,11 +348,11 @@ class Compactor:
                     again.extend(retry[i:])
                     break
             retry = again
-            if enomem:
+            if enomem or not retry:
                 break
-            if retry:  # the failed attempts took CPU time: let the lock holders run meanwhile
-                await sleep(self.costs.migrate_attempt * len(retry))
-        for old in leftover + retry:  # putback_movable_pages()
+            # the failed attempts took CPU time: let the lock holders run meanwhile
+            await sleep(self.costs.migrate_attempt * len(retry))
+        for old in retry:  # putback_movable_pages()
             await self._putback_balloon_page(cc, old)
         if to_free:
             await self.allocator.free(to_free, 0)
