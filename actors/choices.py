@@ -129,10 +129,15 @@ class Choices:
         self._visits[site] = n
         return n
 
-    def decide(self, site: str, drawn: Callable[[], float | None]) -> float | None:
-        """The decision at ``site``: forced, or ``drawn()`` (recorded when it does something)."""
+    def decide(self, site: str, drawn: Callable[[], float | None], where: str = ""
+               ) -> float | None:
+        """The decision at ``site`` (keyed ``where:site`` when ``where`` is given): forced, or
+        ``drawn()`` (recorded when it does something). The key is only built when it is
+        needed, to record or to force: most runs do neither, at millions of points."""
         if not self.recording:
             return drawn()
+        if where:
+            site = f"{where}:{site}"
         n = self.visit(site)
         if self.forced is not None:
             value = self.forced.get((site, n))
@@ -155,7 +160,7 @@ class Choices:
             r = rng.random()
             return r / p if r < p else None
 
-        return self.decide(f"{where}:{site}" if where else site, drawn)
+        return self.decide(site, drawn, where)
 
     def header(self) -> dict[str, Any]:
         """What the log header records: active sites, and the forced choices if any."""

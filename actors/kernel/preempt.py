@@ -51,10 +51,9 @@ class Perturbation:
 
     def decide(self, site: str) -> float | None:
         """None: run on; 0.0: yield to other runnable tasks; > 0: that many virtual seconds."""
-        choices = self.choices
-        if choices is not None and choices.recording:
-            return choices.decide(f"{self.prefix}:{site}", self._draw)
-        return self._draw()  # what Choices.decide does when it neither records nor forces
+        if self.choices is not None:
+            return self.choices.decide(site, self._draw, self.prefix)
+        return self._draw()
 
     def _draw(self) -> float | None:
         if self.strength <= 0.0:
