@@ -74,11 +74,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
+
 from actors import schema
 from protocol.balloon import BalloonFeature, feature_mask, select_features
 from protocol.conformance import Rule
 from protocol.pfns import wire_to_guest_pfns
 from run.logread import BadRecord, LogError, iter_log
+from run.logs import dumps
 
 __all__ = ["BadRecord", "Checker", "LogError", "Pending", "Report", "Violation", "check_log",
            "check_records"]
@@ -1226,7 +1229,12 @@ def check_log(path: Path, *, history: int = 16) -> Report:
 
 
 def check_records(records: Sequence[Record], *, history: int = 16) -> Report:
-    """Check in-memory records (a flight recorder's, a test's); LogError names the record."""
+    """Check in-memory records (a flight recorder's, a test's); LogError names the record.
+
+    Each record is read back as its log line would be: in-memory records hold PFN arrays
+    where a log file has lists, and the checker must see one and the same thing.
+    """
+    records = [orjson.loads(dumps(dict(r))) for r in records]
     checker = Checker()
     report = _check(checker, records, None)
     first = report.first

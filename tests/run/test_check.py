@@ -562,6 +562,24 @@ def test_debug_log_with_preemption_is_clean(tmp_path: Path) -> None:
     assert any("lock discipline from lock.* records" in c for c in report.checked)
 
 
+def test_flight_recorder_records_check_like_the_file_log(tmp_path: Path) -> None:
+    """A session's in-memory records (PFN arrays, not lists) get the same verdict as its file
+    log: a clean race under fixed, and v9's first violation at the same record."""
+    from run import scenario as scen
+    from run.logs import FlightRecorder
+    from run.session import run_session
+
+    for driver, seed in (("fixed", 2), ("v9", 1)):
+        sc = scen.load("race", [f"guest.driver={driver}", "guest.preempt=0.05",
+                                "faults.enabled=true"])
+        log, rec = tmp_path / f"{driver}.jsonl", FlightRecorder()
+        run_session(sc, seed=seed, log_path=log, recorder=rec, fail_fast=True)
+        assert any(not isinstance(r.get("pfns", []), list) for r in rec.records)
+        from_file, from_memory = check.check_log(log), check.check_records(list(rec.records))
+        assert from_memory.as_dict() == from_file.as_dict()
+        assert (from_file.exit_code == 1) == (driver == "v9"), from_file.first
+
+
 def test_v9_overcommit_is_explained_from_the_log(tmp_path: Path) -> None:
     """On v9's overcommit deadlock the first violation is lockdep's context imbalance in
     fill_balloon, and the check adds that balloon_lock is still held at the end."""

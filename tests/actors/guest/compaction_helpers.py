@@ -1,5 +1,5 @@
-"""Helpers for the compaction tests: a small compact-storm, log replay, page bookkeeping checks,
-and a Guest-less rig (zone, allocator actor, compactor) for LRU migration."""
+"""Helpers for the compaction tests: a small compact-storm, migration handshake order, page
+bookkeeping checks, and a Guest-less rig (zone, allocator actor, compactor) for LRU migration."""
 
 from __future__ import annotations
 
@@ -57,59 +57,6 @@ def the_guest(out: Outcome) -> Guest:
     """The outcome's (only) guest."""
     assert out.session is not None
     return out.session.guests[0]
-
-
-def replay_balloon(records: Iterable[dict[str, Any]]) -> tuple[set[int], set[int], list[str]]:
-    """Rebuild the driver list and the isolated set from balloon.* records, in log order.
-
-    Returns (driver list, isolated pages, problems); a problem is a record that puts a page in
-    two places at once (on the list and isolated, twice on the list, isolated twice) or takes
-    it from a place it is not in.
-    """
-    driver: set[int] = set()
-    isolated: set[int] = set()
-    problems: list[str] = []
-
-    def bad(r: dict[str, Any], what: str) -> None:
-        problems.append(f"seq {r['seq']} {r['event']}: {what}")
-
-    for r in records:
-        e = r["event"]
-        if e == schema.BALLOON_FILL:
-            for p in r["pfns"]:
-                if p in driver or p in isolated:
-                    bad(r, f"page {p} already ballooned")
-                driver.add(p)
-        elif e == schema.BALLOON_LEAK:
-            for p in r["pfns"]:
-                if p not in driver:
-                    bad(r, f"page {p} not on the list")
-                if p in isolated:
-                    bad(r, f"page {p} is isolated")
-                driver.discard(p)
-        elif e == schema.BALLOON_ISOLATE:
-            p = r["pfn"]
-            if p not in driver or p in isolated:
-                bad(r, f"page {p} not on the list, or already isolated")
-            driver.discard(p)
-            isolated.add(p)
-        elif e == schema.BALLOON_PUTBACK:
-            p = r["pfn"]
-            if p not in isolated or p in driver:
-                bad(r, f"page {p} not isolated, or already on the list")
-            isolated.discard(p)
-            driver.add(p)
-        elif e == schema.BALLOON_MIGRATE:
-            old, new = r["old"], r["new"]
-            if old not in isolated or old in driver:
-                bad(r, f"old page {old} not isolated")
-            if new in driver or new in isolated:
-                bad(r, f"new page {new} already ballooned")
-            isolated.discard(old)
-            driver.add(new)
-        if driver & isolated:
-            bad(r, f"pages on the list and isolated: {sorted(driver & isolated)[:8]}")
-    return driver, isolated, problems
 
 
 def handshake_order_problems(records: list[dict[str, Any]]) -> tuple[int, list[str]]:

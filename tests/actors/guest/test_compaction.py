@@ -15,6 +15,7 @@ import pytest
 from actors import schema
 from actors.choices import Choice
 from run import scenario as scen
+from run.check import check_records
 from run.logs import FlightRecorder
 from run.session import Outcome, Session, run_session
 
@@ -22,7 +23,6 @@ from .compaction_helpers import (
     below_target_flags,
     handshake_order_problems,
     read_log,
-    replay_balloon,
     small_storm,
     the_guest,
 )
@@ -93,15 +93,15 @@ def test_migration_acks_new_page_inflate_before_deflating_old(storm: Storm) -> N
     assert problems == []
 
 
-def test_log_replay_never_lists_an_isolated_page(storm: Storm) -> None:
-    """Replaying balloon.fill/leak/isolate/putback/migrate in order, no page is ever on the
-    driver list and isolated at once, and the rebuilt list is the driver's final list."""
-    driver, isolated, problems = replay_balloon(storm.records)
-    assert problems == []
+def test_check_rebuilds_the_storm_from_its_log(storm: Storm) -> None:
+    """`vballoon check` finds the storm's log clean: rebuilt from the records alone, no page is
+    ever on the driver list and isolated at once, every isolation ends in a migration or a
+    putback, and the host's set matches list + isolated at every quiescent point."""
+    report = check_records(storm.records)
+    assert report.counts == {}, report.first
+    assert report.session["reason"] == "completed"
     guest = the_guest(storm.out)
-    assert guest.balloon is not None
-    assert driver == set(guest.balloon.pages.pfns())
-    assert isolated == set(guest.isolated_pfns()) == set()
+    assert set(guest.isolated_pfns()) == set()
 
 
 def test_host_set_is_driver_list_plus_isolated(storm: Storm) -> None:
@@ -135,8 +135,7 @@ def test_fixed_storm_under_preemption(seed: int) -> None:
     assert s["vmstat"]["compact_balloon_migrated"] > 500
     assert s["balloon"]["totalram"] == s["guest"]["pages"]
     records = list(rec.records)
-    _, isolated, problems = replay_balloon(records)
-    assert problems == [] and isolated == set()
+    assert check_records(records).counts == {}
     assert handshake_order_problems(records)[1] == []
     assert out.session is not None
     guest = the_guest(out)
