@@ -19,6 +19,7 @@ with its own probability. The active set is recorded in the log header.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -154,13 +155,14 @@ class Choices:
         p = self.active.get(site)
         if p is None:
             return None
-        rng = self._fault_rng
+        if not self.recording:  # decide()'s own shortcut, without a partial per visit
+            return self._fire(p)
+        return self.decide(site, functools.partial(self._fire, p), where)
 
-        def drawn() -> float | None:
-            r = rng.random()
-            return r / p if r < p else None
-
-        return self.decide(site, drawn, where)
+    def _fire(self, p: float) -> float | None:
+        """One draw of the fault stream: a magnitude in [0, 1) with probability ``p``."""
+        r = self._fault_rng.random()
+        return r / p if r < p else None
 
     def header(self) -> dict[str, Any]:
         """What the log header records: active sites, and the forced choices if any."""

@@ -35,6 +35,11 @@ class BalloonAops(Protocol):
 
     async def virtballoon_putbackpage(self, page: int) -> None: ...
 
+    def migratepage_gives_up(self) -> bool:
+        """FAST PATH (not in the C): whether ``virtballoon_migratepage`` would return
+        -EAGAIN right now without touching anything (see ``balloon_page_migrate_fails``)."""
+        ...
+
 
 class BalloonError(RuntimeError):
     """A WARN()/BUG() in the mm-side helpers."""
@@ -122,3 +127,9 @@ async def balloon_page_migrate(kernel: Kernel, frames: PageFrames, vb: BalloonAo
     rc = await vb.virtballoon_migratepage(newpage, page, mode)
     unlock_page(kernel, frames, newpage)  # unlock_page(newpage);
     return rc
+
+
+def balloon_page_migrate_fails(frames: PageFrames, vb: BalloonAops, page: int) -> bool:
+    """FAST PATH (not in the C): whether ``balloon_page_migrate`` would return -EAGAIN at
+    once, having done nothing but lock and unlock the new page (the caller accounts that)."""
+    return not __is_movable_balloon_page(frames, page) or vb.migratepage_gives_up()

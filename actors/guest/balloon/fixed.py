@@ -112,6 +112,10 @@ class FixedBalloon(V9Balloon):
         self.config_change.wake_up()
         return BALLOON_MIGRATION_RETURN
 
+    def migratepage_gives_up(self) -> bool:
+        """FAST PATH (not in the C): the trylock above would fail."""
+        return self.balloon_lock.mutex_is_locked()
+
     def towards_target(self) -> int:
         """towards_target() with FIX(64k-target): the target in whole guest pages."""
         ppp = self.PAGES_PER_PAGE

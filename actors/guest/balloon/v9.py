@@ -330,6 +330,10 @@ class V9Balloon(VirtioBalloon):
         # return BALLOON_MIGRATION_RETURN;
         return BALLOON_MIGRATION_RETURN
 
+    def migratepage_gives_up(self) -> bool:
+        """FAST PATH (not in the C): never -- v9's migratepage sleeps on ``balloon_lock``."""
+        return False
+
     async def _virtballoon_migratepage_locked(self, newpage: int, page: int) -> None:
         """virtballoon_migratepage()'s two steps under balloon_lock (``fixed`` reuses them)."""
         frames, ppp = self.frames, self.PAGES_PER_PAGE

@@ -204,3 +204,37 @@ def test_page_failing_ten_passes_is_put_back() -> None:
     assert faults == 10 * isolated
     assert vm["compact_balloon_returned"] == isolated
     assert vm["compact_balloon_migrated"] == 0
+
+
+def test_failing_attempt_fast_path_is_the_translated_path(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The fast path for a migration attempt that must fail skips coroutines and nothing else:
+    the race scenario under faults (where it is taken thousands of times) logs the same records
+    with it and with every attempt sent down the translated path."""
+    from actors.guest.compaction import Compactor
+    from run.logs import dumps
+    from run.replay import first_difference
+
+    sc = scen.load("race", ["guest.driver=fixed", "guest.preempt=0.05",
+                            "faults.enabled=true", "duration=6s"])
+    real = Compactor._attempt_fails_at_once
+    taken = 0
+
+    def counting(self: Compactor, old: int) -> bool:
+        nonlocal taken
+        hit = real(self, old)
+        taken += hit
+        return hit
+
+    def lines(seed: int) -> list[bytes]:
+        rec = FlightRecorder()
+        out = run_session(sc, seed=seed, recorder=rec)
+        assert out.reason == "completed", out.error
+        return [dumps(r).rstrip(b"\n") for r in rec.records]
+
+    for seed in (1, 2):
+        monkeypatch.setattr(Compactor, "_attempt_fails_at_once", counting)
+        fast = lines(seed)
+        monkeypatch.setattr(Compactor, "_attempt_fails_at_once", lambda self, old: False)
+        assert first_difference(fast, lines(seed)) is None
+    assert taken > 1000
