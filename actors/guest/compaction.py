@@ -369,6 +369,9 @@ class Compactor:
         assert self.balloon is not None
         await putback_balloon_page(self.kernel, self.frames, self.balloon, old)
         self.vmstat.inc("compact_balloon_returned")
+        # Counted as later kernels do (the model uses their vmstat names): pages still -EAGAIN
+        # after the last pass are failures. 3.8's migrate_pages() left them out of
+        # PGMIGRATE_FAIL (nr_failed counted only permanent failures, not ``retry``).
         self.vmstat.inc("pgmigrate_fail")
         self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=self._mids.pop(old, 0),
                       pfn=old)
