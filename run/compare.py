@@ -101,20 +101,24 @@ POLICY_METRICS: list[Metric] = [
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``5`` → seeds 0..4; ``3..7`` → 3..7 inclusive; ``1,4,9`` → those."""
+    """``5`` → seeds 0..4; ``3..7`` → 3..7 inclusive; ``1,4,9`` → those. Errors say why."""
     text = text.strip()
     if ".." in text:
         a, _, b = text.partition("..")
         lo, hi = int(a), int(b)
-        if lo < 0 or hi < lo:
-            raise ValueError(f"bad seed range {text!r}")
-        return list(range(lo, hi + 1))
-    if "," in text:
-        return [int(x) for x in text.split(",")]
-    n = int(text)
-    if n < 1:
-        raise ValueError(f"need at least one seed, got {n}")
-    return list(range(n))
+        if hi < lo:
+            raise ValueError(f"range ends at {hi}, before it starts at {lo}")
+        seeds = list(range(lo, hi + 1))
+    elif "," in text:
+        seeds = [int(x) for x in text.split(",")]
+    else:
+        n = int(text)
+        if n < 1:
+            raise ValueError(f"need at least one seed, got {n}")
+        return list(range(n))
+    if min(seeds) < 0:
+        raise ValueError(f"seed {min(seeds)} is negative (seeds are >= 0)")
+    return seeds
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def test_compare_small(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["compare", "--drivers", "legacy,bogus"], "unknown driver(s) bogus"),
-    (["compare", "--seeds", "5..2"], "--seeds '5..2'"),
+    (["compare", "--seeds", "5..2"], "--seeds '5..2': range ends at 2, before it starts at 5"),
     (["bench", "nosuch"], "unknown benchmark 'nosuch'"),
     (["run", "--set", "host.policy.name=nosuch"], "unknown host policy 'nosuch'"),
 ])
