@@ -116,8 +116,8 @@ def parse_seeds(text: str) -> list[int]:
         if n < 1:
             raise ValueError(f"need at least one seed, got {n}")
         return list(range(n))
-    if min(seeds) < 0:
-        raise ValueError(f"seed {min(seeds)} is negative (seeds are >= 0)")
+    if (low := min(seeds)) < 0:
+        raise ValueError(f"seed {low} is negative (seeds are >= 0)")
     return seeds
 
 
