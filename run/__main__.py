@@ -1,5 +1,5 @@
 """``python -m run`` is the ``vballoon`` command."""
 
-from run.cli import main
+from run.console.cli import main
 
 main()

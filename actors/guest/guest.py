@@ -14,20 +14,17 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from structlog.typing import FilteringBoundLogger
 
-from actors.choices import Choices
-from actors.clock import sleep
-from actors.costs import CostModel
-from actors.guest import pages as P
-from actors.guest import views
-from actors.guest.allocator import Allocator, AllocatorClient
 from actors.guest.balloon import DRIVERS, VirtioBalloon
 from actors.guest.balloon.common import MemInfo
 from actors.guest.balloon.v9 import V9Balloon
-from actors.guest.buddy import Zone
-from actors.guest.compaction import CompactionConfig, CompactionState, Compactor
 from actors.guest.config import GuestConfig
-from actors.guest.pages import PageFrames
-from actors.guest.rmap import Rmap
+from actors.guest.mm import pages as P
+from actors.guest.mm import vmstat as views
+from actors.guest.mm.allocator import Allocator, AllocatorClient
+from actors.guest.mm.buddy import Zone
+from actors.guest.mm.compaction import CompactionConfig, CompactionState, Compactor
+from actors.guest.mm.pages import PageFrames
+from actors.guest.mm.rmap import Rmap
 from actors.guest.workload import (
     App,
     HighOrderStats,
@@ -38,8 +35,11 @@ from actors.guest.workload import (
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import current_name
 from actors.kernel.watchdog import start_watchdogs
-from actors.transport import Transport
-from actors.units import parse_duration
+from actors.sim.choices import Choices
+from actors.sim.clock import sleep
+from actors.sim.costs import CostModel
+from actors.sim.transport import Transport
+from actors.sim.units import parse_duration
 
 
 class Guest:

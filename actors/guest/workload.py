@@ -23,20 +23,20 @@ import anyio
 from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
-from actors import schema
-from actors.clock import sleep
-from actors.costs import CostModel
-from actors.guest import gfp as G
-from actors.guest import pages as P
-from actors.guest import views
-from actors.guest.allocator import AllocatorClient
-from actors.guest.buddy import Zone
-from actors.guest.compaction import COMPACT_SKIPPED, Compactor
-from actors.guest.pages import PageFrames
-from actors.guest.rmap import Rmap
-from actors.guest.views import VmStat
+from actors.guest.mm import gfp as G
+from actors.guest.mm import pages as P
+from actors.guest.mm import vmstat as views
+from actors.guest.mm.allocator import AllocatorClient
+from actors.guest.mm.buddy import Zone
+from actors.guest.mm.compaction import COMPACT_SKIPPED, Compactor
+from actors.guest.mm.pages import PageFrames
+from actors.guest.mm.rmap import Rmap
+from actors.guest.mm.vmstat import VmStat
 from actors.kernel.kernel import Kernel
-from actors.units import UnitError, parse_duration
+from actors.sim import schema
+from actors.sim.clock import sleep
+from actors.sim.costs import CostModel
+from actors.sim.units import UnitError, parse_duration
 
 HPAGE_ORDER = 9
 

@@ -19,13 +19,13 @@ import numpy as np
 from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
-from actors import schema, streams
-from actors.choices import Choices
-from actors.clock import sleep
-from actors.costs import CostModel
 from actors.host.memory import GuestMemory
 from actors.host.score import GuestScore
-from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
+from actors.sim import schema, streams
+from actors.sim.choices import Choices
+from actors.sim.clock import sleep
+from actors.sim.costs import CostModel
+from actors.sim.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
 from protocol import conformance as C
 from protocol.balloon import (
     QUEUE_NAMES,

@@ -18,18 +18,18 @@ import anyio
 from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
-from actors import schema
-from actors.choices import Choices
-from actors.clock import sleep
-from actors.costs import CostModel
 from actors.host.device import BalloonDevice, Report
 from actors.host.memory import HostMemory
 from actors.host.policy import HostPolicy
 from actors.host.score import host_score
 from actors.host.shell import Decision, SafetyShell, ShellConfig, Stall, guest_floor
 from actors.host.view import GuestSample, GuestView, HostSample, HostView, hyperv_floor
-from actors.integral import Integral
-from actors.transport import Transport
+from actors.sim import schema
+from actors.sim.choices import Choices
+from actors.sim.clock import sleep
+from actors.sim.costs import CostModel
+from actors.sim.integral import Integral
+from actors.sim.transport import Transport
 from protocol.balloon import BalloonFeature
 
 #: Stats readings and host samples a view carries (policies average over a window of these).

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 from actors.host.view import MIB, GuestSample, GuestView, HostSample, HostView, hyperv_floor
-from actors.units import UnitError, parse_duration, parse_size
+from actors.sim.units import UnitError, parse_duration, parse_size
 
 __all__ = ["MIB", "GuestSample", "GuestView", "HostPolicy", "HostSample", "HostView",
            "PolicyError", "balloon_pages", "duration_value", "hyperv_floor"]

@@ -16,7 +16,7 @@ import statistics
 from typing import Any
 
 from actors.host.view import MIB
-from actors.integral import Integral
+from actors.sim.integral import Integral
 
 #: A target counts as reached when actual is this close (4 KiB pages): the largest guest page
 #: (64 KiB), since a driver moves the balloon in whole guest pages.

@@ -48,7 +48,7 @@ from typing import Any
 
 from actors.host.policy import HostPolicy
 from actors.host.view import MIB, GuestView, HostView, hyperv_floor
-from actors.units import UnitError, parse_size
+from actors.sim.units import UnitError, parse_size
 
 #: Override rules that mean the policy broke its contract (the rest is normal regulation).
 CONTRACT_RULES = frozenset({"unknown-guest", "not-a-number", "negative", "above-ram"})

@@ -18,11 +18,6 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from actors import schema
-from actors.choices import Choices
-from actors.clock import sleep
-from actors.costs import CostModel
-from actors.events import Event
 from actors.kernel.lockdep import Lockdep
 from actors.kernel.preempt import Perturbation
 from actors.kernel.task import (
@@ -34,6 +29,11 @@ from actors.kernel.task import (
     current_name,
     current_or_none,
 )
+from actors.sim import schema
+from actors.sim.choices import Choices
+from actors.sim.clock import sleep
+from actors.sim.costs import CostModel
+from actors.sim.events import Event
 
 
 class Logger(Protocol):

@@ -34,8 +34,8 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from actors import schema
 from actors.kernel.task import SPIN, HeldLock, KTask, current, held_name
+from actors.sim import schema
 
 if TYPE_CHECKING:
     from actors.kernel.kernel import Kernel

@@ -30,9 +30,6 @@ from typing import Any, Final, Protocol
 
 import anyio
 
-from actors import schema
-from actors.clock import sleep
-from actors.events import Event, new_event
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import (
     _CURRENT,
@@ -47,8 +44,11 @@ from actors.kernel.task import (
     current,
     current_name,
 )
+from actors.sim import schema
+from actors.sim.clock import sleep
+from actors.sim.events import Event, new_event
 
-#: ``PG_locked`` as a mask in ``frames.flags``; equals ``actors.guest.pages.PG_locked``.
+#: ``PG_locked`` as a mask in ``frames.flags``; equals ``actors.guest.mm.pages.PG_locked``.
 PG_LOCKED: Final = 1 << 0
 
 

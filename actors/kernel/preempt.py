@@ -14,7 +14,7 @@ import random
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from actors.choices import Choices
+    from actors.sim.choices import Choices
 
 
 class Perturbation:

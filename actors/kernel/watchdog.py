@@ -21,10 +21,10 @@ from __future__ import annotations
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from actors import schema
-from actors.clock import sleep
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import BLOCKED, RUNNING, SPINNING
+from actors.sim import schema
+from actors.sim.clock import sleep
 
 
 class HungTaskWatchdog:

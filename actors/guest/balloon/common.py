@@ -24,16 +24,16 @@ import anyio
 from anyio.abc import TaskStatus
 from structlog.typing import FilteringBoundLogger
 
-from actors import schema, streams
-from actors.costs import CostModel
-from actors.guest import gfp as G
-from actors.guest import pages as P
-from actors.guest.allocator import AllocatorClient
-from actors.guest.pages import PageFrames, PageList
-from actors.guest.views import VmStat
+from actors.guest.mm import gfp as G
+from actors.guest.mm import pages as P
+from actors.guest.mm.allocator import AllocatorClient
+from actors.guest.mm.pages import PageFrames, PageList
+from actors.guest.mm.vmstat import VmStat
 from actors.kernel.kernel import Kernel
 from actors.kernel.locks import Atomic, WaitQueue
-from actors.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
+from actors.sim import schema, streams
+from actors.sim.costs import CostModel
+from actors.sim.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
 from protocol import conformance as C
 from protocol.balloon import (
     QUEUE_NAMES,

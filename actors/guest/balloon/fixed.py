@@ -43,8 +43,8 @@ from __future__ import annotations
 import array
 
 from actors.guest.balloon.common import INFLATEQ
-from actors.guest.balloon.compaction_mm import BALLOON_MIGRATION_RETURN, EAGAIN
 from actors.guest.balloon.v9 import V9Balloon
+from actors.guest.mm.balloon_compaction import BALLOON_MIGRATION_RETURN, EAGAIN
 from actors.kernel.lockdep import context
 from actors.kernel.locks import trylock_page
 from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX

@@ -6,9 +6,9 @@ are no locks and no isolation callbacks -- only the balloon kthread touches ``vb
 
 from __future__ import annotations
 
-from actors import schema
-from actors.guest import gfp as G
 from actors.guest.balloon.common import DEFLATEQ, INFLATEQ, VirtioBalloon
+from actors.guest.mm import gfp as G
+from actors.sim import schema
 from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
 
 

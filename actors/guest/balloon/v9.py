@@ -11,17 +11,17 @@ import array
 
 import numpy as np
 
-from actors import schema
-from actors.guest import gfp as G
-from actors.guest import pages as P
 from actors.guest.balloon.common import DEFLATEQ, INFLATEQ, KernelBug, VirtioBalloon
-from actors.guest.balloon.compaction_mm import (
+from actors.guest.mm import gfp as G
+from actors.guest.mm import pages as P
+from actors.guest.mm.balloon_compaction import (
     BALLOON_MIGRATION_RETURN,
     assign_balloon_mapping,
     clear_balloon_mapping,
 )
 from actors.kernel.lockdep import context
 from actors.kernel.locks import Atomic, Mutex, SpinLock, trylock_page, unlock_page
+from actors.sim import schema
 from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
 from protocol.pfns import as_index
 

@@ -9,16 +9,16 @@ from typing import Any
 
 import trio
 
-from actors import schema
-from actors.clock import SessionClock
-from actors.costs import CostModel
 from actors.host.device import BalloonDevice
 from actors.host.memory import GuestMemory
-from actors.transport import Interrupt, Notify, ToDriver, Transport
+from actors.sim import schema
+from actors.sim.clock import SessionClock
+from actors.sim.costs import CostModel
+from actors.sim.transport import Interrupt, Notify, ToDriver, Transport
 from protocol import conformance as C
 from protocol.balloon import BalloonFeature, BalloonQueue, decode_pfns, feature_mask
 from protocol.errors import ProtocolError
-from run.logs import FlightRecorder, Record, SessionLog
+from run.session.logs import FlightRecorder, Record, SessionLog
 
 INFLATEQ, DEFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.DEFLATEQ, BalloonQueue.STATSQ
 MTH = feature_mask(BalloonFeature.MUST_TELL_HOST)

@@ -13,10 +13,10 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import schema
-from actors.costs import CostModel
 from actors.host.memory import BALLOONED, DISCARDED, RESIDENT
-from actors.transport import ConfigChanged, ConfigWrite, Notify
+from actors.sim import schema
+from actors.sim.costs import CostModel
+from actors.sim.transport import ConfigChanged, ConfigWrite, Notify
 from protocol.balloon import StatTag, encode_pfns, encode_stats
 from tests.actors.host.conftest import (
     DEFLATEQ,

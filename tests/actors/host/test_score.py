@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from actors.host.score import GuestScore, host_score
-from actors.integral import Integral
+from actors.sim.integral import Integral
 
 
 def test_changes_churn_and_reversals() -> None:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from actors import schema
-from actors.clock import SessionClock
-from actors.costs import CostModel
 from actors.kernel import Kernel, KernelReport
-from run.logs import FlightRecorder, Record, SessionLog
+from actors.sim import schema
+from actors.sim.clock import SessionClock
+from actors.sim.costs import CostModel
+from run.session.logs import FlightRecorder, Record, SessionLog
 
 
 @dataclass

@@ -9,7 +9,6 @@ import anyio
 import pytest
 import trio
 
-from actors import schema
 from actors.kernel import (
     Mutex,
     SpinLock,
@@ -20,6 +19,7 @@ from actors.kernel import (
     trylock_page,
     unlock_page,
 )
+from actors.sim import schema
 from tests.actors.kernel.conftest import Rig
 
 

@@ -10,8 +10,6 @@ import anyio.lowlevel
 import pytest
 import trio
 
-from actors import schema
-from actors.costs import CostModel
 from actors.kernel import (
     PG_LOCKED,
     Atomic,
@@ -29,6 +27,8 @@ from actors.kernel import (
     wait_event,
     wake_up,
 )
+from actors.sim import schema
+from actors.sim.costs import CostModel
 from tests.actors.kernel.conftest import Rig, make_rig
 
 N_TASKS, ROUNDS = 8, 20
@@ -298,7 +298,7 @@ async def test_unlock_page_not_locked_reports_and_raises(rig: Rig,
 
 async def test_pg_locked_matches_page_frames(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
     """The substrate's PG_LOCKED is the page model's PG_locked bit, set on real PageFrames."""
-    pages = pytest.importorskip("actors.guest.pages")
+    pages = pytest.importorskip("actors.guest.mm.pages")
     assert pages.PG_locked == PG_LOCKED
     frames = pages.PageFrames(1024, 4096)
     with rig.kernel.task("a"):

@@ -9,9 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from actors import schema
 from actors.kernel import Mutex, Perturbation, SpinLock, WaitQueue
-from run import determinism
+from actors.sim import schema
+from run.session import determinism
 from tests.actors.kernel.conftest import Rig, make_rig
 
 

@@ -6,10 +6,10 @@ import anyio
 import anyio.lowlevel
 import trio
 
-from actors import schema
-from actors.costs import CostModel
 from actors.kernel import Mutex, SpinLock, WaitQueue, start_watchdogs
 from actors.kernel.watchdog import HungTaskWatchdog, SoftLockupWatchdog
+from actors.sim import schema
+from actors.sim.costs import CostModel
 from tests.actors.kernel.conftest import Rig, make_rig
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from run import scenario as scen
-from run.logs import FlightRecorder
-from run.session import Outcome, run_session
+from run.session import scenario as scen
+from run.session.logs import FlightRecorder
+from run.session.session import Outcome, run_session
 
 # A small guest, a light workload, a schedule that inflates to 50 % at 2 s and deflates at 10 s.
 SMALL = [

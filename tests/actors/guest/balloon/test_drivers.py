@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from actors import schema
-from actors.clock import SessionClock
-from actors.guest import gfp as G
-from actors.guest import pages as P
 from actors.guest.balloon.common import KernelBug
 from actors.guest.balloon.v9 import V9Balloon
-from run import scenario as scen
-from run.logs import SessionLog
-from run.session import Session, run_session
+from actors.guest.mm import gfp as G
+from actors.guest.mm import pages as P
+from actors.sim import schema
+from actors.sim.clock import SessionClock
+from run.session import scenario as scen
+from run.session.logs import SessionLog
+from run.session.session import Session, run_session
 
 from .conftest import read_log, small_session
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from run import minimise
-from run import scenario as scen
-from run.fuzz import first_failure, flight_run
-from run.logs import FlightRecorder
-from run.session import run_session
+from run.lab import minimise
+from run.lab.fuzz import first_failure, flight_run
+from run.session import scenario as scen
+from run.session.logs import FlightRecorder
+from run.session.session import run_session
 
 CHOICES = Path(__file__).parent / "choices"
 

@@ -1,0 +1,456 @@
+"""Memory compaction (mm/compaction.c, 2012): migrate scanner up, free scanner down.
+
+``Compactor.compact_zone`` runs in the calling kernel task -- a ``compact_memory`` writer,
+kcompactd, or a faulting application (direct compaction) -- so balloon pages are isolated and
+migrated through the driver's callbacks concurrently with the balloon kthread, which is what
+the seed patch's locks are for. Several compactors may run at once; they share the per-
+pageblock skip hints.
+
+Scanning reads the page-frame arrays locklessly, as the kernel's scanners read struct pages;
+taking free pages goes through the allocator actor (the zone lock). LRU pages are migrated by
+copying (virtual time) and rewriting the rmap slot that maps them; balloon pages go through
+``balloon_page_migrate`` (the driver inflates the new page and deflates the old one).
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from structlog.typing import FilteringBoundLogger
+
+from actors.guest.mm import gfp as G
+from actors.guest.mm import pages as P
+from actors.guest.mm import vmstat as views
+from actors.guest.mm.allocator import AllocatorClient
+from actors.guest.mm.balloon_compaction import (
+    BALLOON_MIGRATION_RETURN,
+    EAGAIN,
+    ENOMEM,
+    BalloonAops,
+    balloon_page_migrate,
+    balloon_page_migrate_fails,
+    isolate_balloon_page,
+    putback_balloon_page,
+)
+from actors.guest.mm.buddy import Zone
+from actors.guest.mm.rmap import Rmap
+from actors.guest.mm.vmstat import VmStat
+from actors.kernel.kernel import Kernel
+from actors.kernel.locks import lock_page, trylock_page, unlock_page
+from actors.kernel.task import current
+from actors.sim import schema
+from actors.sim.clock import sleep
+from actors.sim.costs import CostModel
+from actors.sim.units import UnitError, parse_duration
+
+COMPACT_CLUSTER_MAX = 32
+MIGRATE_PASSES = 10  # migrate_pages(): for (pass = 0; pass < 10 && retry; pass++)
+PAGEBLOCK = G.pageblock_nr_pages
+
+COMPACT_COMPLETE = "complete"  # the scanners met
+COMPACT_SUCCESS = "success"  # a free block of the requested order exists
+COMPACT_SKIPPED = "skipped"  # not enough free memory to compact with
+COMPACT_PARTIAL = "partial"  # migration ran out of free target pages (-ENOMEM)
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionConfig:
+    """Scenario table ``[compaction]``: triggers and concurrency."""
+
+    workers: int = field(default=1, metadata={
+        "doc": "compact_memory writers started together at each `at` time"})
+    at: list[str] = field(default_factory=list, metadata={
+        "doc": "virtual times at which compact_memory is written, e.g. ['10s', '20s']"})
+    kcompactd_interval: float = field(default=0.0, metadata={
+        "unit": "duration", "doc": "background compaction period (0: off)"})
+    direct: bool = field(default=True, metadata={
+        "doc": "direct compaction when a THP fault fails because of fragmentation"})
+    extfrag_threshold: int = field(default=500, metadata={
+        "doc": "vm.extfrag_threshold: compact only above this fragmentation index"})
+
+    def validate(self) -> list[tuple[str, str]]:
+        problems = []
+        if not 0 <= self.workers <= 64:
+            problems.append(("workers", f"must be between 0 and 64, got {self.workers}"))
+        for i, t in enumerate(self.at):
+            try:
+                parse_duration(t)
+            except UnitError as e:
+                problems.append((f"at[{i}]", str(e)))
+        if not -1000 <= self.extfrag_threshold <= 1000:
+            problems.append(("extfrag_threshold", "must be between -1000 and 1000"))
+        return problems
+
+
+@dataclass
+class CompactionState:
+    """What a guest's compactors share: per-pageblock skip hints and migration ids."""
+
+    skip: bytearray
+    mids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @classmethod
+    def for_zone(cls, zone: Zone) -> CompactionState:
+        return cls(bytearray(zone.frames.nr_pages // PAGEBLOCK))
+
+
+@dataclass
+class CompactControl:
+    """struct compact_control: one compaction run's scanners and page lists."""
+
+    order: int
+    migrate_pfn: int
+    free_pfn: int
+    ignore_skip_hint: bool
+    worker: str = "-"  # the kernel task running it (for the log)
+    freepages: list[int] = field(default_factory=list)
+    migrated: int = 0
+    failed: int = 0
+    balloon_migrated: int = 0
+
+
+class Compactor:
+    """Everything compaction needs of one guest; ``compact_zone`` is called per run."""
+
+    def __init__(self, *, kernel: Kernel, zone: Zone, allocator: AllocatorClient, rmap: Rmap,
+                 balloon: BalloonAops | None, vmstat: VmStat, costs: CostModel,
+                 log: FilteringBoundLogger, config: CompactionConfig,
+                 shared: CompactionState | None = None,
+                 touched: Callable[[array.array[int]], None] | None = None) -> None:
+        self.kernel = kernel
+        self.zone = zone
+        self.frames = zone.frames
+        self.allocator = allocator
+        self.rmap = rmap
+        self.balloon = balloon
+        self.vmstat = vmstat
+        self.costs = costs
+        self.log = log
+        self.config = config
+        self.shared = shared if shared is not None else CompactionState.for_zone(zone)
+        self.skip = self.shared.skip
+        #: Told the PFNs a migration wrote (the host backs the copies' new pages).
+        self.touched = touched
+        #: Free order->=9 blocks when this compactor's last run ended.
+        self.last_free_order9 = 0
+        #: Migration handshake ids of the balloon pages this compactor holds isolated.
+        self._mids: dict[int, int] = {}
+
+    # -- the run -------------------------------------------------------------------------------
+    async def compact_zone(self, order: int, worker: str, trigger: str) -> str:
+        """compact_zone(): migrate movable pages from the bottom of the zone to free pages at
+        the top until the scanners meet (or, for ``order`` >= 0, a block of it is free)."""
+        nr_pages = self.frames.nr_pages
+        full = order < 0
+        if full:
+            self.skip[:] = bytes(len(self.skip))  # __reset_isolation_suitable
+        cc = CompactControl(order, 0, nr_pages - PAGEBLOCK, ignore_skip_hint=full,
+                            worker=worker)
+        self.log.info(schema.COMPACT_START, worker=worker, order=order, trigger=trigger)
+        # compaction_suitable(): below the order-0 watermark there is nothing to migrate into
+        result = COMPACT_COMPLETE if full or self.compaction_suitable(order) else COMPACT_SKIPPED
+        while result != COMPACT_SKIPPED:
+            # compact_finished()
+            if cc.free_pfn <= cc.migrate_pfn:
+                result = COMPACT_COMPLETE
+                break
+            if not full and self.zone.find_free_block_at_least(order):
+                result = COMPACT_SUCCESS
+                break
+            isolated = await self.isolate_migratepages(cc)
+            if self.kernel.debug:
+                self.log.debug(schema.COMPACT_SCAN, worker=worker, migrate_pfn=cc.migrate_pfn,
+                               free_pfn=cc.free_pfn, isolated=len(isolated))
+            if isolated:
+                if not await self.migrate_pages(cc, isolated):
+                    result = COMPACT_PARTIAL  # migrate_pages() returned -ENOMEM
+                    break
+            else:
+                await self.kernel.preempt("compact_zone")
+        if cc.free_pfn <= cc.migrate_pfn and not full:
+            # The scanners met (COMPACT_COMPLETE, or the free scanner ran down to the migrate
+            # scanner and migration then failed with -ENOMEM: the kernel's next run starts
+            # from those cached positions and completes at once): the next run starts with
+            # fresh skip hints, as kswapd's __reset_isolation_suitable() does once
+            # compact_blockskip_flush is set.
+            self.skip[:] = bytes(len(self.skip))
+        if cc.freepages:  # release_freepages()
+            await self.allocator.free(cc.freepages, 0)
+            cc.freepages = []
+        self.last_free_order9 = views.free_blocks_at_least(self.zone, 9)
+        self.log.info(schema.COMPACT_END, worker=worker, order=order, result=result,
+                      migrated=cc.migrated, failed=cc.failed,
+                      balloon_migrated=cc.balloon_migrated, free_order9=self.last_free_order9)
+        return result
+
+    # -- migrate scanner -----------------------------------------------------------------------
+    async def isolate_migratepages(self, cc: CompactControl) -> list[int]:
+        """isolate_migratepages(): scan one pageblock (or up to 32 pages) from migrate_pfn."""
+        f, vm = self.frames, self.vmstat
+        flags, mapping, refcount, order_of = f.flags, f.mapping, f.refcount, f.order
+        rmap_owner = self.rmap.owner
+        pfn = cc.migrate_pfn
+        block_end = (pfn // PAGEBLOCK + 1) * PAGEBLOCK
+        pb = pfn // PAGEBLOCK
+        if not cc.ignore_skip_hint and self.skip[pb]:
+            cc.migrate_pfn = block_end
+            return []
+        isolated: list[int] = []
+        lru, balloon_owner = P.PG_lru, P.OWNER_BALLOON
+        scanned = 0
+        while pfn < block_end and len(isolated) < COMPACT_CLUSTER_MAX:
+            fl = flags[pfn]
+            scanned += 1
+            if fl & P.PG_buddy:  # a free block: skip it whole
+                pfn += 1 << order_of[pfn]
+                continue
+            if fl & P.PG_head:  # a THP: 2012 compaction does not migrate it
+                pfn += 1 << order_of[pfn]
+                continue
+            if fl & lru and refcount[pfn] == 1 and rmap_owner[pfn]:
+                # isolate_lru_page(): take it off the LRU with a reference of our own
+                flags[pfn] = (fl & ~lru) | P.PG_isolated
+                refcount[pfn] = 2
+                isolated.append(pfn)
+            elif (fl & P.PG_balloon and self.balloon is not None
+                  and mapping[pfn] == balloon_owner
+                  # balloon_page_movable(page) && isolate_balloon_page(page)
+                  and await isolate_balloon_page(self.kernel, f, self.balloon, pfn)):
+                isolated.append(pfn)
+                vm.inc("compact_balloon_isolated")
+                mid = self._mids[pfn] = next(self.shared.mids)
+                self.log.info(schema.BALLOON_ISOLATE, worker=cc.worker, mid=mid, pfn=pfn)
+            pfn += 1
+        vm.inc("compact_migrate_scanned", scanned)
+        vm.inc("compact_isolated", len(isolated))
+        if not isolated and pfn >= block_end and not cc.ignore_skip_hint:
+            self.skip[pb] = 1  # update_pageblock_skip()
+        cc.migrate_pfn = pfn
+        return isolated
+
+    # -- free scanner --------------------------------------------------------------------------
+    async def isolate_freepages(self, cc: CompactControl, want: int) -> None:
+        """isolate_freepages(): under the zone lock, take free pages from MOVABLE pageblocks
+        scanning down from free_pfn, split to order 0, until ``want`` are held."""
+        skip = self.skip
+        ignore = cc.ignore_skip_hint
+
+        def scan(zone: Zone) -> tuple[list[int], int, int]:
+            f = zone.frames
+            flags, order_of, pbmt = f.flags, f.order, f.pageblock_mt
+            got: list[int] = []
+            scanned = 0
+            block = cc.free_pfn
+            low = cc.migrate_pfn
+            while block > low and len(got) < want:
+                pb = block // PAGEBLOCK
+                if (ignore or not skip[pb]) and (pbmt[pb] == G.MIGRATE_MOVABLE or (
+                        flags[block] & P.PG_buddy and order_of[block] >= G.pageblock_order)):
+                    pfn, end, before = block, block + PAGEBLOCK, len(got)
+                    while pfn < end:
+                        scanned += 1
+                        if flags[pfn] & P.PG_buddy:
+                            order = order_of[pfn]
+                            n = zone.split_free_page(pfn)
+                            if not n:  # watermark: stop taking free pages
+                                return got, block, scanned
+                            got.extend(range(pfn, pfn + n))
+                            pfn += 1 << order
+                        else:
+                            pfn += 1
+                    if len(got) == before and not ignore:
+                        skip[pb] = 1
+                block -= PAGEBLOCK
+            return got, block, scanned
+
+        got, free_pfn, scanned = await self.allocator.call(scan, cost=0.0)
+        cc.free_pfn = free_pfn
+        cc.freepages.extend(got)
+        self.vmstat.inc("compact_free_scanned", scanned)
+        self.vmstat.inc("compact_isolated", len(got))
+
+    # -- migration -----------------------------------------------------------------------------
+    async def migrate_pages(self, cc: CompactControl, pages: list[int]) -> bool:
+        """migrate_pages(): move each isolated page to a free page; put back what cannot move.
+
+        Balloon pages that fail with -EAGAIN (page lock or ``balloon_lock`` busy) stay
+        isolated and are retried in up to ten passes, the page lock taken by force from the
+        fourth (``for (pass = 0; pass < 10 && retry; pass++)``, ``force = pass > 2``); what
+        still fails is put back.
+
+        Returns False (-ENOMEM) when the free scanner found no target for some page: the
+        kernel's migrate_pages() stops at the first page compaction_alloc() cannot serve, the
+        rest are put back, and compact_zone() ends (COMPACT_PARTIAL) instead of isolating
+        pages it has nowhere to put.
+        """
+        if len(cc.freepages) < len(pages):
+            await self.isolate_freepages(cc, len(pages) - len(cc.freepages))
+        f, vm, rmap = self.frames, self.vmstat, self.rmap
+        flags, mapping, refcount = f.flags, f.mapping, f.refcount
+        lru_pages = [p for p in pages if not flags[p] & P.PG_balloon]
+        balloon_pages = [p for p in pages if flags[p] & P.PG_balloon]
+        to_free: array.array[int] = array.array("I")
+        # LRU pages: unmap, copy, remap (one batch of copies in virtual time)
+        moving = lru_pages[:len(cc.freepages)]
+        if moving:
+            await self.kernel.preempt("migrate_pages")
+            await sleep(self.costs.page_copy * len(moving) * (f.page_size // 4096))
+        putback = 0
+        written: array.array[int] = array.array("I")
+        for old in moving:
+            if refcount[old] == 1:  # the app unmapped it meanwhile: freed from under us
+                flags[old] &= ~P.PG_isolated
+                to_free.append(old)
+                continue
+            new = cc.freepages.pop()
+            if not rmap.migrate(old, new):
+                # Unmapped meanwhile, but the app has not dropped its reference yet (it frees
+                # the PFN it took): keep ``new``, put ``old`` back with only the app's reference.
+                cc.freepages.append(new)
+                flags[old] = (flags[old] & ~P.PG_isolated) | P.PG_lru
+                refcount[old] -= 1
+                putback += 1
+                cc.failed += 1
+                vm.inc("pgmigrate_fail")
+                continue
+            mapping[new] = mapping[old]
+            flags[new] = (flags[old] & ~P.PG_isolated) | P.PG_lru
+            refcount[new] = 1
+            flags[old] = 0
+            refcount[old] = 1  # drop the mapping's reference; ours goes with the free
+            to_free.append(old)
+            written.append(new)
+            cc.migrated += 1
+        if written and self.touched is not None:
+            self.touched(written)
+        vm.inc("pgmigrate_success", len(moving) - putback)
+        for old in lru_pages[len(moving):]:  # no target page: putback_lru_page()
+            flags[old] = (flags[old] & ~P.PG_isolated) | P.PG_lru
+            refcount[old] -= 1
+            if refcount[old] == 0:  # unmapped while isolated: we held the last reference
+                refcount[old] = 1
+                flags[old] = 0
+                to_free.append(old)
+            cc.failed += 1
+            vm.inc("pgmigrate_fail")
+        enomem = len(moving) < len(lru_pages)
+        fast = not self.kernel.debug  # debug logs show the lock operations the fast path skips
+        retry = balloon_pages  # all put back at once if the LRU pages already hit -ENOMEM
+        for pass_ in range(0 if enomem else MIGRATE_PASSES):
+            again: list[int] = []
+            for i, old in enumerate(retry):
+                await self.kernel.preempt("migrate_pages")  # cond_resched();
+                if fast and cc.freepages and self._attempt_fails_at_once(old):
+                    rc = -EAGAIN
+                else:
+                    rc = await self._migrate_balloon_page(cc, old, to_free, force=pass_ > 2)
+                if rc == -EAGAIN:
+                    again.append(old)
+                elif rc == -ENOMEM:  # goto out: the caller puts back what is left
+                    enomem = True
+                    again.extend(retry[i:])
+                    break
+            retry = again
+            if enomem or not retry:
+                break
+            # the failed attempts took CPU time: let the lock holders run meanwhile
+            await sleep(self.costs.migrate_attempt * len(retry))
+        for old in retry:  # putback_movable_pages()
+            await self._putback_balloon_page(cc, old)
+        if to_free:
+            await self.allocator.free(to_free, 0)
+        return not enomem
+
+    async def _putback_balloon_page(self, cc: CompactControl, old: int) -> None:
+        """putback_balloon_page() of an isolated page that was not migrated."""
+        assert self.balloon is not None
+        await putback_balloon_page(self.kernel, self.frames, self.balloon, old)
+        self.vmstat.inc("compact_balloon_returned")
+        # Counted as later kernels do (the model uses their vmstat names): pages still -EAGAIN
+        # after the last pass are failures. 3.8's migrate_pages() left them out of
+        # PGMIGRATE_FAIL (nr_failed counted only permanent failures, not ``retry``).
+        self.vmstat.inc("pgmigrate_fail")
+        self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=self._mids.pop(old, 0),
+                      pfn=old)
+        cc.failed += 1
+
+    async def _migrate_balloon_page(self, cc: CompactControl, old: int,
+                                    to_free: array.array[int], *, force: bool) -> int:
+        """unmap_and_move() for a balloon page: the driver's migratepage under the page lock.
+
+        Returns 0 (migrated: ``old`` queued in ``to_free``), -EAGAIN (``old`` stays isolated
+        for the next pass) or -ENOMEM (compaction_alloc() found no target page). Only the
+        fourth and later passes wait for a busy page lock (``force``), as in the kernel.
+        """
+        assert self.balloon is not None
+        k, f, vm = self.kernel, self.frames, self.vmstat
+        if not cc.freepages:
+            await self.isolate_freepages(cc, 1)
+        if not cc.freepages:  # newpage = get_new_page(...); if (!newpage) return -ENOMEM;
+            return -ENOMEM
+        new = cc.freepages.pop()
+        # if (!trylock_page(page)) { if (!force) goto out; lock_page(page); }
+        if not trylock_page(k, f, old):
+            if not force:
+                cc.freepages.append(new)
+                return -EAGAIN
+            await lock_page(k, f, old)
+        if self._injected_migrate_failure(old):
+            rc = -EAGAIN
+        else:
+            rc = await balloon_page_migrate(k, f, self.balloon, new, old)
+        hs = self.balloon.last_hs
+        unlock_page(k, f, old)
+        if rc != BALLOON_MIGRATION_RETURN:  # -EAGAIN: the new page goes back, retry later
+            cc.freepages.append(new)
+            return rc
+        # list_del(&page->lru); put_page(page); __free_page(page);
+        f.flags[old] &= ~(P.PG_isolated | P.PG_balloon)
+        f.refcount[old] = 1
+        to_free.append(old)
+        cc.migrated += 1
+        cc.balloon_migrated += 1
+        vm.inc("pgmigrate_success")
+        vm.inc("balloon_migrate")
+        vm.inc("compact_balloon_migrated")
+        vm.inc("compact_balloon_released")
+        self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=self._mids.pop(old, 0),
+                      old=old, new=new, hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
+        return 0
+
+    def _attempt_fails_at_once(self, old: int) -> bool:
+        """FAST PATH (not in the C): whether ``_migrate_balloon_page`` would end in -EAGAIN
+        having changed nothing but its lock operations -- and if so, its draw, log and lock
+        accounting. Against a busy ``balloon_lock`` every page of every pass fails this way,
+        thousands of times a run; this skips the coroutines. Same draws, same log."""
+        assert self.balloon is not None
+        f = self.frames
+        if f.flags[old] & P.PG_locked or not balloon_page_migrate_fails(f, self.balloon, old):
+            return False
+        t = current()
+        t.ops += 1  # trylock_page(page) ... unlock_page(page)
+        if not self._injected_migrate_failure(old):
+            t.ops += 1  # balloon_page_migrate(): trylock_page(newpage)
+        return True
+
+    def _injected_migrate_failure(self, old: int) -> bool:
+        """The ``compaction.migrate_fail`` fault site: this attempt fails with -EAGAIN."""
+        k = self.kernel
+        if k.choices is None or k.choices.fault("compaction.migrate_fail", k.name) is None:
+            return False
+        self.log.info(schema.FAULT, site="compaction.migrate_fail",
+                      detail=f"migration of balloon pfn {old} failed with -EAGAIN")
+        return True
+
+    # -- triggers ------------------------------------------------------------------------------
+    def compaction_suitable(self, order: int) -> bool:
+        """compaction_suitable()'s watermark test: the zone must stay above the low watermark
+        plus twice the requested block while pages are copied (else COMPACT_SKIPPED)."""
+        return self.zone.zone_watermark_ok(0, self.zone.low_wmark_pages + (2 << order))
+
+    def fragmentation_says_compact(self, order: int) -> bool:
+        """Direct compaction only when fragmentation, not lack of memory, is the cause."""
+        return views.fragmentation_index(self.zone, order) > self.config.extfrag_threshold

@@ -1,0 +1,58 @@
+"""Session time: virtual seconds since the session started, on any backend, and sleeping in it.
+
+trio's MockClock starts at 0, but asyncio's loop clock does not; actors and the log read
+time through one ``SessionClock`` so that schedules ("inflate at 5s"), phase times and log
+``t`` mean the same on both backends. Outside the event loop it returns the last time seen.
+
+Actors sleep with :func:`sleep`: ``anyio.sleep``, unless the run's clock has a cheaper sleep
+of its own with the same semantics (``run.session.determinism.VirtualClock``: a timer heap
+instead of a cancel scope per sleep), which ``SessionClock.start`` installs for the session's tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+
+import anyio
+import sniffio
+
+_SLEEP: ContextVar[Callable[[float], Awaitable[None]]] = ContextVar(
+    "vballoon_sleep", default=anyio.sleep)
+
+
+def sleep(seconds: float) -> Awaitable[None]:
+    """``anyio.sleep(seconds)``, through the run clock's own timer where it has one."""
+    return _SLEEP.get()(seconds)
+
+
+class SessionClock:
+    """Callable: seconds since ``start()`` (0 before the session runs)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0.0
+        self.last = 0.0
+        self._now: Callable[[], float] = anyio.current_time
+
+    def start(self) -> None:
+        """Called first thing inside the event loop, before any actor task is started."""
+        if sniffio.current_async_library() == "trio":
+            import trio
+
+            # The run's clock itself: this stamps every log record, and trio.current_time
+            # reaches the same method through two calls more. It keeps its time once the run
+            # is over, which is then the last time seen (the session reads it as it ends).
+            clock = trio.lowlevel.current_clock()
+            self._now = clock.current_time
+            fast_sleep = getattr(clock, "sleep", None)
+            if fast_sleep is not None:
+                _SLEEP.set(fast_sleep)  # inherited by every task started from here on
+        self.epoch = self._now()
+        self.last = 0.0
+
+    def __call__(self) -> float:
+        try:  # not contextlib.suppress: this stamps every log record, and try costs nothing
+            self.last = self._now() - self.epoch
+        except RuntimeError:  # no event loop: the last known time
+            return self.last
+        return self.last

@@ -1,0 +1,547 @@
+"""The ``vballoon`` command: one entry point, subcommands, exit codes scripts can trust.
+
+0 ok, 1 the run or check found a problem, 2 bad usage or bad input (one clear line).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from actors.host.policy import PolicyError
+from actors.sim.choices import Choice
+from run.session import scenario as scen
+from run.session.logs import LEVELS, FlightRecorder, PrettyConsole
+from run.session.session import EXIT_USAGE, Session, run_session
+
+
+class BadInput(click.ClickException):
+    """Bad usage or input: printed as one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"vballoon: error: {self.format_message()}", err=True)
+
+
+def _load(spec: str | None, sets: tuple[str, ...], duration: str | None) -> scen.Scenario:
+    overrides = list(sets)
+    if duration is not None:
+        overrides.append(f"duration={duration}")
+    try:
+        return scen.load(spec, overrides)
+    except scen.ScenarioError as e:
+        raise BadInput(str(e)) from None
+
+
+def _writable(path: Path | None, what: str) -> None:
+    if path is None:
+        return
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise BadInput(f"{what} {path}: directory {parent} does not exist")
+    if path.is_dir():
+        raise BadInput(f"{what} {path}: is a directory")
+
+
+#: Options shared by the commands that run many sessions.
+_sets_for_every_run = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE",
+    help="Override a scenario field for every run (repeatable).")
+_jobs = click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="Parallel processes.")
+
+
+def _seeds_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--seeds, as fuzz and both compare commands take it (parsed by ``_seeds``)."""
+    return click.option("--seeds", default=default, show_default=True,
+                        help="N (seeds 0..N-1), A..B (inclusive), or a comma list.")
+
+
+def _seeds(text: str) -> list[int]:
+    from run.lab.compare import parse_seeds
+
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise BadInput(f"--seeds {text!r}: {e}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vballoon")
+def main() -> None:
+    """vballoon: a simulator of Linux memory ballooning with balloon page compaction."""
+
+
+@main.command()
+@click.argument("scenario", required=False)
+@click.option("--seed", type=click.IntRange(min=0), help="Session seed (default: scenario's).")
+@click.option("--log", "log_path", type=click.Path(path_type=Path),
+              help="Write the JSON-lines log here.")
+@click.option("--summary", "summary_path", type=click.Path(path_type=Path),
+              help="Write the summary as JSON here.")
+@click.option("--duration", help="Virtual duration, e.g. 30s (overrides the scenario).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario field, e.g. --set guest.memory=2GiB (repeatable).")
+@click.option("--level", type=click.Choice(list(LEVELS)), default="info", show_default=True,
+              help="Lowest log level recorded.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print log records to the console.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio",
+              show_default=True,
+              help="trio: virtual time, deterministic. asyncio: real time, not deterministic.")
+@click.option("--choices", "choices_path", type=click.Path(path_type=Path),
+              help="Force the perturbation and fault choices of a choices file (written by "
+                   "fuzz --minimise); scenario and seed default to the file's.")
+@click.option("--fail-fast", is_flag=True,
+              help="Stop the session at its first violation (how fuzz runs it).")
+@click.option("--check-determinism", is_flag=True,
+              help="Run twice and confirm both logs are identical record for record.")
+def run(scenario: str | None, seed: int | None, log_path: Path | None,
+        summary_path: Path | None, duration: str | None, sets: tuple[str, ...], level: str,
+        verbose: bool, as_json: bool, backend: str, choices_path: Path | None,
+        fail_fast: bool, check_determinism: bool) -> None:
+    """Run a SCENARIO (built-in name or TOML path; default: 'default') and summarise it."""
+    forced = None
+    if choices_path is not None:
+        from run.lab import minimise
+
+        extra = [*sets, *([f"duration={duration}"] if duration else [])]
+        try:
+            file_sc, file_seed, forced = minimise.load(choices_path, extra)
+        except minimise.ChoicesFileError as e:
+            raise BadInput(str(e)) from None
+        sc = file_sc if scenario is None else _load(scenario, sets, duration)
+        seed = file_seed if seed is None else seed
+    else:
+        sc = _load(scenario, sets, duration)
+    if check_determinism and backend != "trio":
+        raise BadInput("--check-determinism needs --backend trio (asyncio runs in real time)")
+    _writable(log_path, "--log")
+    _writable(summary_path, "--summary")
+    out = Console(stderr=as_json)
+    pretty = PrettyConsole(Console(stderr=True)) if verbose else None
+    progress = None
+    on_snapshot = None
+    if out.is_terminal and not verbose:
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[status]}"), console=out, transient=True)
+        task = progress.add_task(f"{sc.name}", total=sc.duration, status="")
+
+        def on_snapshot(session: Session) -> None:
+            guest = session.guests[0]
+            assert progress is not None
+            status = f"t={session.now:6.1f}s  free={guest.zone.free_pages}"
+            if guest.balloon is not None:
+                b = guest.balloon
+                status += (f"  balloon target={b.read_num_pages()} "
+                           f"actual={b.num_pages.atomic_read()}")
+            progress.update(task, completed=session.now, status=status)
+
+        progress.start()
+    recorder = FlightRecorder() if check_determinism else None
+    try:
+        outcome = run_session(sc, seed=seed, log_path=log_path, level=level, console=pretty,
+                              backend=backend, on_snapshot=on_snapshot, recorder=recorder,
+                              forced=forced, fail_fast=fail_fast)
+    except PolicyError as e:
+        raise BadInput(f"{scenario or 'default'}: {e}") from None
+    except OSError as e:
+        raise BadInput(f"cannot write: {e}") from None
+    finally:
+        if progress is not None:
+            progress.stop()
+    summary = outcome.summary
+    if summary_path is not None:
+        summary_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        from run.console.report import print_summary
+
+        print_summary(out, summary)
+    if outcome.error:
+        click.echo(f"vballoon: session error: {outcome.error}", err=True)
+    if outcome.reason == "interrupted":
+        sys.exit(130)
+    code = outcome.exit_code
+    if recorder is not None and not _same_twice(sc, summary["seed"], level, forced, fail_fast,
+                                                recorder):
+        code = max(code, 1)
+    if code:
+        what = f"--choices {choices_path}" if scenario is None and choices_path else (
+            (scenario or "default") + (f" --choices {choices_path}" if choices_path else ""))
+        click.echo(f"reproduce: vballoon run {what} --seed {summary['seed']}"
+                   + "".join(f" --set {s}" for s in sets)
+                   + (f" --duration {duration}" if duration else "")
+                   + (f" --level {level}" if level != "info" else "")
+                   + (" --fail-fast" if fail_fast else ""), err=True)
+    sys.exit(code)
+
+
+def _same_twice(sc: scen.Scenario, seed: int, level: str, forced: list[Choice] | None,
+                fail_fast: bool, first: FlightRecorder) -> bool:
+    """Run the session again and compare logs; print the first difference if any."""
+    from run.lab.replay import first_difference, show_difference
+    from run.session.logs import dumps
+
+    again = FlightRecorder()
+    run_session(sc, seed=seed, level=level, recorder=again, forced=forced, fail_fast=fail_fast)
+    a = [dumps(r).rstrip(b"\n") for r in first.records]
+    b = [dumps(r).rstrip(b"\n") for r in again.records]
+    diff = first_difference(a, b)
+    if diff is None:
+        click.echo(f"determinism: both runs wrote the same {len(a)} records", err=True)
+        return True
+    click.echo("determinism: the two runs differ", err=True)
+    show_difference(Console(stderr=True), diff, a, ("first run", "second run"))
+    return False
+
+
+@main.command()
+@click.argument("log", type=click.Path(path_type=Path))
+def replay(log: Path) -> None:
+    """Re-run the session LOG records (from its header) and confirm an identical log."""
+    from run.lab import replay as rp
+    from run.logtools.logread import LogError
+
+    try:
+        header, original, outcome, replayed, diff = rp.replay(log)
+    except LogError as e:
+        raise BadInput(str(e)) from None
+    console = Console()
+    for note in rp.provenance_notes(header, replayed[0]) if replayed else []:
+        console.print(f"[yellow]note[/]: {note}")
+    if diff is None:
+        console.print(f"replay: identical — {len(original)} records, seed {header['seed']}, "
+                      f"{outcome.reason}, {len(outcome.violations)} violation(s)")
+        sys.exit(0)
+    console.print(f"[red]replay: the logs differ[/] ({len(original)} records recorded, "
+                  f"{len(replayed)} replayed)")
+    rp.show_difference(console, diff, original, (f"{log}", "replayed"))
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("scenario", required=False)
+@click.option("--driver", type=click.Choice(["legacy", "v9", "fixed"]), default="fixed",
+              show_default=True, help="Balloon driver variant to fuzz.")
+@_seeds_option("0..99")
+@_jobs
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Directory for the full JSON logs of failing seeds (or minimised choices).")
+@click.option("--preempt", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Perturbation strength at preemption points.")
+@click.option("--faults/--no-faults", default=True, show_default=True,
+              help="Inject faults (each site active per run by a seeded draw).")
+@_sets_for_every_run
+@click.option("--minimise", "minimise_seed", type=click.IntRange(min=0), metavar="SEED",
+              help="Shrink SEED's failing choices to a minimal replayable choices file.")
+@click.option("--budget", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Most runs --minimise may spend.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write the results as JSON here.")
+def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | None,
+         preempt: float, faults: bool, sets: tuple[str, ...], minimise_seed: int | None,
+         budget: int, json_path: Path | None) -> None:
+    """Run many seeds of SCENARIO with perturbation and faults; group failures."""
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from run.lab import fuzz as fz
+
+    overrides = [*sets, *fz.fuzz_overrides(driver, preempt, faults)]
+    _load(scenario, tuple(overrides), None)
+    _writable(json_path, "--json")
+    if out is not None and out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out}: not a directory")
+    console = Console()
+    if minimise_seed is not None:
+        _minimise(console, scenario, overrides, minimise_seed, budget, out)
+        return
+    seed_list = _seeds(seeds)
+    failed = 0
+    with Progress(TextColumn("[bold]fuzz"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("seeds", total=len(seed_list), status="")
+
+        def step(r: fz.SeedResult) -> None:
+            nonlocal failed
+            failed += r.failure is not None
+            progress.update(task, advance=1, status=f"{failed} failing")
+
+        results, groups = fz.fuzz(scenario, seed_list, overrides, jobs=jobs, out=out,
+                                  progress=step)
+    wall = sum(r.wall for r in results)
+    console.print(f"fuzz {scenario or 'default'} --driver {driver}: {len(results)} seeds, "
+                  f"{failed} failing, {len(groups)} kind(s); {wall:.1f}s of session time")
+    if groups:
+        table = Table("first violation", "seeds", "smallest", "reproduce",
+                      title="failures by first violation", title_justify="left",
+                      show_lines=True)
+        for g in groups:
+            repro = fz.reproduce_command(scenario, g.seeds[0], overrides)
+            log = g.logs.get(g.seeds[0])
+            table.add_row(g.signature, str(len(g.seeds)), str(g.seeds[0]),
+                          repro + (f"\nlog: {log}" if log else ""))
+        console.print(table)
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps({
+            "scenario": scenario or "default", "driver": driver, "overrides": overrides,
+            "seeds": seed_list, "failing": failed,
+            "groups": [{"signature": g.signature, "kind": g.kind, "seeds": g.seeds,
+                        "example": g.example, "logs": g.logs,
+                        "reproduce": fz.reproduce_command(scenario, g.seeds[0], overrides)}
+                       for g in groups]}, option=orjson.OPT_INDENT_2))
+    sys.exit(1 if failed else 0)
+
+
+def _minimise(console: Console, scenario: str | None, overrides: list[str], seed: int,
+              budget: int, out: Path | None) -> None:
+    from run.lab import minimise as mn
+
+    sc = _load(scenario, tuple(overrides), None)
+    with Progress(TextColumn("[bold]minimise"), TextColumn("{task.fields[status]}"),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("tests", total=None, status="")
+        runs = 0
+
+        def step(kept: int, recorded: int) -> None:
+            nonlocal runs
+            runs += 1
+            progress.update(task, status=f"run {runs}: trying {kept} of {recorded} choices")
+
+        result = mn.minimise(sc, seed, budget=budget, progress=step)
+    if result is None:
+        console.print(f"seed {seed} does not fail; nothing to minimise")
+        sys.exit(0)
+    directory = out or Path(".")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{sc.name}-seed{seed}.choices.json"
+    mn.write(result, path)
+    console.print(f"seed {seed}: {result.failure['signature']}")
+    console.print(f"minimised {result.recorded} recorded choices to {len(result.choices)} "
+                  f"in {result.tests} runs: {path}")
+    console.print(f"reproduce: vballoon run --choices {path}")
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--show", metavar="NAME", help="Print the TOML of one built-in scenario.")
+def scenarios(show: str | None) -> None:
+    """List the built-in scenarios (or print one with --show)."""
+    names = scen.builtin_names()
+    if show is not None:
+        if show not in names:
+            raise BadInput(f"no built-in scenario {show!r}; built-ins: {', '.join(names)}")
+        click.echo(scen.builtin_text(show), nl=False)
+        return
+    from rich.table import Table
+
+    table = Table("name", "description", title="built-in scenarios", title_justify="left")
+    for name in names:
+        table.add_row(name, scen.load(name).description)
+    Console().print(table)
+
+
+@main.command(name="compare")
+@click.argument("scenario", required=False, default="thp-under-balloon")
+@click.option("--drivers", default="legacy,fixed", show_default=True,
+              help="Comma-separated driver variants to compare.")
+@_seeds_option("5")
+@_sets_for_every_run
+@_jobs
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write the results as JSON here.")
+def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], jobs: int,
+                json_path: Path | None) -> None:
+    """Run SCENARIO (default thp-under-balloon) under each driver and seed; compare."""
+    from run.lab import compare as cmp
+
+    names = [d.strip() for d in drivers.split(",") if d.strip()]
+    bad = [d for d in names if d not in ("legacy", "v9", "fixed")]
+    if bad or not names:
+        raise BadInput(f"--drivers: unknown driver(s) {', '.join(bad) or '(none)'}; "
+                       "use legacy, v9, fixed")
+    seed_list = _seeds(seeds)
+    _load(scenario, sets, None)
+    _writable(json_path, "--json")
+    variants = {d: (f"guest.driver={d}",) for d in names}
+    _run_comparison(scenario, variants, seed_list, sets, jobs, json_path, cmp.METRICS,
+                    "drivers", "vballoon compare")
+
+
+def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds: list[int],
+                    sets: tuple[str, ...], jobs: int, json_path: Path | None,
+                    metrics: list[Any], kind: str, command: str) -> None:
+    """Run a comparison with progress, print its table, write its JSON; exit 1 on violations."""
+    from rich.progress import MofNCompleteColumn, TimeElapsedColumn
+
+    from run.lab import compare as cmp
+
+    console = Console()
+    with Progress(TextColumn("[bold]compare"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("runs", total=len(variants) * len(seeds), last="")
+        result = cmp.compare(scenario, variants, seeds, list(sets), metrics=metrics, kind=kind,
+                             jobs=jobs, progress=lambda job: progress.update(
+                                 task, advance=1, last=f"{job.variant} seed {job.seed}"))
+    labels = list(variants)
+    console.print(cmp.table(result, labels, metrics,
+                            f"{command} {result['scenario']} — seeds {seeds[0]}..{seeds[-1]} "
+                            "(mean ± spread)"))
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    failed = result["metrics"]["violations"]
+    if any(failed[v]["mean"] > 0 for v in labels):
+        click.echo("some runs reported violations (see the violations row)", err=True)
+        sys.exit(1)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def policies(ctx: click.Context) -> None:
+    """Host policies: list them (the default), or compare them on a scenario."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(policies_list)
+
+
+@policies.command(name="list")
+def policies_list() -> None:
+    """List the host policies (built-in and from the vballoon.policies entry points)."""
+    import importlib.metadata
+
+    from rich.table import Table
+
+    from actors.host.loader import ENTRY_POINT_GROUP
+    from actors.host.policies import BUILTINS
+
+    table = Table("name", "description", "parameters (defaults)", title="host policies",
+                  title_justify="left")
+    for name, cls in BUILTINS.items():
+        params = ", ".join(f"{k}={v!r}" for k, v in cls.params.items())
+        table.add_row(name, cls.description,
+                      (params + ", " if params else "") + f"interval={cls.default_interval:g}s")
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        table.add_row(ep.name, f"(entry point {ep.value})", "")
+    Console().print(table)
+    click.echo("Also: module:attr or path/to/file.py:Class naming a HostPolicy subclass.")
+
+
+@policies.command(name="compare")
+@click.argument("scenario")
+@click.option("--policies", "names", default="static,mom,proxmox,squeezed", show_default=True,
+              help="Comma-separated policies (built-in names, module:attr, file.py:Class).")
+@_seeds_option("3")
+@_sets_for_every_run
+@_jobs
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write the results (and every run's figures) as JSON here.")
+def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...], jobs: int,
+                     json_path: Path | None) -> None:
+    """Run SCENARIO under each policy (with its default parameters and interval; the
+    scenario's safety shell applies to all) and seed; print one table of scores."""
+    from run.lab import compare as cmp
+    from run.session.session import load_policy
+
+    labels = [p.strip() for p in names.split(",") if p.strip()]
+    if not labels:
+        raise BadInput("--policies: no policy given")
+    seed_list = _seeds(seeds)
+    variants = {p: (f"host.policy.name={p}", "host.policy.params={}",
+                    "host.policy.interval=0") for p in labels}
+    for settings in variants.values():  # a bad policy fails here, before any process starts
+        try:
+            load_policy(_load(scenario, (*sets, *settings), None))
+        except PolicyError as e:
+            raise BadInput(str(e)) from None
+    _writable(json_path, "--json")
+    _run_comparison(scenario, variants, seed_list, sets, jobs, json_path, cmp.POLICY_METRICS,
+                    "policies", "vballoon policies compare")
+
+
+@main.command(name="check")
+@click.argument("log", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
+def check_cmd(log: Path, as_json: bool) -> None:
+    """Check a session LOG (JSON lines, or gzip) from the records alone.
+
+    Rebuilds the host's ballooned set, the driver's list, isolated pages and every handshake
+    and lock, and checks the balloon's rules. Exit 0 clean, 1 violations, 2 unreadable log.
+    """
+    from run.logtools import check as chk
+
+    try:
+        report = chk.check_log(log)
+    except chk.LogError as e:
+        raise BadInput(str(e)) from None
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2)
+                                + b"\n")
+    else:
+        from run.logtools.verdict import print_report
+
+        print_report(Console(), report, str(log))
+    sys.exit(report.exit_code)
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the figures as JSON here.")
+@click.option("--quick", is_flag=True, help="Smaller sizes, for a smoke run.")
+def bench(names: tuple[str, ...], json_path: Path | None, quick: bool) -> None:
+    """Run named benchmarks (default: all) and print their figures."""
+    from run.lab import bench as benchmod
+
+    known = list(benchmod.BENCHMARKS)
+    for n in names:
+        if n not in known:
+            raise BadInput(f"unknown benchmark {n!r}; known: {', '.join(known)}")
+    _writable(json_path, "--json")
+    results = benchmod.run_benchmarks(list(names) or known, quick=quick, console=Console())
+    if json_path is not None:
+        json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+
+
+@main.command(name="trace")
+@click.argument("log", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_path", type=click.Path(path_type=Path),
+              default=Path("trace.json"), show_default=True,
+              help="Where to write the Chrome trace-event JSON.")
+def trace_cmd(log: Path, out_path: Path) -> None:
+    """Convert session LOG (JSON lines, or gzip) to a timeline for ui.perfetto.dev."""
+    import os
+
+    from run.logtools.logread import LogError
+    from run.logtools.trace import export
+
+    _writable(out_path, "--output")
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    try:
+        with tmp.open("wb") as out:
+            stats = export(log, out)
+        os.replace(tmp, out_path)
+    except LogError as e:
+        raise BadInput(str(e)) from None
+    except OSError as e:
+        raise BadInput(f"cannot write {out_path}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(f"wrote {out_path}: {stats.events} trace events from {stats.records} records "
+               f"({stats.handshakes} handshakes, {stats.migrations} migrations, "
+               f"{stats.lock_holds} lock holds, {stats.instants} instants; display skew "
+               f"≤ {stats.max_skew_us:g} µs). Open it in https://ui.perfetto.dev")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,134 @@
+"""Replay: re-run a session from its log header and prove the new log identical, record by record.
+
+The header (``session.start``) carries everything a run depends on: the resolved scenario, the
+seed, the log level, the backend and the forced choices if any. Re-running it must give the same
+bytes, except for the wall-clock and provenance fields the determinism contract sets aside
+(``VOLATILE``). When it does not, the first differing record is shown beside its original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from actors.sim import schema
+from actors.sim.choices import forced_choices
+from run.logtools.logread import LogError, lines, parse
+from run.session import scenario as scen
+from run.session.logs import FlightRecorder, dumps
+from run.session.session import Outcome, run_session
+
+#: Fields that may differ between two runs of the same session (wall clock, provenance).
+VOLATILE: dict[str, tuple[str, ...]] = {
+    schema.SESSION_START: ("wall_start", "versions", "git"),
+    schema.SESSION_END: ("wall_end",),
+}
+
+
+def log_lines(path: Path) -> list[bytes]:
+    """The log's lines without newlines (gzip too); unreadable logs raise LogError."""
+    return [line.rstrip(b"\n") for _, line in lines(path)]
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The ``session.start`` record that opens every session log."""
+    for n, line in lines(path):
+        record = parse(path, n, line)
+        if record["event"] != schema.SESSION_START:
+            raise LogError(1, "not a vballoon session log (first record is not "
+                              f"{schema.SESSION_START})", str(path))
+        for key in ("scenario", "seed"):
+            if key not in record:
+                raise LogError(1, f"header lacks {key!r}; cannot replay", str(path))
+        return record
+    raise LogError(0, "empty log", str(path))
+
+
+def rerun(header: dict[str, Any], source: str = "<header>") -> tuple[Outcome, list[bytes]]:
+    """Run the session a header describes; its log lines (no newlines) in memory."""
+    try:
+        sc = scen.from_data(header["scenario"], f"{source}: header scenario")
+        forced = forced_choices(header.get("faults"))
+    except ValueError as e:
+        raise LogError(1, str(e), source) from None
+    recorder = FlightRecorder()
+    outcome = run_session(sc, seed=header["seed"], level=header.get("log_level", "info"),
+                          recorder=recorder, backend=header.get("backend", "trio"),
+                          forced=forced, fail_fast=bool(header.get("fail_fast", False)))
+    return outcome, [dumps(r).rstrip(b"\n") for r in recorder.records]
+
+
+def normalise(line: bytes) -> bytes:
+    """The line minus its volatile fields (unchanged for every other record)."""
+    if b'"session.' not in line[:120]:
+        return line
+    record = orjson.loads(line)
+    drop = VOLATILE.get(record.get("event", ""), ())
+    if not drop:
+        return line
+    return dumps({k: v for k, v in record.items() if k not in drop}).rstrip(b"\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """Where two logs of one session part ways (index into the record lists)."""
+
+    index: int
+    original: bytes | None
+    replayed: bytes | None
+
+
+def first_difference(a: list[bytes], b: list[bytes]) -> Difference | None:
+    """The first record (volatile fields aside) that differs, or None if the logs agree."""
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        if x is None or y is None or (x != y and normalise(x) != normalise(y)):
+            return Difference(i, x, y)
+    return None
+
+
+def provenance_notes(header: dict[str, Any], replayed: bytes) -> list[str]:
+    """Differences in code provenance that would explain a divergence (git, versions)."""
+    new = orjson.loads(replayed)
+    return [f"{key}: recorded {header.get(key)!r}, now {new.get(key)!r}"
+            for key in ("git", "versions") if header.get(key) != new.get(key)]
+
+
+def render_difference(diff: Difference, before: list[bytes], labels: tuple[str, str]
+                      ) -> Group:
+    """The first differing record side by side, after a few records both logs share."""
+    table = Table(title=f"first difference at record {diff.index + 1}", title_justify="left",
+                  show_lines=True)
+    table.add_column(labels[0], overflow="fold")
+    table.add_column(labels[1], overflow="fold")
+
+    def fmt(line: bytes | None) -> Text:
+        if line is None:
+            return Text("(log ends here)", style="italic")
+        return Text(orjson.dumps(orjson.loads(line), option=orjson.OPT_INDENT_2).decode())
+
+    table.add_row(fmt(diff.original), fmt(diff.replayed), style="red")
+    context = Text("\n".join(f"  = {line.decode()[:160]}" for line in before), style="dim")
+    return Group(Text("records both logs share just before it:"), context, table)
+
+
+def show_difference(console: Console, diff: Difference, lines: list[bytes],
+                    labels: tuple[str, str]) -> None:
+    """Print ``render_difference`` with the three shared records before the difference."""
+    console.print(render_difference(diff, lines[max(0, diff.index - 3):diff.index], labels))
+
+
+def replay(path: Path) -> tuple[dict[str, Any], list[bytes], Outcome, list[bytes],
+                                Difference | None]:
+    """Re-run the session logged at ``path``: (header, original, outcome, replayed, diff)."""
+    header = read_header(path)
+    original = log_lines(path)
+    outcome, replayed = rerun(header, str(path))
+    return header, original, outcome, replayed, first_difference(original, replayed)

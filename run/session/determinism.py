@@ -1,0 +1,155 @@
+"""Everything that makes a session reproducible from one seed, in one place.
+
+- trio's scheduler: trio only orders simultaneously-runnable tasks with the module-level
+  ``random.Random`` in ``trio._core._run``; with ``_ALLOW_DETERMINISTIC_SCHEDULING`` set it sorts
+  each batch by task creation order and shuffles it with that generator. We set the flag and
+  seed the generator. These are trio internals: ``check_trio_internals`` fails loudly (and a
+  test calls it) if a trio upgrade removes them.
+- named random streams: every consumer of randomness asks for ``streams.get("workload")`` etc.,
+  each derived from the session seed and its name, so adding a consumer never shifts another.
+- virtual time: ``VirtualClock`` jumps to the next deadline as soon as every task is blocked,
+  like ``MockClock(autojump_threshold=0)`` but without its idle pass of the run loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import inspect
+import math
+import random
+from typing import Any
+
+import trio
+
+
+class DeterminismUnavailable(RuntimeError):
+    """The trio internals we rely on for seeded scheduling are gone or changed."""
+
+
+def derive_seed(seed: int, name: str) -> int:
+    """A 64-bit seed for stream ``name``, stable across processes and Python versions."""
+    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class RandomStreams:
+    """Named, independent ``random.Random`` streams derived from one session seed."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._streams: dict[str, random.Random] = {}
+
+    def get(self, name: str) -> random.Random:
+        """The stream for ``name`` (created on first use, then shared)."""
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = random.Random(derive_seed(self.seed, name))
+        return stream
+
+
+def _run_module() -> Any:
+    from trio._core import _run
+
+    return _run
+
+
+def check_trio_internals() -> None:
+    """Raise DeterminismUnavailable unless trio still has the seeded-shuffle scheduler hook."""
+    run_mod = _run_module()
+    if not isinstance(getattr(run_mod, "_r", None), random.Random):
+        raise DeterminismUnavailable(
+            f"trio {trio.__version__}: trio._core._run._r is no longer a random.Random"
+        )
+    if not hasattr(run_mod, "_ALLOW_DETERMINISTIC_SCHEDULING"):
+        raise DeterminismUnavailable(
+            f"trio {trio.__version__}: trio._core._run._ALLOW_DETERMINISTIC_SCHEDULING is gone"
+        )
+    source = inspect.getsource(run_mod)
+    if "_ALLOW_DETERMINISTIC_SCHEDULING" not in source or "_r.shuffle" not in source:
+        raise DeterminismUnavailable(
+            f"trio {trio.__version__}: the run loop no longer shuffles batches with _r"
+        )
+
+
+def seed_scheduler(seed: int) -> None:
+    """Make trio's choice among runnable tasks a pure function of ``seed``."""
+    check_trio_internals()
+    run_mod = _run_module()
+    run_mod._ALLOW_DETERMINISTIC_SCHEDULING = True
+    run_mod._r.seed(derive_seed(seed, "scheduler"))
+
+
+class VirtualClock(trio.abc.Clock):
+    """Virtual seconds from 0 that jump to the next deadline the moment every task blocks.
+
+    Same times and same schedule as ``MockClock(autojump_threshold=0)``, at less cost. trio
+    asks a clock how long to sleep only when no task is runnable; MockClock answers "forever",
+    lets the run loop make an idle pass (an I/O poll, no task runs), jumps, and expires the
+    deadline on the pass after. This clock jumps when asked and answers "no wait", so the
+    deadline expires in that same pass. The idle pass runs no task and draws nothing from the
+    scheduler's seeded generator (it shuffles an empty batch), so every batch -- and hence
+    the log -- is exactly what MockClock gives; every simulated sleep costs one pass, not two.
+    It also reads time without MockClock's real-clock call.
+
+    ``sleep`` is ``trio.sleep`` on a timer heap the clock keeps itself. trio's own sleep is a
+    cancel scope whose deadline *cancels* the sleeper: a Cancelled exception raised through
+    the task and caught again, about five times the cost of a scheduler pass. Here the sleeper
+    parks with ``wait_task_rescheduled`` and the clock reschedules it when time reaches its
+    deadline -- in the same pass, and so in the same batch, where trio would have expired it
+    (both wake every sleeper whose deadline is the new time). Actors reach it through
+    ``actors.sim.clock.sleep``; cancelling a sleeper works as for any trio wait.
+    """
+
+    __slots__ = ("_now", "_seq", "_timers")
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._seq = 0
+        #: Heap of [deadline, sequence, task]; the task is None once its sleep was cancelled.
+        self._timers: list[list[Any]] = []
+
+    def start_clock(self) -> None:
+        return None
+
+    def current_time(self) -> float:
+        return self._now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        timers = self._timers
+        while timers and timers[0][2] is None:  # cancelled sleeps
+            heapq.heappop(timers)
+        if timers and timers[0][0] < deadline:
+            deadline = timers[0][0]
+        if deadline > self._now:
+            if deadline == math.inf:  # nothing will ever wake: wait for I/O (there is none)
+                return math.inf
+            self._now = deadline
+        while timers and timers[0][0] <= deadline:
+            task = heapq.heappop(timers)[2]
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+        return 0.0
+
+    async def sleep(self, seconds: float) -> None:
+        """``trio.sleep(seconds)``: same errors, same wake-up pass, no cancellation."""
+        if not seconds >= 0:
+            raise ValueError("delay must be a non-negative number")
+        deadline = self._now + seconds
+        if deadline <= self._now:  # zero (or below the clock's resolution): a checkpoint
+            await trio.lowlevel.checkpoint()
+            return
+        entry = [deadline, self._seq, trio.lowlevel.current_task()]
+        self._seq += 1
+        heapq.heappush(self._timers, entry)
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            entry[2] = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+def virtual_clock() -> VirtualClock:
+    """A clock that starts at 0 and jumps to the next deadline when all tasks block."""
+    return VirtualClock()

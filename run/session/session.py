@@ -1,0 +1,364 @@
+"""Session wiring: build the actors a scenario describes, run them, summarise, always log.
+
+A session is: one or more guests, the host (its devices, memory and policy), a snapshot
+ticker that checks invariants, and the log. On the trio backend it runs on virtual time with
+a seeded scheduler, so the same scenario, seed and code give a byte-identical log.
+``session.start`` is the first record and ``session.end`` (with the summary) the last, also
+when an actor crashes or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import importlib.metadata
+import platform
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import trio
+from anyio.abc import TaskStatus
+
+from actors.guest.guest import Guest
+from actors.guest.mm import pages as P
+from actors.guest.mm import vmstat as views
+from actors.host.device import BalloonDevice
+from actors.host.host import Host
+from actors.host.loader import make_policy
+from actors.host.policy import HostPolicy, PolicyError
+from actors.sim import schema
+from actors.sim.choices import Choice, Choices
+from actors.sim.clock import SessionClock, sleep
+from actors.sim.transport import Transport
+from protocol import conformance as C
+from protocol.balloon import BalloonFeature, feature_mask, pages_per_page, select_features
+from run.session import determinism
+from run.session.logs import FlightRecorder, JsonLinesFile, PrettyConsole, SessionLog, Sink
+from run.session.scenario import Scenario, to_dict
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of every package whose behaviour shapes the log."""
+    out = {"python": platform.python_version()}
+    for pkg in ("vballoon", "trio", "anyio", "structlog", "orjson"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def git_revision() -> str | None:
+    """The source tree's git revision, if it is a checkout (recorded for replay)."""
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+@dataclass
+class Violation:
+    """A broken invariant found during the run."""
+
+    t: float
+    kind: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"t": self.t, "kind": self.kind, "detail": self.detail}
+
+
+@dataclass
+class Outcome:
+    """What a finished session hands back to its caller."""
+
+    summary: dict[str, Any]
+    reason: str
+    violations: list[Violation] = field(default_factory=list)
+    error: str | None = None
+    session: Session | None = field(default=None, repr=False)  # for tests and tools
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.reason == "completed" and not self.violations else EXIT_PROBLEM
+
+
+class Session:
+    """One run of one scenario with one seed."""
+
+    def __init__(self, scenario: Scenario, *, seed: int | None = None, log: SessionLog,
+                 backend: str = "trio", on_snapshot: Callable[[Session], None] | None = None,
+                 policy: HostPolicy | None = None, forced: list[Choice] | None = None,
+                 record: bool = False, fail_fast: bool = False) -> None:
+        self.scenario = scenario
+        #: Stop at the first violation (fuzzing: only the first one is wanted, and a livelock
+        #: found by a watchdog need not be simulated to the end of the scenario).
+        self.fail_fast = fail_fast
+        self._scope: anyio.CancelScope | None = None
+        self.seed = scenario.seed if seed is None else seed
+        self.log = log
+        self.backend = backend
+        self.streams = determinism.RandomStreams(self.seed)
+        #: Perturbation and fault decisions: seeded, recorded, or forced (``actors.choices``).
+        self.choices = Choices(self.streams.get, scenario.faults, forced=forced, record=record)
+        self.violations: list[Violation] = []
+        self.on_snapshot = on_snapshot
+        self.clock = log.clock if isinstance(log.clock, SessionClock) else SessionClock()
+        self.wall_start = time.time()
+        self._wall0 = time.perf_counter()
+        self._slog = log.logger("session")
+        specs = scenario.guest_specs()
+        self.policy = policy if policy is not None else load_policy(scenario)
+        total = scenario.host.memory // 4096 or sum(g.memory // 4096 for g in specs)
+        self.host = Host(scenario.host, self.policy, scenario.costs, log.logger,
+                         report=self.violation, total_pages=total, clock=self.clock,
+                         choices=self.choices)
+        device_features = feature_mask(*(BalloonFeature[f] for f in scenario.host.features))
+        self.guests: list[Guest] = []
+        for g in specs:  # each guest's random streams are derived from its name
+            driver_features = feature_mask(*(BalloonFeature[f] for f in g.features))
+            transport = Transport(g.name, features=select_features(device_features,
+                                                                   driver_features))
+            guest = Guest(g.name, g, g.workload, scenario.costs, logger=log.logger,
+                          rng=self.streams.get, duration=scenario.duration,
+                          transport=transport, report=self._kernel_report,
+                          compaction=scenario.compaction, clock=self.clock,
+                          choices=self.choices)
+            ppp = pages_per_page(g.page_size)
+            device = self.host.attach(transport, g.memory // 4096, ppp,
+                                      min_memory_pages=g.min_memory // 4096,
+                                      max_memory_pages=g.max_memory // 4096, shares=g.shares)
+            guest.allocator.on_alloc = functools.partial(_touched, device, ppp)
+            self.guests.append(guest)
+
+    @property
+    def now(self) -> float:
+        """Virtual seconds since the session started (the last known time outside the run)."""
+        return self.clock()
+
+    # -- invariants ----------------------------------------------------------------------------
+    def _kernel_report(self, kind: str, detail: str, **fields: Any) -> None:
+        """A lockdep or watchdog report from a guest kernel: a session violation."""
+        self.violation(kind, detail, log=False)  # the kernel already logged its own record
+
+    def violation(self, kind: str, detail: str, *, log: bool = True) -> None:
+        """Record (and log) a broken invariant; the run will exit 1."""
+        v = Violation(round(self.clock(), 9), kind, detail)
+        self.violations.append(v)
+        if log:
+            self._slog.error(schema.VIOLATION, kind=kind, detail=detail)
+        if self.fail_fast and self._scope is not None:
+            self._scope.cancel()
+
+    def check(self, *, full: bool = False) -> None:
+        """Cheap cross-checks every snapshot; the full buddy walk at the end (small guests)."""
+        for guest in self.guests:
+            problem = guest.conservation_problem()
+            if problem:
+                self.violation("conservation", f"{guest.name}: {problem}")
+            full_walk = full and guest.frames.nr_pages <= 1 << 20  # a buddy walk per page
+            if full and guest.balloon is not None and self.quiescent(guest):
+                device = self.host.devices[guest.name]
+                device.feed(C.Quiescent())
+                for kind, detail in guest.balloon_problems(device.memory.state):
+                    self.violation(kind, f"{guest.name}: {detail}")
+            if full_walk:
+                try:
+                    guest.zone.check_invariants()
+                except AssertionError as e:
+                    self.violation("buddy", f"{guest.name}: {e}")
+
+    def quiescent(self, guest: Guest) -> bool:
+        """No handshake in flight, no page isolated, and the driver has reached its target."""
+        b = guest.balloon
+        if b is None or guest.transport is None:
+            return False
+        vqs = guest.transport.vqs
+        busy = any(vqs[q].driver.in_flight for q in (0, 1))
+        device = self.host.devices[guest.name]
+        return (not busy and b.isolated() == 0 and b.towards_target() == 0
+                and device.actual == b.num_pages.atomic_read() and device.holds_stats_buffer())
+
+    # -- actors --------------------------------------------------------------------------------
+    async def _snapshots(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                         ) -> None:
+        task_status.started()
+        interval = self.scenario.snapshot_interval
+        while True:
+            await sleep(interval)
+            for guest in self.guests:
+                s = guest.zone
+                self.log.logger(guest.name).info(
+                    schema.MEM_SNAPSHOT, free=s.free_pages, buddyinfo=views.buddyinfo(s),
+                    frag9=views.fragmentation_index(s, 9))
+            self.check()
+            if self.on_snapshot is not None:
+                self.on_snapshot(self)
+
+    async def main(self) -> None:
+        """Start every actor, let the scenario's duration pass, then stop them all."""
+        self.clock.start()
+        async with anyio.create_task_group() as tg:
+            self._scope = tg.cancel_scope
+            for guest in self.guests:
+                await tg.start(guest.run)
+            await tg.start(self.host.run)
+            await tg.start(self._snapshots)
+            await sleep(self.scenario.duration)
+            self.clock()  # the end of the run is the session's last known time
+            tg.cancel_scope.cancel()
+
+    # -- summary -------------------------------------------------------------------------------
+    def summary(self, reason: str) -> dict[str, Any]:
+        """The run's outcome. The top-level guest keys (``guest``, ``vmstat``, ``buddyinfo``,
+        ``thp``, ``balloon``...) describe the first guest, as they always have; ``guests``
+        has the same keys for every guest by name, and ``host.guests`` the host's side of each
+        (device counters, limits and policy score)."""
+        per_guest = {guest.name: _guest_summary(guest) for guest in self.guests}
+        return {
+            "seed": self.seed,
+            "scenario": self.scenario.name,
+            "reason": reason,
+            "virtual_seconds": round(self.now, 9),
+            "wall_seconds": round(time.perf_counter() - self._wall0, 3),
+            **per_guest[self.guests[0].name],
+            "guests": per_guest,
+            "host": self.host.summary(),
+            "violations": [v.as_dict() for v in self.violations],
+        }
+
+    def start_record(self) -> None:
+        self._slog.info(schema.SESSION_START, seed=self.seed, scenario=to_dict(self.scenario),
+                        versions=versions(), git=git_revision(), wall_start=self.wall_start,
+                        backend=self.backend, log_level=self.log.level,
+                        fail_fast=self.fail_fast,
+                        faults=self.choices.header())
+
+    def end_record(self, summary: dict[str, Any], reason: str) -> None:
+        self._slog.info(schema.SESSION_END, reason=reason, summary=_loggable(summary),
+                        wall_end=time.time())
+
+
+def _guest_summary(guest: Guest) -> dict[str, Any]:
+    """One guest's part of the summary (the keys the top level has for the first guest)."""
+    g = guest.summary()
+    return {
+        "guest": {"pages": g["pages"], "page_size": g["page_size"],
+                  "memory_bytes": g["memory_bytes"], "free_pages": g["free_pages"],
+                  "owners": g["owners"], "allocation_pressure": g["allocation_pressure"],
+                  "low_memory_seconds": g["low_memory_seconds"]},
+        **{k: g[k] for k in ("vmstat", "buddyinfo", "pagetypeinfo", "fragmentation_index",
+                             "free_order9_blocks", "unusable_free_index", "thp", "highorder",
+                             "compaction")},
+        **({"balloon": guest.balloon.summary()} if guest.balloon is not None else {}),
+    }
+
+
+def _touched(device: BalloonDevice, ppp: int, pfns: array.array[int], order: int,
+             owner: int) -> None:
+    """The guest is about to use freshly allocated pages (the EPT-fault path, not virtio)."""
+    if owner == P.OWNER_BALLOON:
+        return  # the balloon driver never touches the contents of its pages
+    if order:
+        size = 1 << order
+        pfns = array.array("I", [p + i for p in pfns for i in range(size)])
+    device.touched(pfns, ppp)
+
+
+def _loggable(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary minus wall-clock figures, which live only in the header/footer fields."""
+    return {k: v for k, v in summary.items() if k != "wall_seconds"}
+
+
+def load_policy(scenario: Scenario) -> HostPolicy:
+    """The scenario's host policy, configured (PolicyError names what is wrong and where)."""
+    cfg = scenario.host.policy
+    params = {**cfg.params, **({"interval": cfg.interval} if cfg.interval else {})}
+    try:
+        return make_policy(cfg.name, params)
+    except PolicyError as e:
+        raise PolicyError(f"[host.policy] of scenario {scenario.name!r}: {e}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    """The innermost real exception(s) of a crash, one line each (task groups nest them)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def run_session(
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    log_path: Path | None = None,
+    level: str = "info",
+    console: PrettyConsole | None = None,
+    recorder: FlightRecorder | None = None,
+    backend: str = "trio",
+    validate: Callable[[dict[str, Any]], None] | None = None,
+    on_snapshot: Callable[[Session], None] | None = None,
+    policy: HostPolicy | None = None,
+    forced: list[Choice] | None = None,
+    record: bool = False,
+    fail_fast: bool = False,
+) -> Outcome:
+    """Run one session to completion and return its outcome; the log is always closed.
+
+    Bad input (a policy that cannot be loaded) raises before any file is opened. ``policy``
+    replaces the scenario's (a policy object under test: ``run/harness.py``).
+    """
+    policy = policy if policy is not None else load_policy(scenario)
+    sinks: list[Sink] = []
+    stream = None
+    if log_path is not None:
+        # A 1 MiB buffer: records of 256 PFNs are KiBs each, so the default 8 KiB buffer would
+        # make a write() call every few records. Flushed when the session closes.
+        stream = open(log_path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed below
+        sinks.append(JsonLinesFile(stream))
+    if recorder is not None:
+        sinks.append(recorder)
+    if console is not None:
+        sinks.append(console)
+    log = SessionLog(clock=SessionClock(), level=level, sinks=sinks, validate=validate)
+    session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot,
+                      policy=policy, forced=forced, record=record, fail_fast=fail_fast)
+    reason, error = "completed", None
+    try:
+        session.start_record()
+        if backend == "trio":
+            determinism.seed_scheduler(session.seed)
+            trio.run(session.main, clock=determinism.virtual_clock())
+        else:
+            anyio.run(session.main, backend=backend)
+        if fail_fast and session.violations:
+            reason = "first-violation"
+        else:
+            session.check(full=True)
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    except Exception as exc:  # an actor crashed: log it, still close the log with a summary
+        reason = "error"
+        error = _describe(exc)
+        session._slog.error(schema.SESSION_ERROR, error=error,
+                            where=traceback.format_exc(limit=-3))
+    finally:
+        summary = session.summary(reason)
+        session.end_record(summary, reason)
+        log.flush()
+        if stream is not None:
+            stream.close()
+    return Outcome(summary=summary, reason=reason, violations=session.violations, error=error,
+                   session=session)

@@ -1,0 +1,139 @@
+"""End to end through the real ``vballoon`` entry point, reading the real log and summary."""
+
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from actors.sim import schema
+from run.console.cli import main
+
+SMALL = ["--set", "guest.memory=64MiB", "--duration", "6s"]
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return res.exit_code, res.stdout, res.stderr
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def _strip_wall(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    out = []
+    for r in records:
+        r = dict(r)
+        r.pop("wall_start", None)
+        r.pop("wall_end", None)
+        out.append(r)
+    return out
+
+
+def test_run_writes_log_and_summary(tmp_path: Path) -> None:
+    """`vballoon run` writes a log that starts with session.start and ends with session.end,
+    and a summary JSON whose buddyinfo agrees with its free page count."""
+    log, summ = tmp_path / "a.jsonl", tmp_path / "s.json"
+    code, out, _ = _run("run", *SMALL, "--seed", "7", "--log", str(log), "--summary", str(summ))
+    assert code == 0, out
+    records = _records(log)
+    assert records[0]["event"] == schema.SESSION_START
+    assert records[-1]["event"] == schema.SESSION_END
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    for r in records:
+        assert r["event"] in schema.EVENTS
+        assert set(schema.EVENTS[str(r["event"])].fields) <= set(r)
+    s = orjson.loads(summ.read_bytes())
+    for key in ("seed", "scenario", "virtual_seconds", "wall_seconds", "guest", "vmstat",
+                "buddyinfo", "fragmentation_index", "thp", "violations"):
+        assert key in s
+    assert s["seed"] == 7 and s["violations"] == []
+    assert len(s["buddyinfo"]) == 11
+    assert sum(n << order for order, n in enumerate(s["buddyinfo"])) == s["guest"]["free_pages"]
+    assert s["virtual_seconds"] == pytest.approx(6.0)
+    assert "buddyinfo" in out
+
+
+def test_same_seed_identical_log_other_seed_differs(tmp_path: Path) -> None:
+    """Same scenario and seed give identical records (wall-clock fields aside); seed 8 differs."""
+    logs = []
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        path = tmp_path / f"{name}.jsonl"
+        code, _, _ = _run("run", *SMALL, "--seed", seed, "--log", str(path), "--json")
+        assert code == 0
+        logs.append(_strip_wall(_records(path)))
+    assert logs[0] == logs[1]
+    assert logs[0] != logs[2]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--set", "guest.memory=-1GiB"], "guest.memory: size must not be negative"),
+        (["--set", "guest.page_size=8KiB"], "guest.page_size: must be 4KiB, 16KiB or 64KiB"),
+        (["--set", "guest.memroy=1GiB"], "did you mean 'memory'"),
+        (["--set", "guest.memory=1MiB"], "smaller than one pageblock"),
+        (["nonexistent-scenario"], "no such file or built-in scenario"),
+        (["--duration", "soon"], "duration: expected a duration"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    """Bad input exits 2 with one line naming the problem, and writes no log at all."""
+    log = tmp_path / "x.jsonl"
+    code, _, err = _run("run", *args, "--log", str(log))
+    assert code == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1
+    assert not log.exists()
+
+
+def test_malformed_toml_file_exits_2(tmp_path: Path) -> None:
+    """A malformed scenario file is reported with its path, exit 2."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[guest\n")
+    code, _, err = _run("run", str(bad))
+    assert code == 2 and str(bad) in err and "malformed TOML" in err
+
+
+def test_scenarios_lists_builtins() -> None:
+    """`vballoon scenarios` lists the built-in scenarios with their descriptions."""
+    code, out, _ = _run("scenarios")
+    assert code == 0 and "default" in out
+
+
+def test_scenario_file_with_page_size_64k(tmp_path: Path) -> None:
+    """A 64 KiB-page guest runs end to end (pageblocks are 512 guest pages)."""
+    code, out, _ = _run("run", "--set", "guest.memory=256MiB", "--set", "guest.page_size=64KiB",
+                        "--duration", "3s", "--json")
+    assert code == 0
+    assert orjson.loads(out)["guest"]["page_size"] == 65536
+
+
+def test_compare_small(tmp_path: Path) -> None:
+    """`vballoon compare` runs every driver × seed and writes per-driver mean/spread JSON."""
+    out_json = tmp_path / "cmp.json"
+    code, out, err = _run("compare", "inflate-deflate", "--drivers", "legacy,fixed",
+                          "--seeds", "2", "--jobs", "1", "--set", "guest.memory=32MiB",
+                          "--set", "duration=4s", "--set", "workload.apps=1",
+                          "--json", str(out_json))
+    assert code == 0, err
+    data = orjson.loads(out_json.read_bytes())
+    assert data["drivers"] == ["legacy", "fixed"] and data["seeds"] == [0, 1]
+    for driver in ("legacy", "fixed"):
+        cell = data["metrics"]["virtual_seconds"][driver]
+        assert cell["values"] == [4.0, 4.0] and cell["stdev"] == 0.0
+        assert data["metrics"]["violations"][driver]["mean"] == 0
+    assert "high-order allocation success rate" in out
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["compare", "--drivers", "legacy,bogus"], "unknown driver(s) bogus"),
+    (["compare", "--seeds", "5..2"], "--seeds '5..2': range ends at 2, before it starts at 5"),
+    (["bench", "nosuch"], "unknown benchmark 'nosuch'"),
+    (["run", "--set", "host.policy.name=nosuch"], "unknown host policy 'nosuch'"),
+])
+def test_more_bad_usage_exits_2(args: list[str], fragment: str) -> None:
+    """Bad arguments to compare, bench and the policy name exit 2 with one line."""
+    code, _, err = _run(*args)
+    assert code == 2 and fragment in err

@@ -1,0 +1,596 @@
+"""``vballoon check``: hand-made logs with one planted fault each, and real session logs."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from actors.sim import schema
+from run.console.cli import main
+from run.logtools import check
+from run.logtools.check import LogError, Report
+from run.session.logs import dumps
+
+# -- a tiny log writer for planted faults ------------------------------------------------------
+
+GUEST = "guest0.balloon"
+HOST = "host.guest0"
+KERNEL = "guest0.kernel"
+COMPACT = "guest0.compaction"
+
+
+class Log:
+    """Records in the writer's own form (t, seq, actor, event, fields), seq numbered for us."""
+
+    def __init__(self, *, must_tell: bool = True, pages: int = 64) -> None:
+        features = ["MUST_TELL_HOST", "STATS_VQ"] if must_tell else ["STATS_VQ"]
+        scenario = {"name": "planted", "guest": {
+            "memory": pages * 4096, "page_size": 4096, "driver": "fixed", "features": features,
+            "hung_task_timeout": 120.0, "softlockup_thresh": 20.0},
+            "host": {"features": features}}
+        self.records: list[dict[str, Any]] = []
+        self.add(0.0, "session", schema.SESSION_START, seed=0, scenario=scenario,
+                 versions={}, git=None, wall_start=0.0)
+        self.hs = 0
+
+    def add(self, t: float, actor: str, event: str, **fields: Any) -> int:
+        seq = len(self.records) + 1
+        self.records.append({"t": t, "seq": seq, "actor": actor, "event": event, **fields})
+        return seq
+
+    def end(self, t: float, summary: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        self.add(t, "session", schema.SESSION_END, reason="completed", summary=summary or {},
+                 wall_end=0.0)
+        return self.records
+
+    # -- the usual sequences -------------------------------------------------------------------
+    def handshake(self, t: float, queue: str, pfns: list[int], *, ack: bool = True) -> int:
+        """Driver add, device pop and done, and (unless ``ack`` is False) the driver's ack."""
+        self.hs += 1
+        hs = self.hs
+        self.add(t, GUEST, schema.VQ_ADD, queue=queue, hs=hs, pfns=pfns)
+        self.add(t, HOST, schema.HOST_POP, queue=queue, hs=hs, len=4 * len(pfns))
+        done = schema.HOST_INFLATE_DONE if queue == "inflateq" else schema.HOST_DEFLATE_DONE
+        self.add(t, HOST, done, hs=hs, pfns=pfns, rejected=0)
+        if ack:
+            self.add(t, GUEST, schema.VQ_ACK, queue=queue, hs=hs)
+        return hs
+
+    def inflate(self, t: float, pfns: list[int], balloon: int) -> None:
+        """A fill_balloon round: fill, inflate handshake, actual."""
+        self.add(t, GUEST, schema.BALLOON_FILL, pfns=pfns, num_pages=balloon)
+        self.handshake(t, "inflateq", pfns)
+        self.add(t, GUEST, schema.CONFIG_ACTUAL, actual=balloon)
+
+    def deflate(self, t: float, pfns: list[int], balloon: int) -> None:
+        """A leak_balloon round: leak, deflate handshake, release, actual."""
+        self.add(t, GUEST, schema.BALLOON_LEAK, pfns=pfns, num_pages=balloon)
+        self.handshake(t, "deflateq", pfns)
+        self.add(t, GUEST, schema.BALLOON_RELEASE, pfns=pfns)
+        self.add(t, GUEST, schema.CONFIG_ACTUAL, actual=balloon)
+
+    def migrate(self, t: float, old: int, new: int, mid: int, worker: str = "kcompactd0"
+                ) -> None:
+        """Compaction moves balloon page ``old`` to ``new``: isolate, the two handshakes."""
+        self.add(t, COMPACT, schema.BALLOON_ISOLATE, worker=worker, mid=mid, pfn=old)
+        hi = self.handshake(t, "inflateq", [new])
+        hd = self.handshake(t, "deflateq", [old])
+        self.add(t, COMPACT, schema.BALLOON_MIGRATE, worker=worker, mid=mid, old=old,
+                 new=new, hs_inflate=hi, hs_deflate=hd)
+
+
+def write(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(dumps(r) for r in records))
+    return path
+
+
+def verdict(report: Report) -> tuple[int, dict[str, int], tuple[str, int] | None]:
+    """(exit code, counts per kind, (first kind, first seq))."""
+    first = report.first
+    return (report.exit_code, dict(report.counts),
+            None if first is None else (first.kind, first.seq))
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return res.exit_code, res.stdout, res.stderr
+
+
+# -- the planted faults the issue names --------------------------------------------------------
+
+def test_clean_hand_made_log(tmp_path: Path) -> None:
+    """A fill, a migration and a leak, each in order, are clean: exit 0, nothing pending."""
+    log = Log()
+    log.inflate(1.0, [10, 11, 12], 3)
+    log.add(2.0, COMPACT, schema.COMPACT_START, worker="kcompactd0", order=9, trigger="kcompactd")
+    log.migrate(2.0, 10, 20, 1)
+    log.add(2.0, COMPACT, schema.COMPACT_END, worker="kcompactd0", order=9, result="complete",
+            migrated=1, failed=0, balloon_migrated=1, free_order9=0)
+    log.deflate(3.0, [20, 11, 12], 0)
+    report = check.check_log(write(tmp_path / "ok.jsonl", log.end(4.0)))
+    assert verdict(report) == (0, {}, None)
+    assert report.pending == [] and report.records == len(log.records)
+
+
+def test_page_used_before_its_deflate_ack(tmp_path: Path) -> None:
+    """With MUST_TELL_HOST, releasing a page to the allocator before the deflate ack is
+    use-before-deflate-ack at the release record, and the page's story is shown."""
+    log = Log()
+    log.inflate(1.0, [5, 6], 2)
+    log.add(2.0, GUEST, schema.BALLOON_LEAK, pfns=[5], num_pages=1)
+    log.add(2.0, GUEST, schema.VQ_ADD, queue="deflateq", hs=2, pfns=[5])
+    release = log.add(2.0, GUEST, schema.BALLOON_RELEASE, pfns=[5])
+    log.add(2.1, HOST, schema.HOST_POP, queue="deflateq", hs=2, len=4)
+    log.add(2.1, HOST, schema.HOST_DEFLATE_DONE, hs=2, pfns=[5], rejected=0)
+    log.add(2.1, GUEST, schema.VQ_ACK, queue="deflateq", hs=2)
+    log.add(2.1, GUEST, schema.CONFIG_ACTUAL, actual=1)
+    report = check.check_log(write(tmp_path / "use.jsonl", log.end(3.0)))
+    kind = "virtio:driver.use-before-deflate-ack"
+    assert verdict(report) == (1, {kind: 1}, (kind, release))
+    first = report.first
+    assert first is not None and first.pfns == (5,) and first.hs == (2,)
+    assert [r["event"] for r in report.history] == [
+        schema.BALLOON_FILL, schema.VQ_ADD, schema.HOST_POP, schema.HOST_INFLATE_DONE,
+        schema.VQ_ACK, schema.BALLOON_LEAK, schema.VQ_ADD, schema.BALLOON_RELEASE]
+    assert any("virtio deflating" in line for line in first.state)
+
+
+def test_release_before_deflate_ack_is_allowed_without_must_tell_host(tmp_path: Path) -> None:
+    """Without MUST_TELL_HOST the driver may reuse a page before its deflate is acked."""
+    log = Log(must_tell=False)
+    log.inflate(1.0, [5], 1)
+    log.add(2.0, GUEST, schema.BALLOON_LEAK, pfns=[5], num_pages=0)
+    log.add(2.0, GUEST, schema.VQ_ADD, queue="deflateq", hs=2, pfns=[5])
+    log.add(2.0, GUEST, schema.BALLOON_RELEASE, pfns=[5])
+    log.add(2.1, HOST, schema.HOST_POP, queue="deflateq", hs=2, len=4)
+    log.add(2.1, HOST, schema.HOST_DEFLATE_DONE, hs=2, pfns=[5], rejected=0)
+    log.add(2.1, GUEST, schema.VQ_ACK, queue="deflateq", hs=2)
+    log.add(2.1, GUEST, schema.CONFIG_ACTUAL, actual=0)
+    assert verdict(check.check_log(write(tmp_path / "l.jsonl", log.end(3.0)))) == (0, {}, None)
+
+
+@pytest.mark.parametrize(("end", "expected"), [
+    (200.0, (1, {"handshake-stuck": 1, "actual-not-updated": 1}, ("handshake-stuck", 6))),
+    (1.5, (0, {}, None)),
+])
+def test_handshake_never_acked(tmp_path: Path, end: float, expected: tuple[Any, ...]) -> None:
+    """A handshake the device used but the driver never saw acked is handshake-stuck once it
+    is older than the hung-task timeout at the end (and the driver, stuck in tell_host, never
+    reported the fill in ``actual``); younger, both are reported pending."""
+    log = Log()
+    log.add(1.0, GUEST, schema.BALLOON_FILL, pfns=[7], num_pages=1)
+    log.handshake(1.0, "inflateq", [7], ack=False)
+    report = check.check_log(write(tmp_path / "hs.jsonl", log.end(end)))
+    assert verdict(report) == expected
+    if end < 120:
+        assert [(p.what, p.seq) for p in report.pending] == [("handshake", 3), ("actual", 2)]
+        assert "inflateq hs=1" in report.pending[0].detail
+        assert "done" in report.pending[0].detail
+
+
+def test_lock_held_at_session_end(tmp_path: Path) -> None:
+    """A mutex acquired and never released is lock-held-at-end (held > hung-task timeout),
+    naming the lock and its holder."""
+    log = Log()
+    log.add(1.0, KERNEL, schema.LOCK_ACQUIRE, level="debug", task="vballoon",
+            lock="vb->balloon_lock", kind="mutex", waited=0.0)
+    log.add(1.0, KERNEL, schema.LOCK_ACQUIRE, level="debug", task="vballoon",
+            lock="vb->pages_lock", kind="spin", waited=0.0)
+    log.add(1.0, KERNEL, schema.LOCK_RELEASE, level="debug", task="vballoon",
+            lock="vb->pages_lock", kind="spin", held=0.0)
+    report = check.check_log(write(tmp_path / "lock.jsonl", log.end(150.0)))
+    assert verdict(report) == (1, {"lock-held-at-end": 1},
+                               ("lock-held-at-end", len(log.records)))
+    first = report.first
+    assert first is not None
+    assert first.locks == ("vb->balloon_lock",) and first.tasks == ("vballoon",)
+    assert "vballoon holds vb->balloon_lock since t=1.000000" in first.detail
+    # its story: every record of the guest since vballoon took the lock
+    assert [r["seq"] for r in report.history] == [2, 3, 4]
+
+
+def test_page_on_the_list_and_isolated(tmp_path: Path) -> None:
+    """leak_balloon taking a page compaction holds isolated puts it in two places at once:
+    list-and-isolated at the leak record."""
+    log = Log()
+    log.inflate(1.0, [5, 6], 2)
+    log.add(2.0, COMPACT, schema.BALLOON_ISOLATE, worker="compact_memory-3", mid=1, pfn=5)
+    leak = log.add(2.1, GUEST, schema.BALLOON_LEAK, pfns=[5, 6], num_pages=0)
+    report = check.check_log(write(tmp_path / "iso.jsonl", log.end(2.2)))
+    code, counts, first = verdict(report)
+    assert (code, first) == (1, ("list-and-isolated", leak))
+    assert counts["list-and-isolated"] == 1
+    v = report.first
+    assert v is not None and v.pfns == (5,)
+    assert "leak_balloon took page 5 off vb->pages, but it is isolated" in v.detail
+    assert [r["event"] for r in report.history][-2:] == [schema.BALLOON_ISOLATE,
+                                                         schema.BALLOON_LEAK]
+
+
+def test_truncated_final_line(tmp_path: Path) -> None:
+    """A log cut while being written is unreadable: LogError names the last line, exit 2."""
+    log = Log()
+    log.inflate(1.0, [5], 1)
+    data = b"".join(dumps(r) for r in log.end(2.0))
+    path = tmp_path / "cut.jsonl"
+    path.write_bytes(data[:-20])
+    lines = len(log.records)
+    with pytest.raises(LogError) as e:
+        check.check_log(path)
+    assert e.value.line == lines and "truncated final line" in e.value.why
+    code, out, err = cli("check", str(path))
+    assert code == 2 and out == ""
+    assert f"cut.jsonl:{lines}: truncated final line" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_complete_record_without_final_newline_is_truncated(tmp_path: Path) -> None:
+    """Even a complete last record without its newline was cut short (the writer ends every
+    record with one)."""
+    log = Log()
+    data = b"".join(dumps(r) for r in log.end(2.0))
+    path = tmp_path / "nonl.jsonl"
+    path.write_bytes(data[:-1])
+    with pytest.raises(LogError, match=r"nonl.jsonl:2: truncated final line"):
+        check.check_log(path)
+
+
+def test_unknown_event(tmp_path: Path) -> None:
+    """A record whose event the schema does not declare is unreadable: line and event named."""
+    log = Log()
+    log.inflate(1.0, [5], 1)
+    bad = log.add(1.5, GUEST, "balloon.teleport", pfns=[5])
+    path = write(tmp_path / "unk.jsonl", log.end(2.0))
+    with pytest.raises(LogError) as e:
+        check.check_log(path)
+    assert e.value.line == bad
+    assert "unknown event 'balloon.teleport'" in e.value.why
+    code, _, err = cli("check", str(path))
+    assert code == 2 and f"unk.jsonl:{bad}: unknown event 'balloon.teleport'" in err
+
+
+@pytest.mark.parametrize(("mangle", "line", "why"), [
+    (lambda lines: [b'{"t": 0.0, "seq": 1,\n', *lines[1:]], 1, "bad JSON"),
+    (lambda lines: lines[1:], 1, "missing header: the first record is 'balloon.fill'"),
+    (lambda lines: lines[:-1], 7, "the log ends without session.end"),
+    (lambda lines: [*lines, lines[1]], 9, "balloon.fill record after session.end"),
+    (lambda lines: [lines[0], lines[2], *lines[3:]], 2, "seq 3 after seq 1"),
+    (lambda lines: [lines[0], b"[1, 2]\n", *lines[2:]], 2, "not a JSON object but list"),
+    (lambda lines: [lines[0], lines[1].replace(b'"num_pages"', b'"nm_pages"'), *lines[2:]],
+     2, "balloon.fill record lacks 'num_pages'"),
+    (lambda lines: [lines[0], lines[1].replace(b'"t":1.0,', b""), *lines[2:]], 2,
+     "record lacks 't'"),
+    (lambda lines: [lines[0], lines[1].replace(b'"pfns":[5]', b'"pfns":5'), *lines[2:]], 2,
+     "balloon.fill record has a field of the wrong type"),
+    (lambda lines: [lines[0], lines[0].replace(b'"seq":1', b'"seq":2'), *lines[1:]], 2,
+     "a second session.start"),
+])
+def test_unreadable_logs_name_line_and_why(tmp_path: Path, mangle: Any, line: int,
+                                           why: str) -> None:
+    """Each way a log can be unreadable is a LogError with the line and the reason."""
+    log = Log()
+    log.inflate(1.0, [5], 1)
+    lines = [dumps(r) for r in log.end(2.0)]
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"".join(mangle(lines)))
+    with pytest.raises(LogError) as e:
+        check.check_log(path)
+    assert (e.value.line, why in e.value.why) == (line, True), e.value
+
+
+def test_missing_file_and_empty_log_exit_2(tmp_path: Path) -> None:
+    """A path that does not exist, or an empty file, is bad input: exit 2, one line."""
+    code, _, err = cli("check", str(tmp_path / "nope.jsonl"))
+    assert code == 2 and "nope.jsonl: cannot read: No such file or directory" in err
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    code, _, err = cli("check", str(tmp_path / "empty.jsonl"))
+    assert code == 2 and "empty log" in err
+
+
+# -- more rules, one planted fault each ----------------------------------------------------------
+
+def _deflate_before_inflate_ack(log: Log) -> int:
+    log.add(1.0, GUEST, schema.BALLOON_FILL, pfns=[5], num_pages=1)
+    log.add(1.0, GUEST, schema.VQ_ADD, queue="inflateq", hs=1, pfns=[5])
+    seq = log.add(1.0, GUEST, schema.BALLOON_LEAK, pfns=[5], num_pages=0)
+    log.add(1.0, GUEST, schema.VQ_ADD, queue="deflateq", hs=2, pfns=[5])
+    return seq + 1
+
+
+def _ack_before_done(log: Log) -> int:
+    log.add(1.0, GUEST, schema.BALLOON_FILL, pfns=[5], num_pages=1)
+    log.add(1.0, GUEST, schema.VQ_ADD, queue="inflateq", hs=1, pfns=[5])
+    log.add(1.0, HOST, schema.HOST_POP, queue="inflateq", hs=1, len=4)
+    return log.add(1.0, GUEST, schema.VQ_ACK, queue="inflateq", hs=1)
+
+
+def _host_rejects_a_page(log: Log) -> int:
+    log.add(1.0, GUEST, schema.BALLOON_FILL, pfns=[5, 6], num_pages=2)
+    log.add(1.0, GUEST, schema.VQ_ADD, queue="inflateq", hs=1, pfns=[5, 6])
+    log.add(1.0, HOST, schema.HOST_POP, queue="inflateq", hs=1, len=8)
+    log.add(1.0, HOST, schema.HOST_INFLATE_DONE, hs=1, pfns=[5], rejected=1)
+    return log.add(1.0, GUEST, schema.VQ_ACK, queue="inflateq", hs=1)
+
+
+def _wrong_actual(log: Log) -> int:
+    log.add(1.0, GUEST, schema.BALLOON_FILL, pfns=[5], num_pages=1)
+    log.handshake(1.0, "inflateq", [5])
+    return log.add(1.0, GUEST, schema.CONFIG_ACTUAL, actual=2)
+
+
+def _num_pages_off(log: Log) -> int:
+    log.inflate(1.0, [5], 1)
+    return log.add(2.0, GUEST, schema.BALLOON_FILL, pfns=[6], num_pages=5)
+
+
+def _unexplained_inflate(log: Log) -> int:
+    log.inflate(1.0, [5], 1)
+    return log.add(2.0, GUEST, schema.VQ_ADD, queue="inflateq", hs=9, pfns=[7, 8])
+
+
+def _isolated_left(log: Log) -> int:
+    log.inflate(1.0, [5], 1)
+    log.add(2.0, COMPACT, schema.COMPACT_START, worker="w", order=-1, trigger="compact_memory")
+    log.add(2.0, COMPACT, schema.BALLOON_ISOLATE, worker="w", mid=1, pfn=5)
+    return log.add(2.0, COMPACT, schema.COMPACT_END, worker="w", order=-1, result="complete",
+                   migrated=0, failed=0, balloon_migrated=0, free_order9=0)
+
+
+def _isolate_twice(log: Log) -> int:
+    log.inflate(1.0, [5], 1)
+    log.add(2.0, COMPACT, schema.BALLOON_ISOLATE, worker="a", mid=1, pfn=5)
+    return log.add(2.0, COMPACT, schema.BALLOON_ISOLATE, worker="b", mid=2, pfn=5)
+
+
+def _migration_mismatch(log: Log) -> int:
+    log.inflate(1.0, [5, 6], 2)
+    log.add(2.0, COMPACT, schema.BALLOON_ISOLATE, worker="w", mid=1, pfn=5)
+    hi = log.handshake(2.0, "inflateq", [9])
+    hd = log.handshake(2.0, "deflateq", [5])
+    return log.add(2.0, COMPACT, schema.BALLOON_MIGRATE, worker="w", mid=1, old=5, new=10,
+                   hs_inflate=hi, hs_deflate=hd)
+
+
+def _two_holders(log: Log) -> int:
+    log.add(1.0, KERNEL, schema.LOCK_ACQUIRE, task="a", lock="page:5", kind="page", waited=0.0)
+    return log.add(1.0, KERNEL, schema.LOCK_ACQUIRE, task="b", lock="page:5", kind="page",
+                   waited=0.0)
+
+
+def _sleep_under_spinlock(log: Log) -> int:
+    log.add(1.0, KERNEL, schema.LOCK_ACQUIRE, task="a", lock="vb->pages_lock", kind="spin",
+            waited=0.0)
+    seq = log.add(1.0, KERNEL, schema.WAIT_SLEEP, task="a", queue="vb->config_change")
+    log.add(1.0, KERNEL, schema.LOCK_RELEASE, task="a", lock="vb->pages_lock", kind="spin",
+            held=0.0)
+    return seq
+
+
+def _self_deadlock(log: Log) -> int:
+    log.add(1.0, KERNEL, schema.LOCK_ACQUIRE, task="a", lock="vb->balloon_lock", kind="mutex",
+            waited=0.0)
+    seq = log.add(1.0, KERNEL, schema.LOCK_CONTENDED, task="a", lock="vb->balloon_lock",
+                  kind="mutex", owner="a")
+    log.add(1.0, KERNEL, schema.LOCK_RELEASE, task="a", lock="vb->balloon_lock", kind="mutex",
+            held=0.0)
+    return seq
+
+
+def _bad_unlock(log: Log) -> int:
+    return log.add(1.0, KERNEL, schema.LOCK_RELEASE, task="a", lock="vb->balloon_lock",
+                   kind="mutex", held=0.0)
+
+
+def _snapshot_free_mismatch(log: Log) -> int:
+    return log.add(5.0, "guest0", schema.MEM_SNAPSHOT, free=10, buddyinfo=[2, 1, 1],
+                   frag9=0)
+
+
+def _logged_lockdep(log: Log) -> int:
+    return log.add(1.0, KERNEL, schema.LOCKDEP, kind="inversion", task="a",
+                   lock="vb->pages_lock", detail="possible circular locking dependency",
+                   held_locks=["page:5"], cycle=["page", "vb->pages_lock", "page"])
+
+
+@pytest.mark.parametrize(("plant", "kind"), [
+    (_deflate_before_inflate_ack, "virtio:driver.deflate-unacked-inflate"),
+    (_ack_before_done, "handshake-order"),
+    (_host_rejects_a_page, "host-vs-driver"),
+    (_wrong_actual, "actual-not-updated"),
+    (_num_pages_off, "num-pages"),
+    (_unexplained_inflate, "unexplained-inflate"),
+    (_isolated_left, "isolated-at-run-end"),
+    (_isolate_twice, "page-state"),
+    (_migration_mismatch, "migration-mismatch"),
+    (_two_holders, "mutual-exclusion"),
+    (_sleep_under_spinlock, "sleep-in-atomic"),
+    (_self_deadlock, "self-deadlock"),
+    (_bad_unlock, "bad-unlock"),
+    (_snapshot_free_mismatch, "conservation"),
+    (_logged_lockdep, "inversion"),
+])
+def test_each_rule_finds_its_planted_fault_first(plant: Any, kind: str) -> None:
+    """Each rule's planted fault is the first violation, of that kind, at the planted record."""
+    log = Log()
+    seq = plant(log)
+    report = check.check_records(log.end(10.0))
+    first = report.first
+    assert report.exit_code == 1
+    assert first is not None and (first.kind, first.seq) == (kind, seq), report.violations[:3]
+
+
+def test_logged_violation_found_by_the_check_counts_once() -> None:
+    """A host.violation (and the session's invariant.violation copy) for a rule the check
+    itself found is counted once, as found by the check."""
+    log = Log()
+    seq = _deflate_before_inflate_ack(log)
+    rule = "driver.deflate-unacked-inflate"
+    log.add(1.0, HOST, schema.HOST_VIOLATION, level="error", rule=rule, role="driver",
+            detail="...", pfns=[5])
+    log.add(1.0, "session", schema.VIOLATION, level="error", kind=f"virtio:{rule}",
+            detail="guest0: ...")
+    log.add(1.0, HOST, schema.HOST_VIOLATION, level="error", rule="device.double-inflate",
+            role="driver", detail="...", pfns=[5])
+    log.add(1.0, "session", schema.VIOLATION, level="error", kind="virtio:device.double-inflate",
+            detail="guest0: ...")
+    report = check.check_records(log.end(2.0))
+    assert dict(report.counts) == {f"virtio:{rule}": 1, "virtio:device.double-inflate": 1}
+    assert report.by_source["check"] == {f"virtio:{rule}": 1}
+    assert report.by_source["log"] == {"virtio:device.double-inflate": 1}
+    assert report.first is not None and report.first.seq == seq
+
+
+def test_summary_is_cross_checked() -> None:
+    """At session.end, the summary's host and driver counts must match the rebuilt ones."""
+    log = Log()
+    log.inflate(1.0, [5, 6], 2)
+    log.add(1.0, HOST, schema.CONFIG_TARGET, num_pages=2, previous=0)
+    summary = {
+        "guest": {"pages": 64, "free_pages": 62, "owners": {"free": 62, "balloon": 2}},
+        "buddyinfo": [62],
+        "balloon": {"pages_in_list": 2, "isolated": 0, "actual": 2, "inflated": 2,
+                    "deflated": 0, "totalram": 62},
+        "host": {"guests": {"guest0": {"ballooned": 3, "inflated": 2, "deflated": 0,
+                                       "target": 2}}},
+    }
+    report = check.check_records(log.end(2.0, summary))
+    assert dict(report.counts) == {"summary-mismatch": 1}
+    assert report.first is not None
+    assert "host ballooned (4 KiB pages) = 3, rebuilt from the log: 2" in report.first.detail
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+def test_cli_prints_first_violation_and_counts(tmp_path: Path) -> None:
+    """`vballoon check` prints the first violation with its story and a count per kind, exit
+    1; --json gives the same verdict for machines; a gzip log reads the same."""
+    log = Log()
+    seq = _deflate_before_inflate_ack(log)
+    path = write(tmp_path / "f.jsonl", log.end(2.0))
+    code, out, _ = cli("check", str(path))
+    assert code == 1
+    assert "first violation virtio:driver.deflate-unacked-inflate" in out
+    assert f"seq {seq}" in out and "the records that led to it" in out
+    code, out, _ = cli("check", "--json", str(path))
+    data = orjson.loads(out)
+    assert code == 1 and data["verdict"] == "violations" and data["exit_code"] == 1
+    assert data["first"]["kind"] == "virtio:driver.deflate-unacked-inflate"
+    assert data["first"]["seq"] == seq and data["first"]["history"]
+    assert data["counts"] == {"virtio:driver.deflate-unacked-inflate": 1}
+    gz = tmp_path / "f.jsonl.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    code, out2, _ = cli("check", "--json", str(gz))
+    assert code == 1 and orjson.loads(out2)["counts"] == data["counts"]
+
+
+def test_damaged_gzip_is_unreadable(tmp_path: Path) -> None:
+    """A gzip log cut short is a LogError, exit 2."""
+    log = Log()
+    log.inflate(1.0, [5], 1)
+    data = gzip.compress(b"".join(dumps(r) for r in log.end(2.0)))
+    gz = tmp_path / "cut.jsonl.gz"
+    gz.write_bytes(data[: len(data) // 2])
+    code, _, err = cli("check", str(gz))
+    assert code == 2 and "cut.jsonl.gz" in err
+
+
+# -- real sessions -------------------------------------------------------------------------------
+
+#: Every built-in scenario, shrunk so the whole set runs in seconds, keeping what each does
+#: to the balloon: inflate/deflate steps, overcommit (Out of puff), compaction storms.
+SMALL = {
+    "default": ["guest.memory=32MiB", "duration=3s"],
+    "inflate-deflate": ["guest.memory=32MiB", "duration=4s", "workload.apps=1",
+                        'host.policy.params.steps=[["0.5s", "50%"], ["2.5s", "0%"]]'],
+    "overcommit": ["guest.memory=32MiB", "duration=3s",
+                   'host.policy.params.steps=[["0.5s", "90%"]]'],
+    "compact-storm": ["guest.memory=16MiB", "duration=4.5s", "compaction.workers=3",
+                      'compaction.at=["1.5s", "3s"]', 'compaction.kcompactd_interval="1s"',
+                      'host.policy.params.steps=[["0.5s", "25%"], ["2s", "10%"], '
+                      '["2.5s", "30%"], ["3.5s", "0%"]]'],
+    "thp-under-balloon": ["duration=9.6s", "workload.drop_at=0.625",
+                          'host.policy.params.steps=[["2s", "8%"], ["3s", "15%"], '
+                          '["4s", "20%"], ["9s", "5%"]]'],
+    "race": ["duration=4s", 'compaction.at=["1s", "2.5s"]',
+             'host.policy.params.steps=[["0.5s", "8%"], ["2s", "3%"], ["3s", "0%"]]'],
+    "three-guests": ["duration=6s", 'host.policy.name="static"',
+                     'host.policy.params={target = "10%"}'],
+}
+#: What each shrunk scenario must still do to the balloon, so that "clean" means something.
+DOES = {
+    "default": set(),
+    "inflate-deflate": {schema.BALLOON_FILL, schema.BALLOON_LEAK, schema.BALLOON_RELEASE},
+    "overcommit": {schema.BALLOON_FILL, schema.BALLOON_PUFF},
+    "compact-storm": {schema.BALLOON_FILL, schema.BALLOON_LEAK, schema.BALLOON_MIGRATE,
+                      schema.BALLOON_PUTBACK},
+    "thp-under-balloon": {schema.BALLOON_FILL, schema.BALLOON_LEAK, schema.BALLOON_MIGRATE},
+    "race": {schema.BALLOON_FILL, schema.BALLOON_LEAK, schema.BALLOON_MIGRATE},
+    "three-guests": {schema.BALLOON_FILL},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_builtin_scenario_log_is_clean_under_fixed(tmp_path: Path, name: str) -> None:
+    """`vballoon run SCENARIO --log` then `vballoon check` on it, under the fixed driver, for
+    every built-in scenario: exit 0, clean."""
+    log = tmp_path / f"{name}.jsonl"
+    sets = [a for s in [*SMALL[name], "guest.driver=fixed"] for a in ("--set", s)]
+    code, _, err = cli("run", name, *sets, "--seed", "3", "--log", str(log), "--json")
+    assert code == 0, err
+    code, out, _ = cli("check", "--json", str(log))
+    data = orjson.loads(out)
+    assert (code, data["verdict"], data["counts"]) == (0, "clean", {}), data["first"]
+    events = {r["event"] for r in map(orjson.loads, log.read_bytes().splitlines())}
+    assert DOES[name] <= events
+
+
+def test_debug_log_with_preemption_is_clean(tmp_path: Path) -> None:
+    """A compact-storm log at debug level with seeded preemption (lock records, interleaved
+    isolations) is clean, and the check saw its lock records."""
+    log = tmp_path / "storm.jsonl"
+    sets = [a for s in [*SMALL["compact-storm"], "guest.preempt=0.3"] for a in ("--set", s)]
+    code, _, err = cli("run", "compact-storm", *sets, "--seed", "1", "--level", "debug",
+                       "--log", str(log), "--json")
+    assert code == 0, err
+    report = check.check_log(log)
+    assert verdict(report) == (0, {}, None)
+    assert any("lock discipline from lock.* records" in c for c in report.checked)
+
+
+def test_flight_recorder_records_check_like_the_file_log(tmp_path: Path) -> None:
+    """A session's in-memory records (PFN arrays, not lists) get the same verdict as its file
+    log: a clean race under fixed, and v9's first violation at the same record."""
+    from run.session import scenario as scen
+    from run.session.logs import FlightRecorder
+    from run.session.session import run_session
+
+    for driver, seed in (("fixed", 2), ("v9", 1)):
+        sc = scen.load("race", [f"guest.driver={driver}", "guest.preempt=0.05",
+                                "faults.enabled=true"])
+        log, rec = tmp_path / f"{driver}.jsonl", FlightRecorder()
+        run_session(sc, seed=seed, log_path=log, recorder=rec, fail_fast=True)
+        assert any(not isinstance(r.get("pfns", []), list) for r in rec.records)
+        from_file, from_memory = check.check_log(log), check.check_records(list(rec.records))
+        assert from_memory.as_dict() == from_file.as_dict()
+        assert (from_file.exit_code == 1) == (driver == "v9"), from_file.first
+
+
+def test_v9_overcommit_is_explained_from_the_log(tmp_path: Path) -> None:
+    """On v9's overcommit deadlock the first violation is lockdep's context imbalance in
+    fill_balloon, and the check adds that balloon_lock is still held at the end."""
+    log = tmp_path / "v9.jsonl"
+    code, _, _ = cli("run", "overcommit", "--set", "guest.memory=32MiB", "--set",
+                     "guest.driver=v9", "--set", 'host.policy.params.steps=[["0.5s", "90%"]]',
+                     "--set", "guest.hung_task_timeout=5s", "--duration", "12s",
+                     "--level", "debug", "--log", str(log), "--json")
+    assert code == 1
+    report = check.check_log(log)
+    first = report.first
+    assert first is not None and first.kind == "imbalance" and first.source == "log"
+    assert any(line.startswith("vb->balloon_lock: held by vballoon") for line in first.state)
+    assert report.counts["lock-held-at-end"] == 1 and report.counts["hung-task"] == 1
