@@ -13,12 +13,12 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from actors.kernel.lockdep import Lockdep
+from actors.kernel.lockdep import Lockdep, Logger, ReportFn
 from actors.kernel.preempt import Perturbation
 from actors.kernel.task import (
     DEAD,
@@ -34,16 +34,6 @@ from actors.sim.choices import Choices
 from actors.sim.clock import sleep
 from actors.sim.costs import CostModel
 from actors.sim.events import Event
-
-
-class Logger(Protocol):
-    """The part of structlog's FilteringBoundLogger the kernel uses (tests may fake it)."""
-
-    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
-
-
-ReportFn = Callable[..., None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +86,7 @@ class Kernel:
         #: Whether debug records are kept: guards building their fields on hot paths.
         enabled = getattr(log, "is_enabled_for", None)
         self.debug: bool = bool(enabled(logging.DEBUG)) if callable(enabled) else True
-        self.lockdep = Lockdep(self)
+        self.lockdep = Lockdep(log, self.report, self.tasks)
         #: Page lock bookkeeping (one PageFrames per kernel): owner and FIFO waiters by PFN.
         self.page_owner: dict[int, KTask] = {}
         self.page_waiters: dict[int, list[tuple[KTask, Event]]] = {}

@@ -32,24 +32,34 @@ import functools
 import inspect
 import itertools
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from actors.kernel.task import SPIN, HeldLock, KTask, current, held_name
 from actors.sim import schema
 
-if TYPE_CHECKING:
-    from actors.kernel.kernel import Kernel
-
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Logger(Protocol):
+    """The part of structlog's FilteringBoundLogger the kernel uses (tests may fake it)."""
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
+ReportFn = Callable[..., None]
 
 
 class Lockdep:
     """One guest kernel's lock validator: class graph, dedupe, and the reports."""
 
-    __slots__ = ("graph", "kernel", "reported")
+    __slots__ = ("_report", "graph", "log", "reported", "tasks")
 
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    def __init__(self, log: Logger, report: ReportFn, tasks: dict[str, KTask]) -> None:
+        """``report`` hands a finding to the kernel; ``tasks`` is its live task table."""
+        self.log = log
+        self._report = report
+        self.tasks = tasks
         #: class → {class acquired after it: name of the task that first did so}.
         self.graph: dict[str, dict[str, str]] = {}
         #: Keys of problems already reported (membership only, never iterated).
@@ -65,10 +75,9 @@ class Lockdep:
             return False
         self.reported.add(key)
         held = t.held_names()
-        k = self.kernel
-        k.log.error(schema.LOCKDEP, kind=kind, task=t.name, lock=lock, detail=detail,
-                    held_locks=held, **extra)
-        k.report(kind, detail, task=t.name, lock=lock, held_locks=held, **extra)
+        self.log.error(schema.LOCKDEP, kind=kind, task=t.name, lock=lock, detail=detail,
+                       held_locks=held, **extra)
+        self._report(kind, detail, task=t.name, lock=lock, held_locks=held, **extra)
         return True
 
     # -- acquisition ---------------------------------------------------------------------------
@@ -194,7 +203,7 @@ class Lockdep:
         return [
             {"task": t.name, "state": t.state, "waiting_on": t.waiting_on,
              "held": t.held_names()}
-            for t in self.kernel.tasks.values()
+            for t in self.tasks.values()
         ]
 
 

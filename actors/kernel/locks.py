@@ -242,10 +242,6 @@ class SpinLock(_OwnedLock):
     KIND = SPIN
     WAIT_STATE = SPINNING
 
-    def spin_is_locked(self) -> bool:
-        """Whether some task holds the lock."""
-        return self.owner is not None
-
     async def spin_lock(self, *, nested: bool = False) -> None:
         """Take the lock, busy-waiting (virtual time passes) while another task holds it."""
         await self._acquire(_CURRENT.get() or _missing(), nested)
@@ -434,10 +430,6 @@ class WaitQueue:
         for ev in waiters:
             ev.set()
         return len(waiters)
-
-    def waitqueue_active(self) -> bool:
-        """Whether any task sleeps on the queue."""
-        return bool(self._waiters)
 
 
 class Atomic:

@@ -13,12 +13,10 @@ time one of them would block while the other is already blocked (``TaskSharingEr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal
-
-if TYPE_CHECKING:
-    from actors.kernel.kernel import Kernel
+from typing import Final, Literal, Protocol
 
 State = Literal["running", "blocked", "spinning", "sleeping", "dead"]
 
@@ -52,6 +50,29 @@ def held_name(entry: HeldLock) -> str:
     return name
 
 
+class ContextChecker(Protocol):
+    """The lockdep check a ``@context`` function runs at exit (``Lockdep`` is one)."""
+
+    def check_context(
+        self, t: KTask, fn: str, before: list[str], acquires: tuple[str, ...],
+        releases: tuple[str, ...],
+    ) -> None: ...
+
+
+class TaskOwner(Protocol):
+    """The kernel a task runs in, as tasks and locks see it (``Kernel`` is one).
+
+    A protocol, so that this bottom module of the kernel substrate imports none above it.
+    """
+
+    now: Callable[[], float]
+
+    @property
+    def lockdep(self) -> ContextChecker: ...
+
+    def task_exit(self, t: KTask, *, clean: bool) -> None: ...
+
+
 class NoKernelTaskError(RuntimeError):
     """Kernel code ran in an anyio task that never declared itself a kernel task."""
 
@@ -78,7 +99,7 @@ class KTask:
         "waiting_on",
     )
 
-    def __init__(self, kernel: Kernel, name: str, now: float) -> None:
+    def __init__(self, kernel: TaskOwner, name: str, now: float) -> None:
         self.kernel = kernel
         self.name = name
         self.state: State = RUNNING
