@@ -4,7 +4,7 @@ and the deterministic decide() budget."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -20,6 +20,14 @@ from actors.host.shell import (
 )
 
 MiB = 256
+
+
+def _recording(seen: list[GuestView], answer: Any) -> Callable[[HostView], Any]:
+    """A decide function that keeps the first guest's view it was shown, then answers."""
+    def decide(view: HostView) -> Any:
+        seen.append(view.guests[0])
+        return answer
+    return decide
 
 
 class Answer(HostPolicy):
@@ -207,7 +215,7 @@ def test_inflate_stall_backs_off_and_holds() -> None:
     assert sh.hold("a", 13.9) == 0 and sh.hold("a", 14.0) is None
     # during the hold the policy cannot inflate beyond the back-off
     seen: list[GuestView] = []
-    d = sh.decide(Answer(lambda v: seen.append(v.guests[0]) or want),
+    d = sh.decide(Answer(_recording(seen, want)),
                   hv(guest("a", RAM, target=0, actual=0), t=9.0))
     assert d.targets == {"a": 0} and rules(d) == [("a", "stall-hold", 0)]
     assert seen[0].stalled and not seen[0].progressing
@@ -241,7 +249,7 @@ def test_deflate_stall_is_reported_without_backoff() -> None:
     (s,) = sh.watch(hv(guest("a", RAM, target=0, actual=300 * MiB), t=5.0))
     assert s.backoff is None and s.rate == 0.0 and sh.hold("a", 5.0) is None
     seen: list[GuestView] = []
-    sh.decide(Answer(lambda v: seen.append(v.guests[0]) or {}),
+    sh.decide(Answer(_recording(seen, {})),
               hv(guest("a", RAM, target=0, actual=300 * MiB), t=6.0))
     assert not seen[0].progressing and not seen[0].stalled
 

@@ -1,6 +1,7 @@
 """The session log pipeline: stamping, ordering, filtering, sinks."""
 
 import io
+from typing import Any
 
 import orjson
 import pytest
@@ -69,8 +70,9 @@ def test_numpy_pfn_arrays_serialise_like_lists() -> None:
     from run.session.logs import dumps
 
     g = np.array([7, 0, 4294967295, 12], dtype=np.uint32)
-    as_arrays = {"a": g, "b": g[::2], "c": array.array("I", g.tobytes()), "d": g[:0],
-                 "e": array.array("I"), "f": np.arange(3), "g": array.array("l", [-1])}
+    as_arrays: dict[str, Any] = {
+        "a": g, "b": g[::2], "c": array.array("I", g.tobytes()), "d": g[:0],
+        "e": array.array("I"), "f": np.arange(3), "g": array.array("l", [-1])}
     as_lists = {k: [int(x) for x in v] for k, v in as_arrays.items()}
     assert dumps(as_arrays) == dumps(as_lists)
 

@@ -4,6 +4,7 @@ fixed. Choice files come from ``vballoon fuzz race --driver v9 --minimise SEED``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -17,7 +18,7 @@ from run.session.session import run_session
 CHOICES = Path(__file__).parent / "choices"
 
 
-def _outcome(path: Path, driver: str) -> tuple[dict[str, object] | None, int]:
+def _outcome(path: Path, driver: str) -> tuple[dict[str, Any] | None, int]:
     sc, seed, forced = minimise.load(path, [f"guest.driver={driver}"])
     return first_failure(flight_run(sc, seed, forced=forced)), len(forced)
 
