@@ -12,7 +12,8 @@ class GuestConfig:
     memory: int = field(default=1 << 30, metadata={"unit": "size", "doc": "guest RAM"})
     page_size: int = field(default=4096, metadata={"unit": "size",
                                                    "doc": "guest page size: 4KiB, 16KiB or 64KiB"})
-    driver: str = field(default="fixed", metadata={"doc": "balloon driver: legacy, v9 or fixed"})
+    driver: str = field(default="fixed", metadata={
+        "doc": "balloon driver variant (registered in actors.guest.balloon.DRIVERS)"})
     features: list[str] = field(
         default_factory=lambda: ["MUST_TELL_HOST", "STATS_VQ", "DEFLATE_ON_OOM"],
         metadata={"doc": "feature bits the driver accepts (negotiated with the device's)"})
@@ -31,12 +32,13 @@ class GuestConfig:
 
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs: page size must be 4/16/64 KiB and RAM at least one pageblock."""
+        from actors.guest.balloon import DRIVERS, driver_names
         from actors.guest.mm.buddy import FALLBACK_MODELS
         from protocol.balloon import BalloonFeature
 
         problems = []
-        if self.driver not in ("legacy", "v9", "fixed"):
-            problems.append(("driver", f"must be legacy, v9 or fixed, got {self.driver!r}"))
+        if self.driver not in DRIVERS:
+            problems.append(("driver", f"must be {driver_names()}, got {self.driver!r}"))
         for f in self.features:
             if f not in BalloonFeature.__members__:
                 problems.append(("features", f"unknown feature {f!r}; known: "

@@ -15,6 +15,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from actors.guest.balloon import DRIVERS
 from actors.host.policy import PolicyError
 from actors.sim.choices import Choice
 from run.session import scenario as scen
@@ -231,7 +232,7 @@ def replay(log: Path) -> None:
 
 @main.command()
 @click.argument("scenario", required=False)
-@click.option("--driver", type=click.Choice(["legacy", "v9", "fixed"]), default="fixed",
+@click.option("--driver", type=click.Choice(list(DRIVERS)), default="fixed",
               show_default=True, help="Balloon driver variant to fuzz.")
 @_seeds_option("0..99")
 @_jobs
@@ -367,10 +368,10 @@ def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], 
     from run.lab import compare as cmp
 
     names = [d.strip() for d in drivers.split(",") if d.strip()]
-    bad = [d for d in names if d not in ("legacy", "v9", "fixed")]
+    bad = [d for d in names if d not in DRIVERS]
     if bad or not names:
         raise BadInput(f"--drivers: unknown driver(s) {', '.join(bad) or '(none)'}; "
-                       "use legacy, v9, fixed")
+                       f"use {', '.join(DRIVERS)}")
     seed_list = _seeds(seeds)
     _load(scenario, sets, None)
     _writable(json_path, "--json")

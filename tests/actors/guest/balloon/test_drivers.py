@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.guest import balloon
 from actors.guest.balloon.common import KernelBug
 from actors.guest.balloon.v9 import V9Balloon
 from actors.guest.mm import gfp as G
@@ -20,7 +21,7 @@ from run.session.session import Session, run_session
 
 from .conftest import read_log, small_session
 
-DRIVERS = ("legacy", "v9", "fixed")
+DRIVERS = tuple(balloon.DRIVERS)
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
