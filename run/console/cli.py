@@ -177,13 +177,10 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
                                                 recorder):
         code = max(code, 1)
     if code:
-        what = f"--choices {choices_path}" if scenario is None and choices_path else (
-            (scenario or "default") + (f" --choices {choices_path}" if choices_path else ""))
-        click.echo(f"reproduce: vballoon run {what} --seed {summary['seed']}"
-                   + "".join(f" --set {s}" for s in sets)
-                   + (f" --duration {duration}" if duration else "")
-                   + (f" --level {level}" if level != "info" else "")
-                   + (" --fail-fast" if fail_fast else ""), err=True)
+        again = scen.reproduce_command(scenario, seed=summary["seed"], choices=choices_path,
+                                       sets=sets, duration=duration, level=level,
+                                       fail_fast=fail_fast)
+        click.echo(f"reproduce: {again}", err=True)
     sys.exit(code)
 
 
@@ -331,7 +328,7 @@ def _minimise(console: Console, scenario: str | None, overrides: list[str], seed
     console.print(f"seed {seed}: {result.failure['signature']}")
     console.print(f"minimised {result.recorded} recorded choices to {len(result.choices)} "
                   f"in {result.tests} runs: {path}")
-    console.print(f"reproduce: vballoon run --choices {path}")
+    console.print(f"reproduce: {scen.reproduce_command(None, choices=path)}")
     sys.exit(1)
 
 

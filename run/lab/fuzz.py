@@ -93,9 +93,8 @@ class Group:
 
 
 def reproduce_command(spec: str | None, seed: int, overrides: Sequence[str]) -> str:
-    """The one command that re-runs a seed exactly."""
-    return (f"vballoon run {spec or 'default'} --seed {seed} --fail-fast"
-            + "".join(f" --set {o}" for o in overrides))
+    """The command that re-runs a fuzzed seed exactly (stopping at its first violation)."""
+    return scen.reproduce_command(spec, seed=seed, sets=overrides, fail_fast=True)
 
 
 def fuzz(spec: str | None, seeds: Sequence[int], overrides: Sequence[str], *, jobs: int,

@@ -22,6 +22,7 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -330,3 +331,29 @@ def load(spec: str | None, overrides: list[str] | None = None) -> Scenario:
     except ScenarioError as e:
         raise ScenarioError(f"{source}: {e}") from None
     return from_data(data, source)
+
+
+def reproduce_command(spec: str | None, *, seed: int | None = None,
+                      choices: Path | None = None, sets: Sequence[str] = (),
+                      duration: str | None = None, level: str = "info",
+                      fail_fast: bool = False) -> str:
+    """The ``vballoon run`` command line that re-runs a session exactly (the one builder).
+
+    ``spec`` is the scenario as the user named it (None: the default, or the choices file's
+    when ``choices`` is given); every option is spelled only when it differs from the default.
+    """
+    parts = ["vballoon run"]
+    if spec is not None or choices is None:
+        parts.append(spec or "default")
+    if choices is not None:
+        parts.append(f"--choices {choices}")
+    if seed is not None:
+        parts.append(f"--seed {seed}")
+    if fail_fast:
+        parts.append("--fail-fast")
+    parts += [f"--set {s}" for s in sets]
+    if duration:
+        parts.append(f"--duration {duration}")
+    if level != "info":
+        parts.append(f"--level {level}")
+    return " ".join(parts)

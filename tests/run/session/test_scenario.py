@@ -1,6 +1,7 @@
 """Scenario loading: built-ins, overrides, and errors that name file, key and expectation."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,3 +81,18 @@ def test_every_builtin_is_valid() -> None:
     """Every shipped scenario loads without error and has a description."""
     for name in scen.builtin_names():
         assert scen.load(name).description
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({"spec": None}, "vballoon run default"),
+    ({"spec": "race", "seed": 3, "fail_fast": True, "sets": ["guest.driver=v9"]},
+     "vballoon run race --seed 3 --fail-fast --set guest.driver=v9"),
+    ({"spec": None, "choices": Path("c.json")}, "vballoon run --choices c.json"),
+    ({"spec": "race", "choices": Path("c.json"), "seed": 1, "duration": "5s",
+      "level": "debug"}, "vballoon run race --choices c.json --seed 1 --duration 5s --level debug"),
+])
+def test_reproduce_command_spells_only_what_differs(kwargs: dict[str, Any], expected: str
+                                                    ) -> None:
+    """The one reproduce builder names the scenario (or the choices file), then the options
+    that differ from their defaults, in one fixed order."""
+    assert scen.reproduce_command(**kwargs) == expected
