@@ -50,6 +50,7 @@ __all__ = [
     "Conformance",
     "DeflateAcked",
     "DeflateAdded",
+    "DriverRemoving",
     "Event",
     "InflateAcked",
     "InflateAdded",
@@ -166,6 +167,13 @@ class Quiescent:
 
 
 @dataclass(frozen=True, slots=True)
+class DriverRemoving:
+    """The driver's remove callback runs (the device is being unplugged): it gives back every
+    page before it resets the device, which makes them the guest's anyway, so those deflates
+    do not count as going below the target."""
+
+
+@dataclass(frozen=True, slots=True)
 class Reset:
     """The device was reset: every page is the guest's again and all tracking restarts."""
 
@@ -182,6 +190,7 @@ Event = (
     | StatsBufferUsed
     | StatsTags
     | Quiescent
+    | DriverRemoving
     | Reset
 )
 
@@ -274,6 +283,7 @@ class Conformance:
         "_n_inflating",
         "_num_pages",
         "_ppp",
+        "_removing",
         "_st",
         "_st_view",
         "_stats_outstanding",
@@ -318,6 +328,7 @@ class Conformance:
         self._swap_credit = 0  # pages inflated since actual was last written (a swap's half)
         self._stats_outstanding = False
         self._stats_tags: frozenset[int] | None = None
+        self._removing = False
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -414,8 +425,12 @@ class Conformance:
             return self._stats_tags_seen(event.tags, event)
         if isinstance(event, Quiescent):
             return self._quiescent(event)
+        if isinstance(event, DriverRemoving):
+            self._removing = True
+            return []
         if isinstance(event, Reset):
             self._reset()
+            self._stats_vq = False  # a reset device has no queues until a driver sets it up
             return []
         raise TypeError(f"not a conformance event: {event!r}")
 
@@ -559,7 +574,7 @@ class Conformance:
         # new page is inflated, then the old one deflated) does not shrink the balloon.
         swapped = min(moved, self._swap_credit)
         self._swap_credit -= swapped
-        if moved > swapped and not self._deflate_on_oom:
+        if moved > swapped and not self._deflate_on_oom and not self._removing:
             left = (self._n_inflating + self._n_inflated) * self._ppp
             if left < self._floor:
                 out.append(

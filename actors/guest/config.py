@@ -29,6 +29,9 @@ class GuestConfig:
         "unit": "duration", "doc": "hung-task watchdog threshold (kernel.hung_task_timeout_secs)"})
     softlockup_thresh: float = field(default=20.0, metadata={
         "unit": "duration", "doc": "soft-lockup watchdog threshold"})
+    unplug_at: float = field(default=0.0, metadata={
+        "unit": "duration", "doc": "unplug the balloon device then (virtballoon_remove: stop "
+                                   "the kthread, deflate everything, report actual); 0: never"})
 
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs: page size must be 4/16/64 KiB and RAM at least one pageblock."""
@@ -48,6 +51,8 @@ class GuestConfig:
                                          f"got {self.fallback!r}"))
         if not 0.0 <= self.preempt <= 1.0:
             problems.append(("preempt", f"must be between 0 and 1, got {self.preempt}"))
+        if self.unplug_at < 0:
+            problems.append(("unplug_at", "must be >= 0 (0: never)"))
         if self.preempt_delay < 0:
             problems.append(("preempt_delay", "must be >= 0"))
         if self.page_size not in (4096, 16384, 65536):

@@ -123,6 +123,8 @@ class Guest:
                 tg.start_soon(self._compact_memory_timeline, tg)
             if self.compaction.kcompactd_interval > 0:
                 self.kernel.spawn(tg, "kcompactd0", self._kcompactd)
+            if self.balloon is not None and self.config.unplug_at > 0:
+                self.kernel.spawn(tg, "kworker/unplug", self._unplug, self.balloon)
             task_status.started()
 
     async def _highorder(self, client: AllocatorClient, direct: Compactor | None, *,
@@ -130,6 +132,12 @@ class Guest:
         task_status.started()
         await run_highorder_passes(self.workload, client, direct, self.highorder,
                                    self._logger(f"{self.name}.highorder"))
+
+    async def _unplug(self, balloon: VirtioBalloon) -> None:
+        """Hot-unplug of the balloon device at ``unplug_at``: the driver's remove callback."""
+        with self.kernel.sleeping("unplug_at"):
+            await sleep(self.config.unplug_at)
+        await balloon.virtballoon_remove()
 
     def touched(self, pfns: array.array[int]) -> None:
         """The guest wrote these pages other than by allocating them (a migration's copy):

@@ -25,7 +25,14 @@ from actors.sim import schema, streams
 from actors.sim.choices import Choices
 from actors.sim.clock import sleep
 from actors.sim.costs import CostModel
-from actors.sim.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
+from actors.sim.transport import (
+    ConfigChanged,
+    ConfigWrite,
+    DeviceReset,
+    Interrupt,
+    Notify,
+    Transport,
+)
 from protocol import conformance as C
 from protocol.balloon import (
     QUEUE_NAMES,
@@ -81,6 +88,8 @@ class BalloonDevice:
         self.stats: dict[str, int] = {}
         self.stats_time: float | None = None
         self._stats_head: int | None = None
+        #: False once the driver reset the device (status 0): no interrupts are raised then.
+        self.driver_ok = True
         self.inflated = 0
         self.deflated = 0
         self.rejected = 0
@@ -133,7 +142,8 @@ class BalloonDevice:
             self.log.info(schema.FAULT, site="host.drop_config",
                           detail=f"num_pages={num_pages} written, no config interrupt")
             return
-        await streams.send(self.transport.to_driver, ConfigChanged())
+        if self.driver_ok:  # virtio_notify_config: no config interrupt without DRIVER_OK
+            await streams.send(self.transport.to_driver, ConfigChanged())
 
     def _fault(self, site: str) -> float | None:
         return None if self.choices is None else self.choices.fault(site, self.transport.name)
@@ -320,11 +330,21 @@ class BalloonDevice:
                         # shared); feeding it again here, later, would misorder it.
                         self.actual = msg.actual
                         self.score.actual_changed(self.clock(), msg.actual)
+                    elif isinstance(msg, DeviceReset):
+                        self.reset()
             tg.cancel_scope.cancel()
 
+    def reset(self) -> None:
+        """The driver reset the device: forget the held stats buffer, raise no interrupts."""
+        self.log.info(schema.HOST_RESET, dropped_stats=self._stats_head is not None)
+        self._stats_head = None
+        self.driver_ok = False
+        self.feed(C.Reset())
+
     def holds_stats_buffer(self) -> bool:
-        """Whether the device holds the guest's stats buffer (always true without STATS_VQ)."""
-        return not self.transport.stats_vq or self._stats_head is not None
+        """Whether the device holds the guest's stats buffer (always true without STATS_VQ,
+        and once the driver reset the device: it has no stats queue any more)."""
+        return not self.transport.stats_vq or not self.driver_ok or self._stats_head is not None
 
     def summary(self) -> dict[str, int]:
         m = self.memory

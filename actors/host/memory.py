@@ -71,10 +71,6 @@ class GuestMemory:
         """Pages the guest had touched that the host no longer backs (the balloon's gain)."""
         return self.ballooned - self.ballooned_untouched + self.discarded
 
-    def ballooned_pfns(self) -> set[int]:
-        """The host's own ballooned set."""
-        return set(np.flatnonzero(self._st & BALLOONED).tolist())
-
     def split_ballooned(self, pfns: Pfns, span: range | None = None) -> tuple[Pfns, Pfns]:
         """(the PFNs in the balloon, the others), each in the order given. ``span``: the same
         pages as one range, if the caller knows they are (their states are then one slice)."""

@@ -27,7 +27,6 @@ class CostModel:
                                         "(page and driver locks tried, nothing copied)")
     vq_roundtrip: float = _d(20e-6, "virtqueue kick to used-buffer interrupt, device work aside")
     host_discard_page: float = _d(0.05e-6, "host discarding (madvise) one 4 KiB page")
-    host_refault_page: float = _d(0.5e-6, "host faulting a discarded 4 KiB page back in")
     out_of_puff_sleep: float = _d(0.2, "fill_balloon's msleep(200) after an allocation failure")
     spin_relax: float = _d(0.05e-6, "one cpu_relax() iteration while spinning on a lock")
     spin_backoff_max: float = _d(1e-3, "longest re-check interval of a retry loop that makes "

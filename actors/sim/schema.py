@@ -222,6 +222,13 @@ CONFIG_ACTUAL: Final = _event(
     ("actual",),
     "Driver wrote `actual` (pages in the balloon, 4 KiB units) to config space.",
 )
+HOST_RESET: Final = _event(
+    "host.reset",
+    "info",
+    ("dropped_stats",),
+    "The driver reset the device (status 0): no more interrupts, the held stats buffer "
+    "(dropped_stats) forgotten; config space is still written.",
+)
 HOST_REFAULT: Final = _event(
     "host.refault",
     "debug",
@@ -255,6 +262,13 @@ BALLOON_PUFF: Final = _event(
     "warning",
     ("wanted", "got"),
     "fill_balloon's allocation failed: 'Out of puff! Can't get N pages', then msleep(200).",
+)
+BALLOON_REMOVE: Final = _event(
+    "balloon.remove",
+    "info",
+    ("phase", "num_pages"),
+    "virtballoon_remove (the device unplugged): phase `start`, then `done` once the kthread "
+    "stopped, every page was leaked back and `actual` written; num_pages (4 KiB) then.",
 )
 BALLOON_TOTALRAM: Final = _event(
     "balloon.totalram",

@@ -41,6 +41,13 @@ class ConfigWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceReset:
+    """Driver → device: the driver wrote status 0 (``vdev->config->reset``) and deleted its
+    queues; the device forgets its buffers and raises no more interrupts (QEMU sends none
+    without DRIVER_OK)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupt:
     """Device → driver: used buffers are waiting on queue ``queue``."""
 
@@ -52,7 +59,7 @@ class ConfigChanged:
     """Device → driver: config space changed (a new ``num_pages`` target)."""
 
 
-ToDevice = Notify | ConfigWrite
+ToDevice = Notify | ConfigWrite | DeviceReset
 ToDriver = Interrupt | ConfigChanged
 
 

@@ -186,7 +186,7 @@ class Session:
         vqs = guest.transport.vqs
         busy = any(vqs[q].driver.in_flight for q in (0, 1))
         device = self.host.devices[guest.name]
-        return (not busy and b.isolated() == 0 and b.towards_target() == 0
+        return (not busy and b.isolated() == 0 and (b.removed or b.towards_target() == 0)
                 and device.actual == b.num_pages.atomic_read() and device.holds_stats_buffer())
 
     # -- actors --------------------------------------------------------------------------------

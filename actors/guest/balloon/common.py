@@ -33,7 +33,14 @@ from actors.kernel.kernel import Kernel
 from actors.kernel.locks import Atomic, WaitQueue
 from actors.sim import schema, streams
 from actors.sim.costs import CostModel
-from actors.sim.transport import ConfigChanged, ConfigWrite, Interrupt, Notify, Transport
+from actors.sim.transport import (
+    ConfigChanged,
+    ConfigWrite,
+    DeviceReset,
+    Interrupt,
+    Notify,
+    Transport,
+)
 from protocol import conformance as C
 from protocol.balloon import (
     QUEUE_NAMES,
@@ -99,6 +106,12 @@ class VirtioBalloon:
         self.need_stats_update = 0
         self.stats: dict[int, int] = {}
         self.should_stop = False
+        #: The kthread's exit completion (``kthread->exited``), which kthread_stop waits on.
+        self.thread_started = False
+        self.thread_exited = False
+        self.exited = WaitQueue(kernel, "kthread->exited")
+        #: virtballoon_remove has finished: the device is gone (not in the C struct).
+        self.removed = False
         # bookkeeping for the summary (not in the C struct)
         self.inflated = 0
         self.deflated = 0
@@ -264,6 +277,7 @@ class VirtioBalloon:
                       ) -> None:
         """The "vballoon" kthread: chase the target until stopped."""
         with self.kernel.task("vballoon"):
+            self.thread_started = True
             await self.init_vqs()
             task_status.started()
             diff = 0
@@ -284,6 +298,48 @@ class VirtioBalloon:
                 elif diff < 0:
                     await self.leak_balloon(-diff)
                 await self.update_balloon_size()
+            # do_exit() -> complete(&kthread->exited)
+            self.thread_exited = True
+            self.exited.wake_up()
+
+    # -- removal (virtballoon_remove) ---------------------------------------------------------
+    async def virtballoon_remove(self) -> None:
+        """virtballoon_remove(): the device goes away; give the host every page back first."""
+        self.log.info(schema.BALLOON_REMOVE, phase="start", num_pages=self.num_pages.atomic_read())
+        self.vdev.observe(C.DriverRemoving())
+        # kthread_stop(vb->thread);
+        await self.kthread_stop()
+        # remove_common(vb);
+        await self.remove_common()
+        # kfree(vb);  (v9: kfree(vb->mapping) first)
+        self.removed = True
+        self.log.info(schema.BALLOON_REMOVE, phase="done", num_pages=self.num_pages.atomic_read())
+
+    async def kthread_stop(self) -> None:
+        """kthread_stop(k): set should-stop, wake the thread, wait until it has exited."""
+        self.should_stop = True
+        # wake_up_process(k): the kthread sleeps in wait_event_interruptible(vb->config_change)
+        self.config_change.wake_up()
+        # wait_for_completion(&kthread->exited);
+        if self.thread_started:
+            await self.exited.wait_event(lambda: self.thread_exited)
+
+    async def remove_common(self) -> None:
+        """remove_common() (v3.6): there might be pages left in the balloon: free them."""
+        # while (vb->num_pages)
+        #         leak_balloon(vb, vb->num_pages);
+        while num_pages := self.num_pages.atomic_read():
+            await self.leak_balloon(num_pages)
+        # update_balloon_size(vb);
+        await self.update_balloon_size()
+        await self.reset_device()
+
+    async def reset_device(self) -> None:
+        """remove_common()'s last lines: reset the device, then delete the queues."""
+        # /* Now we reset the device so we can clean up the queues. */
+        # vb->vdev->config->reset(vb->vdev);
+        # vb->vdev->config->del_vqs(vb->vdev);
+        await streams.send(self.vdev.to_device, DeviceReset())
 
     async def interrupts(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                          ) -> None:

@@ -390,3 +390,4 @@ class V9Balloon(VirtioBalloon):
             await self.leak_balloon(num_pages)
         # update_balloon_size(vb);
         await self.update_balloon_size()
+        await self.reset_device()

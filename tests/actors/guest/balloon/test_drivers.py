@@ -196,3 +196,29 @@ def test_v9_fill_fast_path_stops_where_the_loop_hits_bug_on() -> None:
     assert b.meminfo.totalram == totalram - 4
     assert all(b.frames.flags[p] & P.PG_balloon for p in (100, 101, 102))
     assert not b.frames.flags[103] & P.PG_balloon
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_unplug_deflates_everything_and_resets_the_device(driver: str) -> None:
+    """`guest.unplug_at` runs virtballoon_remove while the balloon is inflated: the kthread
+    stops, remove_common leaks every page back (told to the host), writes actual 0 and resets
+    the device, which raises no config interrupt afterwards; no violation, for every variant."""
+    out, records = small_session(f"guest.driver={driver}", "guest.unplug_at=6s",
+                                 'host.policy.params.steps=[["2s", "50%"], ["8s", "25%"]]')
+    s = out.summary
+    assert out.reason == "completed" and s["violations"] == []
+    half = (64 << 20) // 4096 // 2
+    removes = [r for r in records if r["event"] == schema.BALLOON_REMOVE]
+    assert [(r["phase"], r["num_pages"]) for r in removes] == [("start", half), ("done", 0)]
+    assert removes[0]["t"] == 6.0
+    resets = [r for r in records if r["event"] == schema.HOST_RESET]
+    assert len(resets) == 1 and resets[0]["seq"] > removes[1]["seq"]
+    # the host's 8 s target reaches config space, but nobody is left to act on it
+    assert s["balloon"]["actual"] == 0 and s["balloon"]["pages_in_list"] == 0
+    assert s["balloon"]["target"] == half // 2
+    assert s["host"]["guests"]["guest0"]["ballooned"] == 0
+    after = [r for r in records if r["t"] > removes[1]["t"]]
+    assert not any(r["event"] in (schema.BALLOON_FILL, schema.BALLOON_LEAK) for r in after)
+    session = out.session
+    assert session is not None
+    assert "vballoon" not in session.guests[0].kernel.tasks  # the kthread has exited
