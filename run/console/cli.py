@@ -19,8 +19,8 @@ from actors.guest.balloon import DRIVERS
 from actors.host.policy import PolicyError
 from actors.sim.choices import Choice
 from run.session import scenario as scen
-from run.session.logs import LEVELS, FlightRecorder, PrettyConsole
-from run.session.session import EXIT_USAGE, Session, run_session
+from run.session.logs import LEVELS, FlightRecorder, PrettyConsole, json_bytes
+from run.session.session import EXIT_INTERRUPTED, EXIT_USAGE, Session, run_session
 
 
 class BadInput(click.ClickException):
@@ -52,6 +52,14 @@ def _writable(path: Path | None, what: str) -> None:
         raise BadInput(f"{what} {path}: is a directory")
 
 
+def _write_output(path: Path, what: str, data: bytes) -> None:
+    """Write an output file; a failure (full disk, read-only place) is bad input, exit 2."""
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise BadInput(f"{what} {path}: cannot write: {e.strerror or e}") from None
+
+
 #: Options shared by the commands that run many sessions.
 _sets_for_every_run = click.option(
     "--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -75,7 +83,18 @@ def _seeds(text: str) -> list[int]:
         raise BadInput(f"--seeds {text!r}: {e}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a Ctrl-C that reaches it exits 130 (click's own choice is 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("vballoon: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vballoon")
 def main() -> None:
     """vballoon: a simulator of Linux memory ballooning with balloon page compaction."""
@@ -161,17 +180,17 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
             progress.stop()
     summary = outcome.summary
     if summary_path is not None:
-        summary_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+        _write_output(summary_path, "--summary", json_bytes(summary, indent=True))
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.buffer.write(json_bytes(summary, indent=True) + b"\n")
     else:
         from run.console.report import print_summary
 
         print_summary(out, summary)
     if outcome.error:
         click.echo(f"vballoon: session error: {outcome.error}", err=True)
-    if outcome.reason == "interrupted":
-        sys.exit(130)
+    if outcome.signal is not None:
+        sys.exit(outcome.exit_code)
     code = outcome.exit_code
     if recorder is not None and not _same_twice(sc, summary["seed"], level, forced, fail_fast,
                                                 recorder):

@@ -61,7 +61,41 @@ def dumps(record: Record) -> bytes:
     they are written as the JSON list of their values. A logged array must not change after
     the call that logs it: in-memory sinks keep the record, and serialise it later.
     """
-    return orjson.dumps(record, default=_default, option=_OPTIONS)
+    try:
+        return orjson.dumps(record, default=_default, option=_OPTIONS)
+    except orjson.JSONEncodeError:  # rare: an integer beyond 64 bits, or a value orjson refuses
+        return orjson.dumps(_jsonable(record), default=_default, option=_OPTIONS)
+
+
+def json_bytes(value: Any, *, indent: bool = False) -> bytes:
+    """``value`` as JSON (a summary, a report): the same fallbacks as the log writer."""
+    option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
+    try:
+        return orjson.dumps(value, default=_default, option=option)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_jsonable(value), default=_default, option=option)
+
+
+_I64_MIN, _U64_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with every integer JSON's 64-bit readers cannot hold written as its decimal
+    string, and every value orjson cannot write as ``<TYPE>`` (the record is still logged,
+    whole, and says what it held; nothing is dropped from the sequence)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if _I64_MIN <= value <= _U64_MAX else str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    try:
+        orjson.dumps(value, default=_default, option=_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        return f"<{type(value).__name__}>"
+    return value
 
 
 class FlightRecorder:
@@ -134,6 +168,11 @@ class SessionLog:
         self._validate = validate
         self._wrapper = self._wrapper_class(LEVELS[level])
         self.closed = False
+
+    def add_sink(self, sink: Sink) -> None:
+        """One more destination for the records to come (the log file, once the run starts)."""
+        self.sinks.append(sink)
+        self._writes = (*self._writes, sink.write)
 
     def _wrapper_class(self, min_level: int) -> type[FilteringBoundLogger]:
         """structlog's filtering bound logger with the record built in one step.

@@ -13,10 +13,13 @@ import array
 import functools
 import importlib.metadata
 import platform
+import signal
 import subprocess
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,10 @@ from run.session.logs import FlightRecorder, JsonLinesFile, PrettyConsole, Sessi
 from run.session.scenario import Scenario, to_dict
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+#: Signals that end a session the way Ctrl-C does, with ``session.end`` reason ``terminated``.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def versions() -> dict[str, str]:
@@ -87,9 +94,14 @@ class Outcome:
     violations: list[Violation] = field(default_factory=list)
     error: str | None = None
     session: Session | None = field(default=None, repr=False)  # for tests and tools
+    #: The signal that stopped the session (SIGINT for Ctrl-C), if one did.
+    signal: int | None = None
 
     @property
     def exit_code(self) -> int:
+        """0 clean, 1 a problem found, 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM)."""
+        if self.signal is not None:
+            return 128 + self.signal
         return EXIT_OK if self.reason == "completed" and not self.violations else EXIT_PROBLEM
 
 
@@ -290,6 +302,57 @@ def load_policy(scenario: Scenario) -> HostPolicy:
         raise PolicyError(f"[host.policy] of scenario {scenario.name!r}: {e}") from None
 
 
+def _interrupt_in(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or a task group's exception group holds, a KeyboardInterrupt."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_interrupt_in(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[list[int]]:
+    """While inside, SIGTERM and SIGHUP interrupt like Ctrl-C; yields the signals received.
+
+    The handler hands the signal to whatever handles SIGINT at that moment: trio's handler
+    while trio runs (it raises KeyboardInterrupt where that is safe), Python's default
+    otherwise. Off the main thread (where handlers cannot be set) it does nothing.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIGINT ignored or defaulted at the C level: interrupt all the same
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and the stop signals while the log is closed, so a second one cannot cut
+    ``session.end`` in half; one that came meanwhile is delivered on leaving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, *STOP_SIGNALS}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _describe(exc: BaseException) -> str:
     """The innermost real exception(s) of a crash, one line each (task groups nest them)."""
     if isinstance(exc, BaseExceptionGroup):
@@ -322,12 +385,6 @@ def run_session(
     """
     policy = policy if policy is not None else load_policy(scenario)
     sinks: list[Sink] = []
-    stream = None
-    if log_path is not None:
-        # A 1 MiB buffer: records of 256 PFNs are KiBs each, so the default 8 KiB buffer would
-        # make a write() call every few records. Flushed when the session closes.
-        stream = open(log_path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed below
-        sinks.append(JsonLinesFile(stream))
     if recorder is not None:
         sinks.append(recorder)
     if console is not None:
@@ -335,30 +392,41 @@ def run_session(
     log = SessionLog(clock=SessionClock(), level=level, sinks=sinks, validate=validate)
     session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot,
                       policy=policy, forced=forced, record=record, fail_fast=fail_fast)
-    reason, error = "completed", None
-    try:
-        session.start_record()
-        if backend == "trio":
-            determinism.seed_scheduler(session.seed)
-            trio.run(session.main, clock=determinism.virtual_clock())
-        else:
-            anyio.run(session.main, backend=backend)
-        if fail_fast and session.violations:
-            reason = "first-violation"
-        else:
-            session.check(full=True)
-    except KeyboardInterrupt:
-        reason = "interrupted"
-    except Exception as exc:  # an actor crashed: log it, still close the log with a summary
-        reason = "error"
-        error = _describe(exc)
-        session._slog.error(schema.SESSION_ERROR, error=error,
-                            where=traceback.format_exc(limit=-3))
-    finally:
-        summary = session.summary(reason)
-        session.end_record(summary, reason)
-        log.flush()
-        if stream is not None:
-            stream.close()
+    stream = None
+    if log_path is not None:  # opened (truncating) only once every actor could be built
+        # A 1 MiB buffer: records of 256 PFNs are KiBs each, so the default 8 KiB buffer would
+        # make a write() call every few records. Flushed when the session closes.
+        stream = open(log_path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed below
+        log.add_sink(JsonLinesFile(stream))
+    reason, error, stopped_by = "completed", None, None
+    with stop_signals_interrupt() as received:
+        try:
+            session.start_record()
+            log.flush()  # the header is on disk even if the process dies without unwinding
+            if backend == "trio":
+                determinism.seed_scheduler(session.seed)
+                trio.run(session.main, clock=determinism.virtual_clock())
+            else:
+                anyio.run(session.main, backend=backend)
+            if fail_fast and session.violations:
+                reason = "first-violation"
+            else:
+                session.check(full=True)
+        except BaseException as exc:  # Ctrl-C, a stop signal, or an actor crashed
+            if _interrupt_in(exc):
+                stopped_by = received[0] if received else signal.SIGINT
+                reason = "interrupted" if stopped_by == signal.SIGINT else "terminated"
+            else:  # log it, still close the log with a summary
+                reason = "crashed"
+                error = _describe(exc)
+                session._slog.error(schema.SESSION_ERROR, error=error,
+                                    where="".join(traceback.format_exception(exc, limit=-3)))
+        finally:
+            with _signals_held():
+                summary = session.summary(reason)
+                session.end_record(summary, reason)
+                log.flush()
+                if stream is not None:
+                    stream.close()
     return Outcome(summary=summary, reason=reason, violations=session.violations, error=error,
-                   session=session)
+                   session=session, signal=stopped_by)

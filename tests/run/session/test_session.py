@@ -20,18 +20,18 @@ def _boom(self: App, now: float) -> None:
 def test_actor_crash_still_closes_log_with_summary(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception in an actor ends the session with session.error then session.end
-    (reason "error", the summary included), and the run exits 1."""
+    (reason "crashed", the summary included), and the run exits 1."""
     monkeypatch.setattr(App, "step", _boom)
     log = tmp_path / "crash.jsonl"
     sc = scen.load("default", ["guest.memory=32MiB", "duration=3s"])
     out = run_session(sc, log_path=log)
-    assert out.reason == "error" and out.exit_code == 1
+    assert out.reason == "crashed" and out.exit_code == 1
     assert out.error is not None and "simulated actor crash" in out.error
     records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
     assert records[0]["event"] == schema.SESSION_START
     assert records[-2]["event"] == schema.SESSION_ERROR
     assert records[-1]["event"] == schema.SESSION_END
-    assert records[-1]["reason"] == "error" and "buddyinfo" in records[-1]["summary"]
+    assert records[-1]["reason"] == "crashed" and "buddyinfo" in records[-1]["summary"]
     res = CliRunner().invoke(main, ["run", "--set", "guest.memory=32MiB", "--duration", "3s",
                                     "--log", str(tmp_path / "cli.jsonl")])
     assert res.exit_code == 1 and "simulated actor crash" in res.stderr
