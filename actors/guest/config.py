@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: Page links and PFNs are 32-bit, one value kept as "none".
+MAX_PAGES = (1 << 32) - 1
+
 
 @dataclass(frozen=True, slots=True)
 class GuestConfig:
@@ -62,6 +65,9 @@ class GuestConfig:
         if self.memory < pageblock:
             problems.append(("memory", f"guest smaller than one pageblock "
                                        f"({self.memory} < {pageblock} bytes)"))
+        elif self.memory // self.page_size >= MAX_PAGES:
+            problems.append(("memory", f"at most {MAX_PAGES - 1} pages of {self.page_size} "
+                                       f"bytes (PFNs are 32-bit), got {self.memory} bytes"))
         elif self.memory % pageblock:
             problems.append(("memory", f"must be a multiple of the pageblock size "
                                        f"({pageblock} bytes), got {self.memory}"))

@@ -30,7 +30,7 @@ from actors.guest.mm.allocator import AllocatorClient
 from actors.guest.mm.buddy import Zone
 from actors.guest.mm.compaction import COMPACT_SKIPPED, Compactor
 from actors.guest.mm.pages import PageFrames
-from actors.guest.mm.rmap import Rmap
+from actors.guest.mm.rmap import MAX_HOLDINGS, Rmap
 from actors.guest.mm.vmstat import VmStat
 from actors.kernel.kernel import Kernel
 from actors.sim import schema
@@ -69,8 +69,11 @@ class WorkloadConfig:
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs for values outside their meaningful range."""
         problems = []
-        if self.apps < 0:
-            problems.append(("apps", "must be >= 0"))
+        most = MAX_HOLDINGS // len(KIND_NAMES)
+        if not 0 <= self.apps <= most:
+            problems.append(("apps", f"must be between 0 and {most} (the reverse map holds "
+                                     f"{MAX_HOLDINGS} holdings, {len(KIND_NAMES)} per app), "
+                                     f"got {self.apps}"))
         if self.batch < 1 or self.batch > 4096:
             problems.append(("batch", "must be between 1 and 4096"))
         if self.tick <= 0:

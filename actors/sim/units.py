@@ -6,6 +6,7 @@ Parsing is strict so that a typo is an error, not a silently different experimen
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -40,6 +41,10 @@ _DURATION_UNITS = {
 _NUMBER = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*([A-Za-zµ]*)\s*$")
 
 
+#: The largest size anything here holds (a u64 of bytes).
+MAX_SIZE = (1 << 64) - 1
+
+
 class UnitError(ValueError):
     """A size or duration that cannot be parsed; the message says what was expected."""
 
@@ -62,6 +67,8 @@ def parse_size(value: object) -> int:
     else:
         raise UnitError(f"expected a size like '4GiB', got {value!r}")
     size = number * _SIZE_UNITS[unit]
+    if size > MAX_SIZE:
+        raise UnitError(f"size beyond 16 EiB (64 bits), got {value!r}")
     if size < 0:
         raise UnitError(f"size must not be negative, got {value!r}")
     if size != int(size):
@@ -82,6 +89,8 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         raise UnitError(f"expected a duration like '30s', got {value!r}")
+    if not math.isfinite(seconds):
+        raise UnitError(f"duration must be a finite number, got {value!r}")
     if seconds < 0:
         raise UnitError(f"duration must not be negative, got {value!r}")
     return seconds

@@ -89,6 +89,9 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:  # a subcommand's bad option: one line, like BadInput
+            where = e.ctx.command_path if e.ctx is not None else "vballoon"
+            raise BadInput(f"{where}: {e.format_message()}") from None
         except KeyboardInterrupt:
             click.echo("vballoon: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -102,7 +105,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("scenario", required=False)
-@click.option("--seed", type=click.IntRange(min=0), help="Session seed (default: scenario's).")
+@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1),
+              help="Session seed (default: scenario's).")
 @click.option("--log", "log_path", type=click.Path(path_type=Path),
               help="Write the JSON-lines log here.")
 @click.option("--summary", "summary_path", type=click.Path(path_type=Path),

@@ -100,6 +100,11 @@ POLICY_METRICS: list[Metric] = [
 ]
 
 
+#: The most seeds one --seeds names, and the largest seed (a signed 64-bit value).
+MAX_SEEDS = 10**6
+MAX_SEED = (1 << 63) - 1
+
+
 def parse_seeds(text: str) -> list[int]:
     """``5`` → seeds 0..4; ``3..7`` → 3..7 inclusive; ``1,4,9`` → those. Errors say why."""
     text = text.strip()
@@ -108,6 +113,8 @@ def parse_seeds(text: str) -> list[int]:
         lo, hi = int(a), int(b)
         if hi < lo:
             raise ValueError(f"range ends at {hi}, before it starts at {lo}")
+        if hi - lo >= MAX_SEEDS:
+            raise ValueError(f"{hi - lo + 1} seeds; a campaign runs at most {MAX_SEEDS}")
         seeds = list(range(lo, hi + 1))
     elif "," in text:
         seeds = [int(x) for x in text.split(",")]
@@ -115,9 +122,13 @@ def parse_seeds(text: str) -> list[int]:
         n = int(text)
         if n < 1:
             raise ValueError(f"need at least one seed, got {n}")
+        if n > MAX_SEEDS:
+            raise ValueError(f"{n} seeds; a campaign runs at most {MAX_SEEDS}")
         return list(range(n))
     if (low := min(seeds)) < 0:
         raise ValueError(f"seed {low} is negative (seeds are >= 0)")
+    if (high := max(seeds)) > MAX_SEED:
+        raise ValueError(f"seed {high} does not fit in 63 bits")
     return seeds
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 import types
@@ -35,6 +36,11 @@ from actors.host.host import HostConfig
 from actors.sim.choices import FaultConfig
 from actors.sim.costs import CostModel
 from actors.sim.units import UnitError, parse_duration, parse_size
+
+#: The largest integer a scenario holds (a signed 64-bit value, as every log reader can).
+MAX_INT = (1 << 63) - 1
+#: The longest session: 10^6 virtual seconds (11.6 days) always ends in reasonable time.
+MAX_DURATION = 1e6
 
 
 class ScenarioError(ValueError):
@@ -103,8 +109,9 @@ class Scenario:
         names = [g.name for g in self.guests]
         for name in sorted({n for n in names if names.count(n) > 1}):
             problems.append(("guests", f"guest name {name!r} used more than once"))
-        if self.duration <= 0:
-            problems.append(("duration", "must be > 0"))
+        if not 0 < self.duration <= MAX_DURATION:
+            problems.append(("duration", f"must be > 0 and at most {MAX_DURATION:g} s, got "
+                                         f"{self.duration:g}"))
         if self.snapshot_interval <= 0:
             problems.append(("snapshot_interval", "must be > 0"))
         if self.seed < 0:
@@ -131,10 +138,14 @@ def _convert(value: Any, tp: Any, unit: str | None, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ScenarioError(f"{where}: expected an integer, got {value!r}")
+        if not -MAX_INT <= value <= MAX_INT:
+            raise ScenarioError(f"{where}: {value} does not fit in 63 bits")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ScenarioError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ScenarioError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -159,7 +170,11 @@ def _convert(value: Any, tp: Any, unit: str | None, where: str) -> Any:
             except ScenarioError as e:
                 errors.append(str(e))
         raise ScenarioError(errors[0] if errors else f"{where}: unexpected value {value!r}")
-    if tp is Any or tp is dict or origin is dict:
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ScenarioError(f"{where}: expected a table, got {value!r}")
+        return value
+    if tp is Any:
         return value
     raise ScenarioError(f"{where}: unsupported field type {tp!r}")
 

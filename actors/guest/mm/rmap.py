@@ -11,6 +11,9 @@ from __future__ import annotations
 import array
 from collections.abc import Iterable
 
+#: Holding ids are one byte per PFN (0: unmapped).
+MAX_HOLDINGS = 255
+
 
 class Rmap:
     """Per-PFN owner holding and slot, plus the holdings themselves."""
@@ -22,8 +25,8 @@ class Rmap:
 
     def register(self) -> int:
         """A new, empty holding (an app's anon or page-cache pages); returns its id."""
-        if len(self.holdings) >= 255:
-            raise ValueError("at most 255 rmap holdings (3 per application)")
+        if len(self.holdings) >= MAX_HOLDINGS:
+            raise ValueError(f"at most {MAX_HOLDINGS} rmap holdings")
         self.holdings.append(array.array("I"))
         return len(self.holdings)
 

@@ -144,7 +144,7 @@ def test_fatal_policy_errors_end_the_run(tmp_path: Path) -> None:
     assert code == 1
     assert "policy 'neg' failed and host.policy.fatal is set: a: target -1 < 0" in err
     recs = records(log)
-    assert recs[-1]["event"] == schema.SESSION_END and recs[-1]["reason"] == "error"
+    assert recs[-1]["event"] == schema.SESSION_END and recs[-1]["reason"] == "crashed"
     code, _, _ = cli("run", write(tmp_path, THREE), "--set", f'host.policy.name="{policy}:Neg"',
                      "--duration", "2s")
     assert code == 0  # not fatal by default
