@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,7 +22,13 @@ from actors.host.policy import PolicyError
 from actors.sim.choices import Choice
 from run.session import scenario as scen
 from run.session.logs import LEVELS, FlightRecorder, PrettyConsole, json_bytes
-from run.session.session import EXIT_INTERRUPTED, EXIT_USAGE, Session, run_session
+from run.session.session import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Session,
+    run_session,
+    stop_signals_interrupt,
+)
 
 
 class BadInput(click.ClickException):
@@ -58,6 +66,22 @@ def _write_output(path: Path, what: str, data: bytes) -> None:
         path.write_bytes(data)
     except OSError as e:
         raise BadInput(f"{what} {path}: cannot write: {e.strerror or e}") from None
+
+
+def _capped_jobs(jobs: int, work: int) -> int:
+    """--jobs, capped at the number of runs and of CPUs (and saying so when it is)."""
+    from run.lab.pool import usable_processes
+
+    usable = usable_processes(jobs, work)
+    if usable < jobs:
+        click.echo(f"vballoon: --jobs {jobs} capped to {usable} ({work} runs, "
+                   f"{os.cpu_count() or 1} CPUs)", err=True)
+    return usable
+
+
+def _stopped_exit(received: list[int]) -> int:
+    """The exit code of a campaign stopped by Ctrl-C (130) or a stop signal (128+N)."""
+    return 128 + (received[0] if received else signal.SIGINT)
 
 
 #: Options shared by the commands that run many sessions.
@@ -288,10 +312,11 @@ def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | N
         _minimise(console, scenario, overrides, minimise_seed, budget, out)
         return
     seed_list = _seeds(seeds)
+    jobs = _capped_jobs(jobs, len(seed_list))
     failed = 0
-    with Progress(TextColumn("[bold]fuzz"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-                  console=console, transient=True) as progress:
+    with stop_signals_interrupt() as received, Progress(
+            TextColumn("[bold]fuzz"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=console, transient=True) as progress:
         task = progress.add_task("seeds", total=len(seed_list), status="")
 
         def step(r: fz.SeedResult) -> None:
@@ -299,11 +324,14 @@ def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | N
             failed += r.failure is not None
             progress.update(task, advance=1, status=f"{failed} failing")
 
-        results, groups = fz.fuzz(scenario, seed_list, overrides, jobs=jobs, out=out,
-                                  progress=step)
+        results, groups, interrupted = fz.fuzz(scenario, seed_list, overrides, jobs=jobs,
+                                               out=out, progress=step)
     wall = sum(r.wall for r in results)
+    stopped = (f" (stopped after {len(results)} of {len(seed_list)} seeds)"
+               if interrupted else "")
     console.print(f"fuzz {scenario or 'default'} --driver {driver}: {len(results)} seeds, "
-                  f"{failed} failing, {len(groups)} kind(s); {wall:.1f}s of session time")
+                  f"{failed} failing, {len(groups)} kind(s); {wall:.1f}s of session time"
+                  + stopped)
     if groups:
         table = Table("first violation", "seeds", "smallest", "reproduce",
                       title="failures by first violation", title_justify="left",
@@ -315,13 +343,16 @@ def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | N
                           repro + (f"\nlog: {log}" if log else ""))
         console.print(table)
     if json_path is not None:
-        json_path.write_bytes(orjson.dumps({
+        _write_output(json_path, "--json", json_bytes({
             "scenario": scenario or "default", "driver": driver, "overrides": overrides,
-            "seeds": seed_list, "failing": failed,
+            "seeds": seed_list, "finished": sorted(r.seed for r in results),
+            "interrupted": interrupted, "failing": failed,
             "groups": [{"signature": g.signature, "kind": g.kind, "seeds": g.seeds,
                         "example": g.example, "logs": g.logs,
                         "reproduce": fz.reproduce_command(scenario, g.seeds[0], overrides)}
-                       for g in groups]}, option=orjson.OPT_INDENT_2))
+                       for g in groups]}, indent=True))
+    if interrupted:
+        sys.exit(_stopped_exit(received))
     sys.exit(1 if failed else 0)
 
 
@@ -409,19 +440,25 @@ def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds:
     from run.lab import compare as cmp
 
     console = Console()
-    with Progress(TextColumn("[bold]compare"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"),
-                  console=console, transient=True) as progress:
-        task = progress.add_task("runs", total=len(variants) * len(seeds), last="")
+    total = len(variants) * len(seeds)
+    jobs = _capped_jobs(jobs, total)
+    with stop_signals_interrupt() as received, Progress(
+            TextColumn("[bold]compare"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"), console=console, transient=True) as progress:
+        task = progress.add_task("runs", total=total, last="")
         result = cmp.compare(scenario, variants, seeds, list(sets), metrics=metrics, kind=kind,
                              jobs=jobs, progress=lambda job: progress.update(
                                  task, advance=1, last=f"{job.variant} seed {job.seed}"))
     labels = list(variants)
+    done = sum(result["runs"].values())
+    stopped = f"; stopped after {done} of {total} runs" if result["interrupted"] else ""
     console.print(cmp.table(result, labels, metrics,
                             f"{command} {result['scenario']} — seeds {seeds[0]}..{seeds[-1]} "
-                            "(mean ± spread)"))
+                            f"(mean ± spread{stopped})"))
     if json_path is not None:
-        json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        _write_output(json_path, "--json", json_bytes(result, indent=True))
+    if result["interrupted"]:
+        sys.exit(_stopped_exit(received))
     failed = result["metrics"]["violations"]
     if any(failed[v]["mean"] > 0 for v in labels):
         click.echo("some runs reported violations (see the violations row)", err=True)
@@ -541,7 +578,6 @@ def bench(names: tuple[str, ...], json_path: Path | None, quick: bool) -> None:
               help="Where to write the Chrome trace-event JSON.")
 def trace_cmd(log: Path, out_path: Path) -> None:
     """Convert session LOG (JSON lines, or gzip) to a timeline for ui.perfetto.dev."""
-    import os
 
     from run.logtools.logread import LogError
     from run.logtools.trace import export

@@ -456,7 +456,7 @@ def bench_fuzz(quick: bool) -> Result:
 
     def rate(extra: list[str]) -> tuple[float, float, int]:
         t0 = time.perf_counter()
-        results, _ = fuzz("race", list(range(n)), [*fuzz_overrides("fixed", 0.05, True),
+        results, _, _ = fuzz("race", list(range(n)), [*fuzz_overrides("fixed", 0.05, True),
                                                    *extra], jobs=2, out=None)
         wall = time.perf_counter() - t0
         return (n / wall, statistics.fmean(r.wall for r in results),

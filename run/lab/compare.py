@@ -144,7 +144,10 @@ def run_job(job: Job) -> tuple[Job, dict[str, Any]]:
     """One session (in a worker process): returns its summary."""
     from run.session.session import run_session
 
-    return job, run_session(scen.load(job.spec, list(job.overrides)), seed=job.seed).summary
+    outcome = run_session(scen.load(job.spec, list(job.overrides)), seed=job.seed)
+    if outcome.signal is not None:  # stopped, not finished: no result to report
+        raise KeyboardInterrupt
+    return job, outcome.summary
 
 
 def compare(spec: str | None, variants: Mapping[str, Sequence[str]], seeds: Sequence[int],
@@ -152,16 +155,21 @@ def compare(spec: str | None, variants: Mapping[str, Sequence[str]], seeds: Sequ
             kind: str = "drivers", jobs: int = 2,
             progress: Callable[[Job], None] | None = None) -> dict[str, Any]:
     """Run every (variant, seed) and aggregate ``metrics`` per variant; the variants' labels
-    are listed under ``kind`` in the result."""
+    are listed under ``kind`` in the result. A KeyboardInterrupt stops the workers and the
+    result aggregates the runs that finished (``interrupted``; ``runs`` per variant)."""
     for settings in variants.values():  # bad input fails here, before any process starts
         scen.load(spec, [*overrides, *settings])
     work = [Job(spec, (*overrides, *settings), v, s)
             for v, settings in variants.items() for s in seeds]
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-    for job, summary in run_all(run_job, work, processes=jobs):
-        results[job.variant].append(summary)
-        if progress:
-            progress(job)
+    interrupted = False
+    try:
+        for job, summary in run_all(run_job, work, processes=jobs):
+            results[job.variant].append(summary)
+            if progress:
+                progress(job)
+    except KeyboardInterrupt:  # the workers are stopped: aggregate what finished
+        interrupted = True
     table: dict[str, dict[str, dict[str, float]]] = {}
     for key, _label, read, _better in metrics:
         table[key] = {}
@@ -175,7 +183,8 @@ def compare(spec: str | None, variants: Mapping[str, Sequence[str]], seeds: Sequ
                 "values": values,  # type: ignore[dict-item]
             }
     return {"scenario": spec or "default", kind: list(variants), "seeds": list(seeds),
-            "overrides": list(overrides), "metrics": table}
+            "overrides": list(overrides), "metrics": table, "interrupted": interrupted,
+            "runs": {v: len(results[v]) for v in variants}}
 
 
 def mean_spread(mean: float, stdev: float) -> str:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from actors.sim.choices import Choice
 from run.lab.pool import run_all
@@ -77,6 +77,8 @@ def flight_run(sc: scen.Scenario, seed: int, *, forced: list[Choice] | None = No
 def run_seed(job: Job) -> SeedResult:
     """One fuzzed seed (runs in a worker process)."""
     outcome = flight_run(scen.load(job.spec, list(job.overrides)), job.seed)
+    if outcome.signal is not None:  # stopped, not finished: no result to report
+        raise KeyboardInterrupt
     return SeedResult(job.seed, first_failure(outcome), len(outcome.violations),
                       outcome.summary["wall_seconds"])
 
@@ -97,17 +99,33 @@ def reproduce_command(spec: str | None, seed: int, overrides: Sequence[str]) -> 
     return scen.reproduce_command(spec, seed=seed, sets=overrides, fail_fast=True)
 
 
+class Campaign(NamedTuple):
+    """What a fuzz campaign did: every finished seed, the failures grouped, and whether it
+    was stopped (Ctrl-C, SIGTERM) before every seed ran."""
+
+    results: list[SeedResult]
+    groups: list[Group]
+    interrupted: bool
+
+
 def fuzz(spec: str | None, seeds: Sequence[int], overrides: Sequence[str], *, jobs: int,
-         out: Path | None, progress: Callable[[SeedResult], None] | None = None
-         ) -> tuple[list[SeedResult], list[Group]]:
-    """Run every seed; re-run failures with a full log into ``out``; group by signature."""
+         out: Path | None, progress: Callable[[SeedResult], None] | None = None) -> Campaign:
+    """Run every seed; re-run failures with a full log into ``out``; group by signature.
+
+    A KeyboardInterrupt (Ctrl-C, or a stop signal turned into one) stops the workers at once:
+    the campaign returns what finished, marked interrupted, and re-runs nothing.
+    """
     scen.load(spec, list(overrides))  # bad input fails here, before any process starts
     results: list[SeedResult] = []
-    for result in run_all(run_seed, [Job(spec, tuple(overrides), s) for s in seeds],
-                          processes=jobs):
-        results.append(result)
-        if progress is not None:
-            progress(result)
+    interrupted = False
+    try:
+        for result in run_all(run_seed, [Job(spec, tuple(overrides), s) for s in seeds],
+                              processes=jobs):
+            results.append(result)
+            if progress is not None:
+                progress(result)
+    except KeyboardInterrupt:
+        interrupted = True
     results.sort(key=lambda r: r.seed)
     groups: dict[str, Group] = {}
     for r in results:
@@ -118,12 +136,21 @@ def fuzz(spec: str | None, seeds: Sequence[int], overrides: Sequence[str], *, jo
         g.seeds.append(r.seed)
         if not g.example:
             g.example = r.failure
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        sc = scen.load(spec, list(overrides))
-        for g in groups.values():
-            for seed in g.seeds:
-                path = out / f"{sc.name}-seed{seed}.jsonl"
-                run_session(sc, seed=seed, log_path=path, level="debug", fail_fast=True)
-                g.logs[seed] = str(path)
-    return results, sorted(groups.values(), key=lambda g: (-len(g.seeds), g.seeds[0]))
+    if out is not None and not interrupted:
+        interrupted = not _rerun_with_logs(scen.load(spec, list(overrides)), groups, out)
+    return Campaign(results, sorted(groups.values(), key=lambda g: (-len(g.seeds), g.seeds[0])),
+                    interrupted)
+
+
+def _rerun_with_logs(sc: scen.Scenario, groups: dict[str, Group], out: Path) -> bool:
+    """Re-run each failing seed with a full debug log into ``out``; False if stopped (a
+    signal) before all were written (the logs written so far, each closed, stay)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for g in groups.values():
+        for seed in g.seeds:
+            path = out / f"{sc.name}-seed{seed}.jsonl"
+            rerun = run_session(sc, seed=seed, log_path=path, level="debug", fail_fast=True)
+            g.logs[seed] = str(path)
+            if rerun.signal is not None:
+                return False
+    return True
