@@ -38,7 +38,7 @@ driver broke those, and :attr:`Rule.role` says so, but their logged ids name the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -48,6 +48,7 @@ import numpy as np
 from .errors import ProtocolError
 from .features import BalloonFeature
 from .pfns import PfnIndex, Pfns, as_index, wire_to_guest_pfns
+from .pfns import show_pfns as _show
 
 __all__ = [
     "ActualWritten",
@@ -271,11 +272,6 @@ class _Pages:
             self.far[pfn] = state
         else:
             self.far.pop(pfn, None)
-
-
-def _show(pfns: Sequence[int], limit: int = 8) -> str:
-    head = ", ".join(str(p) for p in pfns[:limit])
-    return f"[{head}, ... {len(pfns)} in all]" if len(pfns) > limit else f"[{head}]"
 
 
 class Conformance:
