@@ -11,16 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from actors.sim import schema
+from protocol import conformance as C
 from protocol.balloon import BalloonFeature, feature_mask
-from protocol.conformance import (
-    Conformance,
-    DeflateAcked,
-    DeflateAdded,
-    Event,
-    InflateAcked,
-    InflateAdded,
-    PageUsed,
-)
 from run.console.cli import main
 from run.logtools import check
 from run.logtools.check import LogError, Report
@@ -513,18 +505,18 @@ VIRTIO_CASES: list[tuple[str, bool, int, Any, Found]] = [
 ]
 
 
-def _live_events(records: list[dict[str, Any]]) -> list[Event]:
+def _live_events(records: list[dict[str, Any]]) -> list[C.Event]:
     """What the live system feeds the host's monitor for these records."""
-    out: list[Event] = []
+    out: list[C.Event] = []
     for r in records:
         event = r["event"]
         if event == schema.VQ_ADD and r["queue"] != "statsq":
-            out.append((InflateAdded if r["queue"] == "inflateq" else DeflateAdded)(r["pfns"]))
+            out.append((C.InflateAdded if r["queue"] == "inflateq" else C.DeflateAdded)(r["pfns"]))
         elif event in (schema.HOST_INFLATE_DONE, schema.HOST_DEFLATE_DONE):
-            out.append((InflateAcked if event == schema.HOST_INFLATE_DONE
-                        else DeflateAcked)(r["pfns"]))
+            out.append((C.InflateAcked if event == schema.HOST_INFLATE_DONE
+                        else C.DeflateAcked)(r["pfns"]))
         elif event == schema.BALLOON_RELEASE:
-            out.append(PageUsed(r["pfns"]))
+            out.append(C.PageUsed(r["pfns"]))
     return out
 
 
@@ -540,7 +532,7 @@ def test_virtio_rules_from_the_log_are_the_live_monitors(
     mine = [(v.kind, v.pfns, v.hs) for v in report.violations if v.kind.startswith("virtio:")]
     assert mine == found
     features = feature_mask(BalloonFeature.MUST_TELL_HOST) if must_tell else 0
-    live = Conformance(features, page_size // 4096).feed_all(_live_events(log.records))
+    live = C.Conformance(features, page_size // 4096).feed_all(_live_events(log.records))
     assert [(f"virtio:{v.rule}", v.pfns) for v in live] == [
         (kind, tuple(sorted(set(pfns)))) for kind, pfns, _ in found]
 
