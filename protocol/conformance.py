@@ -71,7 +71,8 @@ __all__ = [
 
 
 class Rule(StrEnum):
-    """Stable rule ids, ``"<role>.<what>"``; the value is what logs and tests match on."""
+    """Stable rule ids, ``"<side>.<what>"``; the value is what logs and tests match on. The
+    side is the one at fault, but for the device's buffer checks (see :attr:`role`)."""
 
     USE_BEFORE_INFLATE_ACK = "driver.use-before-inflate-ack"
     USE_WHILE_BALLOONED = "driver.use-while-ballooned"
