@@ -29,11 +29,16 @@ Rules checked (ids are stable; see :class:`Rule`):
   ``driver.stats-tags-changed`` / ``driver.stats-no-buffer`` (at :class:`Quiescent`).
 * ``device.ack-without-request`` — an inflate/deflate ack naming a page nobody asked about.
 * ``device.stats-used-without-buffer`` — the device used a stats buffer it did not hold.
+
+The device files its own buffer checks under the same enumeration (``device.bad-direction``,
+``device.bad-buffer``, ``device.pfn-out-of-range``, ``device.duplicate-pfn``,
+``device.double-inflate``, ``device.deflate-not-ballooned``, ``device.bad-queue``): the
+driver broke those, and :attr:`Rule.role` says so, but their logged ids name the device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
@@ -43,6 +48,7 @@ import numpy as np
 from .errors import ProtocolError
 from .features import BalloonFeature
 from .pfns import PfnIndex, Pfns, as_index, wire_to_guest_pfns
+from .pfns import show_pfns as _show
 
 __all__ = [
     "ActualWritten",
@@ -66,7 +72,8 @@ __all__ = [
 
 
 class Rule(StrEnum):
-    """Stable rule ids, ``"<role>.<what>"``; the value is what logs and tests match on."""
+    """Stable rule ids, ``"<side>.<what>"``; the value is what logs and tests match on. The
+    side is the one at fault, but for the device's buffer checks (see :attr:`role`)."""
 
     USE_BEFORE_INFLATE_ACK = "driver.use-before-inflate-ack"
     USE_WHILE_BALLOONED = "driver.use-while-ballooned"
@@ -83,11 +90,29 @@ class Rule(StrEnum):
     STATS_NO_BUFFER = "driver.stats-no-buffer"
     ACK_WITHOUT_REQUEST = "device.ack-without-request"
     STATS_USED_WITHOUT_BUFFER = "device.stats-used-without-buffer"
+    # The device's own checks of what it pops. The driver broke these, but their ids (as
+    # logged since the first release, and matched by the log tools) name the device that
+    # found them; :attr:`role` says who is at fault.
+    BAD_DIRECTION = "device.bad-direction"
+    BAD_BUFFER = "device.bad-buffer"
+    PFN_OUT_OF_RANGE = "device.pfn-out-of-range"
+    DUPLICATE_PFN = "device.duplicate-pfn"
+    DOUBLE_INFLATE = "device.double-inflate"
+    DEFLATE_NOT_BALLOONED = "device.deflate-not-ballooned"
+    BAD_QUEUE = "device.bad-queue"
 
     @property
     def role(self) -> str:
-        """The side that broke the rule: "driver" or "device"."""
-        return self.value.split(".", 1)[0]
+        """The side that broke the rule: "driver" or "device" (the id's prefix, but for the
+        device's buffer checks, which the driver breaks)."""
+        return "driver" if self in _FOUND_BY_DEVICE else self.value.split(".", 1)[0]
+
+
+#: Rules the device checks on what it pops: driver faults, though their ids say "device".
+_FOUND_BY_DEVICE: Final = frozenset((
+    Rule.BAD_DIRECTION, Rule.BAD_BUFFER, Rule.PFN_OUT_OF_RANGE, Rule.DUPLICATE_PFN,
+    Rule.DOUBLE_INFLATE, Rule.DEFLATE_NOT_BALLOONED, Rule.BAD_QUEUE,
+))
 
 
 # ---------------------------------------------------------------------------------------- events
@@ -209,6 +234,12 @@ class Violation:
     pfns: tuple[int, ...] = ()
     event: Event | None = field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def of(cls, rule: Rule, detail: str, pfns: Iterable[int] = (),
+           event: Event | None = None) -> Violation:
+        """The one way to file a violation: the role at fault comes from the rule."""
+        return cls(rule, rule.role, detail, tuple(pfns), event)
+
 
 # ------------------------------------------------------------------------------------- monitor
 
@@ -251,11 +282,6 @@ class _Pages:
             self.far[pfn] = state
         else:
             self.far.pop(pfn, None)
-
-
-def _show(pfns: Sequence[int], limit: int = 8) -> str:
-    head = ", ".join(str(p) for p in pfns[:limit])
-    return f"[{head}, ... {len(pfns)} in all]" if len(pfns) > limit else f"[{head}]"
 
 
 class Conformance:
@@ -450,12 +476,11 @@ class Conformance:
         guests, strays = wire_to_guest_pfns(wire, self._ppp)
         if strays:
             out.append(
-                Violation(
+                Violation.of(
                     Rule.SPLIT_GUEST_PAGE,
-                    "driver",
                     f"buffer names wire PFNs {_show(strays)} that do not form whole "
                     f"{self._ppp * 4} KiB guest pages",
-                    tuple(strays),
+                    strays,
                     event,
                 )
             )
@@ -482,12 +507,11 @@ class Conformance:
             again.sort()
             states = sorted({self.page_state(g) for g in again})
             out.append(
-                Violation(
+                Violation.of(
                     Rule.INFLATE_IN_BALLOON,
-                    "driver",
                     f"inflate of guest pages {_show(again)} already in the balloon "
                     f"(state {', '.join(states)})",
-                    tuple(again),
+                    again,
                     event,
                 )
             )
@@ -517,11 +541,10 @@ class Conformance:
         if unknown:
             unknown.sort()
             out.append(
-                Violation(
+                Violation.of(
                     Rule.ACK_WITHOUT_REQUEST,
-                    "device",
                     f"inflate ack names guest pages {_show(unknown)} no inflate buffer asked for",
-                    tuple(unknown),
+                    unknown,
                     event,
                 )
             )
@@ -550,23 +573,21 @@ class Conformance:
         if unacked:
             unacked.sort()
             out.append(
-                Violation(
+                Violation.of(
                     Rule.DEFLATE_UNACKED_INFLATE,
-                    "driver",
                     f"deflate of guest pages {_show(unacked)} whose inflate is not acknowledged",
-                    tuple(unacked),
+                    unacked,
                     event,
                 )
             )
         if absent:
             absent.sort()
             out.append(
-                Violation(
+                Violation.of(
                     Rule.DEFLATE_NOT_IN_BALLOON,
-                    "driver",
                     f"deflate of guest pages {_show(absent)} that are not in the balloon "
                     "(never inflated, or already being deflated)",
-                    tuple(absent),
+                    absent,
                     event,
                 )
             )
@@ -578,13 +599,11 @@ class Conformance:
             left = (self._n_inflating + self._n_inflated) * self._ppp
             if left < self._floor:
                 out.append(
-                    Violation(
+                    Violation.of(
                         Rule.DEFLATE_BELOW_TARGET,
-                        "driver",
                         f"without DEFLATE_ON_OOM, deflate leaves {left} pages in the balloon, "
                         f"below target {self._floor} (num_pages={self._num_pages})",
-                        (),
-                        event,
+                        event=event,
                     )
                 )
         return out
@@ -611,11 +630,10 @@ class Conformance:
         if unknown:
             unknown.sort()
             out.append(
-                Violation(
+                Violation.of(
                     Rule.ACK_WITHOUT_REQUEST,
-                    "device",
                     f"deflate ack names guest pages {_show(unknown)} no deflate buffer asked for",
-                    tuple(unknown),
+                    unknown,
                     event,
                 )
             )
@@ -652,33 +670,30 @@ class Conformance:
         out: list[Violation] = []
         if inflating:
             out.append(
-                Violation(
+                Violation.of(
                     Rule.USE_BEFORE_INFLATE_ACK,
-                    "driver",
                     f"guest pages {_show(inflating)} used after being added to an inflate "
                     "buffer and before the device acknowledged it",
-                    tuple(inflating),
+                    inflating,
                     event,
                 )
             )
         if inflated:
             out.append(
-                Violation(
+                Violation.of(
                     Rule.USE_WHILE_BALLOONED,
-                    "driver",
                     f"guest pages {_show(inflated)} used while in the balloon, never deflated",
-                    tuple(inflated),
+                    inflated,
                     event,
                 )
             )
         if deflating and self._must_tell_host:
             out.append(
-                Violation(
+                Violation.of(
                     Rule.USE_BEFORE_DEFLATE_ACK,
-                    "driver",
                     f"with MUST_TELL_HOST, guest pages {_show(deflating)} used before the "
                     "device acknowledged their deflate",
-                    tuple(deflating),
+                    deflating,
                     event,
                 )
             )
@@ -688,22 +703,18 @@ class Conformance:
         out: list[Violation] = []
         if not self._stats_vq:
             out.append(
-                Violation(
+                Violation.of(
                     Rule.STATS_WITHOUT_FEATURE,
-                    "driver",
                     "stats buffer added but STATS_VQ was not negotiated",
-                    (),
-                    event,
+                    event=event,
                 )
             )
         if self._stats_outstanding:
             out.append(
-                Violation(
+                Violation.of(
                     Rule.STATS_SECOND_BUFFER,
-                    "driver",
                     "a second stats buffer was made available while the device holds one",
-                    (),
-                    event,
+                    event=event,
                 )
             )
         self._stats_outstanding = True
@@ -716,12 +727,10 @@ class Conformance:
             self._stats_outstanding = False
             return []
         return [
-            Violation(
+            Violation.of(
                 Rule.STATS_USED_WITHOUT_BUFFER,
-                "device",
                 "device used a stats buffer while none was available",
-                (),
-                event,
+                event=event,
             )
         ]
 
@@ -736,13 +745,11 @@ class Conformance:
         added = sorted(tags - first)
         missing = sorted(first - tags)
         return [
-            Violation(
+            Violation.of(
                 Rule.STATS_TAGS_CHANGED,
-                "driver",
                 f"stats buffer carries a different subset of tags: added {added}, "
                 f"missing {missing} (first buffer had {sorted(first)})",
-                (),
-                event,
+                event=event,
             )
         ]
 
@@ -751,22 +758,18 @@ class Conformance:
         held = self.device_pages
         if self._actual != held:
             out.append(
-                Violation(
+                Violation.of(
                     Rule.ACTUAL_NOT_UPDATED,
-                    "driver",
                     f"actual={self._actual} but the device holds {held} pages (4 KiB units)",
-                    (),
-                    event,
+                    event=event,
                 )
             )
         if self._stats_vq and not self._stats_outstanding:
             out.append(
-                Violation(
+                Violation.of(
                     Rule.STATS_NO_BUFFER,
-                    "driver",
                     "STATS_VQ negotiated but no stats buffer is available to the device",
-                    (),
-                    event,
+                    event=event,
                 )
             )
         self._floor = self._num_pages

@@ -27,6 +27,7 @@ __all__ = [
     "encode_pfns",
     "guest_pfn_to_wire",
     "guest_pfns_to_wire",
+    "show_pfns",
     "wire_to_guest_pfns",
 ]
 
@@ -198,3 +199,9 @@ def wire_to_guest_pfns(pfns: Sequence[int], pages_per_page: int) -> tuple[list[i
             strays.extend(run)
     strays.extend(pfns[whole:])
     return guests, strays
+
+
+def show_pfns(pfns: Sequence[int], limit: int = 8) -> str:
+    """PFNs for a message: the first ``limit``, then how many in all (buffers run to 256)."""
+    head = ", ".join(str(p) for p in pfns[:limit])
+    return f"[{head}, ... {len(pfns)} in all]" if len(pfns) > limit else f"[{head}]"

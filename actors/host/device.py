@@ -12,7 +12,7 @@ with what it sees, and applies the policy's targets to ``num_pages``.
 from __future__ import annotations
 
 import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio
 import numpy as np
@@ -103,12 +103,17 @@ class BalloonDevice:
     def feed(self, event: C.Event) -> None:
         """Feed the conformance monitor; each violation is logged and reported."""
         for v in self.monitor.feed(event):
-            self.violation(str(v.rule), v.role, v.detail, list(v.pfns[:16]))
+            self.violation(v)
 
-    def violation(self, rule: str, role: str, detail: str, pfns: list[int] | None = None) -> None:
-        self.log.error(schema.HOST_VIOLATION, rule=rule, role=role, detail=detail,
-                       pfns=pfns or [])
-        self.report(f"virtio:{rule}", f"{self.transport.name}: {detail}")
+    def violation(self, v: C.Violation) -> None:
+        """Log and report one violation, the monitor's or the device's own."""
+        self.log.error(schema.HOST_VIOLATION, rule=str(v.rule), role=v.role, detail=v.detail,
+                       pfns=list(v.pfns[:16]))
+        self.report(f"virtio:{v.rule}", f"{self.transport.name}: {v.detail}")
+
+    def _refuse(self, rule: C.Rule, detail: str, pfns: Iterable[int] = ()) -> None:
+        """The device's own check of a buffer or notify failed (the driver is at fault)."""
+        self.violation(C.Violation.of(rule, detail, pfns))
 
     def touched(self, guest_pfns: array.array[int], pages_per_page: int) -> None:
         """The guest touched these pages: check them, fault in the unbacked ones."""
@@ -156,14 +161,14 @@ class BalloonDevice:
         (a batch of one block: host memory then works on slices)."""
         name = QUEUE_NAMES[queue]
         if chain.in_lens:
-            self.violation("device.bad-direction", "driver",
-                           f"{name} hs={hs}: buffer has {len(chain.in_lens)} device-writable "
-                           "segments; inflate/deflate buffers are driver→device only")
+            self._refuse(C.Rule.BAD_DIRECTION,
+                         f"{name} hs={hs}: buffer has {len(chain.in_lens)} device-writable "
+                         "segments; inflate/deflate buffers are driver→device only")
         try:
             pfns = decode_pfns(chain.out_data, max_pfns=VIRTIO_BALLOON_ARRAY_PFNS_MAX,
                                queue=name)
         except ProtocolError as e:
-            self.violation("device.bad-buffer", "driver", f"{name} hs={hs}: {e.reason}")
+            self._refuse(C.Rule.BAD_BUFFER, f"{name} hs={hs}: {e.reason}")
             return [], None
         limit = self.memory.pages
         if len(pfns) < 8:  # a migration's one-page buffers: plain Python is cheaper
@@ -187,12 +192,12 @@ class BalloonDevice:
                 seen.add(p)
                 out.append(p)
         if bad:
-            self.violation("device.pfn-out-of-range", "driver",
-                           f"{name} hs={hs}: {len(bad)} PFNs beyond guest RAM "
-                           f"({limit} pages of 4 KiB)", bad[:16])
+            self._refuse(C.Rule.PFN_OUT_OF_RANGE,
+                         f"{name} hs={hs}: {len(bad)} PFNs beyond guest RAM "
+                         f"({limit} pages of 4 KiB)", bad[:16])
         if dup:
-            self.violation("device.duplicate-pfn", "driver",
-                           f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
+            self._refuse(C.Rule.DUPLICATE_PFN,
+                         f"{name} hs={hs}: {len(dup)} PFNs repeated in one buffer", dup[:16])
         return out, None
 
     def _balloon_buffer(self, queue: int, chain: Chain, hs: int) -> float:
@@ -204,11 +209,11 @@ class BalloonDevice:
         # inflate acts on the pages not yet ballooned, deflate on those that are
         g, bad = (unballooned, ballooned) if inflate else (ballooned, unballooned)
         if len(bad):
-            rule, what = (("device.double-inflate", "already ballooned (not counted twice)")
+            rule, what = ((C.Rule.DOUBLE_INFLATE, "already ballooned (not counted twice)")
                           if inflate else
-                          ("device.deflate-not-ballooned", "were never inflated (ignored)"))
-            self.violation(rule, "driver", f"{QUEUE_NAMES[queue]} hs={hs}: {len(bad)} PFNs "
-                           f"{what}", _tolist(bad[:16]))
+                          (C.Rule.DEFLATE_NOT_BALLOONED, "were never inflated (ignored)"))
+            self._refuse(rule, f"{QUEUE_NAMES[queue]} hs={hs}: {len(bad)} PFNs {what}",
+                         _tolist(bad[:16]))
             span = None
         (self.memory.inflate if inflate else self.memory.deflate)(g if span is None else span)
         self._memory_changed()
@@ -226,19 +231,19 @@ class BalloonDevice:
     def _stats(self, chain: Chain, hs: int) -> bool:
         """Read a stats buffer; True if the device keeps it (the one it will poll with)."""
         if not self.transport.stats_vq:  # no poll loop would ever return it
-            self.violation("driver.stats-without-feature", "driver",
-                           f"statsq hs={hs}: stats buffer but STATS_VQ was not negotiated "
-                           "(returned)")
+            self._refuse(C.Rule.STATS_WITHOUT_FEATURE,
+                         f"statsq hs={hs}: stats buffer but STATS_VQ was not negotiated "
+                         "(returned)")
             return False
         if self._stats_head is not None:
-            self.violation("driver.stats-second-buffer", "driver",
-                           f"statsq hs={hs}: a second stats buffer while the device holds one"
-                           " (returned)")
+            self._refuse(C.Rule.STATS_SECOND_BUFFER,
+                         f"statsq hs={hs}: a second stats buffer while the device holds one"
+                         " (returned)")
             return False
         try:
             entries = decode_stats(chain.out_data)
         except ProtocolError as e:
-            self.violation("device.bad-buffer", "driver", f"statsq hs={hs}: {e.reason}")
+            self._refuse(C.Rule.BAD_BUFFER, f"statsq hs={hs}: {e.reason}")
             entries = []
         known = {StatTag(t).name.lower(): v for t, v in entries if t in StatTag._value2member_map_}
         self.feed(C.StatsBufferAdded(frozenset(t for t, _ in entries)))
@@ -322,9 +327,9 @@ class BalloonDevice:
                         if msg.queue in self.transport.vqs:
                             await self._serve(msg.queue)
                         else:
-                            self.violation("device.bad-queue", "driver",
-                                           f"notify of queue {msg.queue}, which this device "
-                                           "does not have (ignored)")
+                            self._refuse(C.Rule.BAD_QUEUE,
+                                         f"notify of queue {msg.queue}, which this device "
+                                         "does not have (ignored)")
                     elif isinstance(msg, ConfigWrite):
                         # The monitor saw the write when the driver made it (config space is
                         # shared); feeding it again here, later, would misorder it.

@@ -212,6 +212,35 @@ def test_rules(case: str, features: int, events: list[Event], rules: list[Rule])
         assert v.detail
 
 
+#: Who is at fault for each rule: the id's prefix, except the device's buffer checks, whose
+#: logged ids name the device that finds them while the driver is the one at fault.
+ROLES = [(rule, rule.value.split(".")[0]) for rule in Rule if rule not in {
+    Rule.BAD_DIRECTION, Rule.BAD_BUFFER, Rule.PFN_OUT_OF_RANGE, Rule.DUPLICATE_PFN,
+    Rule.DOUBLE_INFLATE, Rule.DEFLATE_NOT_BALLOONED, Rule.BAD_QUEUE}] + [
+    (Rule.BAD_DIRECTION, "driver"), (Rule.BAD_BUFFER, "driver"),
+    (Rule.PFN_OUT_OF_RANGE, "driver"), (Rule.DUPLICATE_PFN, "driver"),
+    (Rule.DOUBLE_INFLATE, "driver"), (Rule.DEFLATE_NOT_BALLOONED, "driver"),
+    (Rule.BAD_QUEUE, "driver")]
+
+
+@pytest.mark.parametrize(("rule", "role"), ROLES, ids=[str(r) for r, _ in ROLES])
+def test_each_rule_names_the_side_at_fault(rule: Rule, role: str) -> None:
+    """Violation.of takes the role from the rule; every rule is driver's or device's."""
+    v = Violation.of(rule, "why", [3, 1])
+    assert (v.rule, v.role, v.detail, v.pfns, v.event) == (rule, role, "why", (3, 1), None)
+    assert rule.role == role
+
+
+def test_device_rule_ids_are_the_logged_ones() -> None:
+    """The device's buffer checks keep the ids its host.violation records have always had."""
+    assert [str(r) for r in (Rule.BAD_DIRECTION, Rule.BAD_BUFFER, Rule.PFN_OUT_OF_RANGE,
+                             Rule.DUPLICATE_PFN, Rule.DOUBLE_INFLATE,
+                             Rule.DEFLATE_NOT_BALLOONED, Rule.BAD_QUEUE)] == [
+        "device.bad-direction", "device.bad-buffer", "device.pfn-out-of-range",
+        "device.duplicate-pfn", "device.double-inflate", "device.deflate-not-ballooned",
+        "device.bad-queue"]
+
+
 def test_violation_names_pages_sorted_and_the_event() -> None:
     """A page violation carries the sorted guest PFNs, the event and a detail naming them."""
     mon = Conformance(0)

@@ -11,9 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from actors.sim import schema
+from protocol import conformance as C
+from protocol.balloon import BalloonFeature, feature_mask
 from run.console.cli import main
 from run.logtools import check
 from run.logtools.check import LogError, Report
+from run.logtools.check.virtio import in_buffer_order
 from run.session.logs import dumps
 
 # -- a tiny log writer for planted faults ------------------------------------------------------
@@ -27,10 +30,12 @@ COMPACT = "guest0.compaction"
 class Log:
     """Records in the writer's own form (t, seq, actor, event, fields), seq numbered for us."""
 
-    def __init__(self, *, must_tell: bool = True, pages: int = 64) -> None:
+    def __init__(self, *, must_tell: bool = True, pages: int = 64, page_size: int = 4096
+                 ) -> None:
         features = ["MUST_TELL_HOST", "STATS_VQ"] if must_tell else ["STATS_VQ"]
         scenario = {"name": "planted", "guest": {
-            "memory": pages * 4096, "page_size": 4096, "driver": "fixed", "features": features,
+            "memory": pages * page_size, "page_size": page_size, "driver": "fixed",
+            "features": features,
             "hung_task_timeout": 120.0, "softlockup_thresh": 20.0},
             "host": {"features": features}}
         self.records: list[dict[str, Any]] = []
@@ -443,6 +448,120 @@ def test_logged_violation_found_by_the_check_counts_once() -> None:
     assert report.by_source["check"] == {f"virtio:{rule}": 1}
     assert report.by_source["log"] == {"virtio:device.double-inflate": 1}
     assert report.first is not None and report.first.seq == seq
+
+
+# -- the virtio rules are the conformance monitor's -----------------------------------------
+
+def _reinflate_in_buffer_order(log: Log) -> None:
+    log.inflate(1.0, [7, 3], 2)
+    log.add(2.0, GUEST, schema.VQ_ADD, queue="inflateq", hs=9, pfns=[9, 7, 3, 9])
+
+
+def _deflate_unacked_and_absent(log: Log) -> None:
+    log.add(1.0, GUEST, schema.VQ_ADD, queue="inflateq", hs=1, pfns=[4])
+    log.add(1.0, GUEST, schema.VQ_ADD, queue="deflateq", hs=2, pfns=[8, 4])
+
+
+def _ack_nobody_asked_for(log: Log) -> None:
+    log.handshake(1.0, "deflateq", [2])
+
+
+def _release_while_in_the_balloon(log: Log) -> None:
+    log.inflate(1.0, [1, 2], 2)
+    log.add(2.0, GUEST, schema.VQ_ADD, queue="inflateq", hs=5, pfns=[3])
+    log.add(2.0, GUEST, schema.BALLOON_RELEASE, pfns=[3, 1, 3])
+
+
+def _release_before_deflate_ack(log: Log) -> None:
+    log.inflate(1.0, [6], 1)
+    log.add(2.0, GUEST, schema.VQ_ADD, queue="deflateq", hs=5, pfns=[6])
+    log.add(2.0, GUEST, schema.BALLOON_RELEASE, pfns=[6])
+
+
+def _split_guest_page(log: Log) -> None:
+    log.add(1.0, GUEST, schema.VQ_ADD, queue="inflateq", hs=1, pfns=[4, 5, 6, 7, 9, 10])
+
+
+U = "virtio:driver."
+#: (case, MUST_TELL_HOST, page size, the log, check's virtio findings: kind, pages, handshakes)
+Found = list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+VIRTIO_CASES: list[tuple[str, bool, int, Any, Found]] = [
+    ("reinflate, pages in buffer order", True, 4096, _reinflate_in_buffer_order,
+     [(U + "inflate-in-balloon", (7, 3, 9), (9,))]),
+    ("deflate unacked and absent", True, 4096, _deflate_unacked_and_absent,
+     [(U + "deflate-unacked-inflate", (4,), (2, 1, 2)),
+      (U + "deflate-not-in-balloon", (8,), (2,))]),
+    ("ack nobody asked for", True, 4096, _ack_nobody_asked_for,
+     [(U + "deflate-not-in-balloon", (2,), (1,)),
+      ("virtio:device.ack-without-request", (2,), (1,))]),
+    ("release while in the balloon", True, 4096, _release_while_in_the_balloon,
+     [(U + "use-before-inflate-ack", (3, 3), (5,)), (U + "use-while-ballooned", (1,), ())]),
+    ("release before the deflate ack", True, 4096, _release_before_deflate_ack,
+     [(U + "use-before-deflate-ack", (6,), (5,))]),
+    ("release before the deflate ack, no MUST_TELL_HOST", False, 4096,
+     _release_before_deflate_ack, []),
+    ("16 KiB pages, a split one", True, 16384, _split_guest_page,
+     [(U + "split-guest-page", (9, 10), ())]),
+]
+
+
+def _live_events(records: list[dict[str, Any]]) -> list[C.Event]:
+    """What the live system feeds the host's monitor for these records."""
+    out: list[C.Event] = []
+    for r in records:
+        event = r["event"]
+        if event == schema.VQ_ADD and r["queue"] != "statsq":
+            out.append((C.InflateAdded if r["queue"] == "inflateq" else C.DeflateAdded)(r["pfns"]))
+        elif event in (schema.HOST_INFLATE_DONE, schema.HOST_DEFLATE_DONE):
+            out.append((C.InflateAcked if event == schema.HOST_INFLATE_DONE
+                        else C.DeflateAcked)(r["pfns"]))
+        elif event == schema.BALLOON_RELEASE:
+            out.append(C.PageUsed(r["pfns"]))
+    return out
+
+
+@pytest.mark.parametrize(("case", "must_tell", "page_size", "plant", "found"), VIRTIO_CASES,
+                         ids=[c[0] for c in VIRTIO_CASES])
+def test_virtio_rules_from_the_log_are_the_live_monitors(
+        case: str, must_tell: bool, page_size: int, plant: Any, found: Found) -> None:
+    """The check applies the virtio rules by feeding the host's own monitor from the log: it
+    finds what that monitor finds live, told with the buffer's order and its handshakes."""
+    log = Log(must_tell=must_tell, page_size=page_size)
+    plant(log)
+    report = check.check_records(log.end(5.0))
+    mine = [(v.kind, v.pfns, v.hs) for v in report.violations if v.kind.startswith("virtio:")]
+    assert mine == found
+    features = feature_mask(BalloonFeature.MUST_TELL_HOST) if must_tell else 0
+    live = C.Conformance(features, page_size // 4096).feed_all(_live_events(log.records))
+    assert [(f"virtio:{v.rule}", v.pfns) for v in live] == [
+        (kind, tuple(sorted(set(pfns)))) for kind, pfns, _ in found]
+
+
+@pytest.mark.parametrize(("named", "reported", "every", "ordered"), [
+    ([9, 7, 3, 9], [3, 7, 9], False, [7, 3, 9]),  # the later of 9's two mentions
+    ([5, 5, 5], [5, 5], False, [5, 5]),
+    ([3, 1, 3], [3], True, [3, 3]),  # a use: every mention
+    ([1, 2], [], False, []),
+])
+def test_in_buffer_order(named: list[int], reported: list[int], every: bool,
+                         ordered: list[int]) -> None:
+    """The monitor's sorted pages, back in the order (and the mentions) the record had."""
+    assert in_buffer_order(named, reported, every=every) == ordered
+
+
+def test_larger_guest_pages_inflate_and_deflate_cleanly() -> None:
+    """With 16 KiB guest pages the done records' wire PFNs are whole guest pages: a full
+    inflate and deflate round is clean (no ack the device was not asked for)."""
+    log = Log(page_size=16384)
+    wire = [8, 9, 10, 11, 12, 13, 14, 15]
+    log.add(1.0, GUEST, schema.BALLOON_FILL, pfns=[2, 3], num_pages=8)
+    log.handshake(1.0, "inflateq", wire)
+    log.add(1.0, GUEST, schema.CONFIG_ACTUAL, actual=8)
+    log.add(2.0, GUEST, schema.BALLOON_LEAK, pfns=[2, 3], num_pages=0)
+    log.handshake(2.0, "deflateq", wire)
+    log.add(2.0, GUEST, schema.BALLOON_RELEASE, pfns=[2, 3])
+    log.add(2.0, GUEST, schema.CONFIG_ACTUAL, actual=0)
+    assert verdict(check.check_records(log.end(3.0))) == (0, {}, None)
 
 
 def test_summary_is_cross_checked() -> None:
