@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import dataclasses
 from collections.abc import Callable
 
 import hypothesis.strategies as st
@@ -407,10 +408,9 @@ def test_vectorised_batches_match_page_by_page(
     """The array fast paths give exactly the page-by-page semantics, on arbitrary (also
     misbehaving: repeated, unknown, out-of-order) batches, given as lists or arrays."""
     if as_array:
-        events = [
-            type(e)(array.array("I", e.pfns)) if hasattr(e, "pfns") else e  # type: ignore[call-arg, attr-defined]
-            for e in events
-        ]
+        events = [dataclasses.replace(e, pfns=array.array("I", pfns))  # type: ignore[arg-type]
+                  if (pfns := getattr(e, "pfns", None)) is not None else e
+                  for e in events]
     fast = Conformance(features, ppp)
     slow = Conformance(features, ppp, vectorised=False)
     for e in events:
