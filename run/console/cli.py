@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -40,6 +41,18 @@ class BadInput(click.ClickException):
         click.echo(f"vballoon: error: {self.format_message()}", err=True)
 
 
+def _console(*, stderr: bool = False) -> Console:
+    """A rich console; off a terminal, wide enough that no table cell is ever cut."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=_PIPE_WIDTH)
+    return console
+
+
+#: Columns of output that is not a terminal (a file, a pipe): tables keep every value.
+_PIPE_WIDTH = 1000
+
+
 def _load(spec: str | None, sets: tuple[str, ...], duration: str | None) -> scen.Scenario:
     overrides = list(sets)
     if duration is not None:
@@ -50,7 +63,8 @@ def _load(spec: str | None, sets: tuple[str, ...], duration: str | None) -> scen
         raise BadInput(str(e)) from None
 
 
-def _writable(path: Path | None, what: str) -> None:
+def _writable(path: Path | None, what: str, *, inputs: Sequence[Path | None] = ()) -> None:
+    """Refuse, before anything runs, an output that cannot be written or that is an input."""
     if path is None:
         return
     parent = path.resolve().parent
@@ -58,6 +72,17 @@ def _writable(path: Path | None, what: str) -> None:
         raise BadInput(f"{what} {path}: directory {parent} does not exist")
     if path.is_dir():
         raise BadInput(f"{what} {path}: is a directory")
+    for source in inputs:
+        if source is not None and _same_file(path, source):
+            raise BadInput(f"{what} {path}: is also an input ({source}); refusing to "
+                           "overwrite it")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (the same inode if both exist)."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def _write_output(path: Path, what: str, data: bytes) -> None:
@@ -172,10 +197,11 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
         sc = _load(scenario, sets, duration)
     if check_determinism and backend != "trio":
         raise BadInput("--check-determinism needs --backend trio (asyncio runs in real time)")
-    _writable(log_path, "--log")
-    _writable(summary_path, "--summary")
-    out = Console(stderr=as_json)
-    pretty = PrettyConsole(Console(stderr=True)) if verbose else None
+    scenario_file = Path(scenario) if scenario is not None and Path(scenario).is_file() else None
+    _writable(log_path, "--log", inputs=(scenario_file, choices_path))
+    _writable(summary_path, "--summary", inputs=(scenario_file, choices_path, log_path))
+    out = _console(stderr=as_json)
+    pretty = PrettyConsole(_console(stderr=True)) if verbose else None
     progress = None
     on_snapshot = None
     if out.is_terminal and not verbose:
@@ -246,7 +272,7 @@ def _same_twice(sc: scen.Scenario, seed: int, level: str, forced: list[Choice] |
         click.echo(f"determinism: both runs wrote the same {len(a)} records", err=True)
         return True
     click.echo("determinism: the two runs differ", err=True)
-    show_difference(Console(stderr=True), diff, a, ("first run", "second run"))
+    show_difference(_console(stderr=True), diff, a, ("first run", "second run"))
     return False
 
 
@@ -261,7 +287,7 @@ def replay(log: Path) -> None:
         header, original, outcome, replayed, diff = rp.replay(log)
     except LogError as e:
         raise BadInput(str(e)) from None
-    console = Console()
+    console = _console()
     for note in rp.provenance_notes(header, replayed[0]) if replayed else []:
         console.print(f"[yellow]note[/]: {note}")
     if diff is None:
@@ -307,7 +333,7 @@ def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | N
     _writable(json_path, "--json")
     if out is not None and out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: not a directory")
-    console = Console()
+    console = _console()
     if minimise_seed is not None:
         _minimise(console, scenario, overrides, minimise_seed, budget, out)
         return
@@ -401,7 +427,7 @@ def scenarios(show: str | None) -> None:
     table = Table("name", "description", title="built-in scenarios", title_justify="left")
     for name in names:
         table.add_row(name, scen.load(name).description)
-    Console().print(table)
+    _console().print(table)
 
 
 @main.command(name="compare")
@@ -439,7 +465,7 @@ def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds:
 
     from run.lab import compare as cmp
 
-    console = Console()
+    console = _console()
     total = len(variants) * len(seeds)
     jobs = _capped_jobs(jobs, total)
     with stop_signals_interrupt() as received, Progress(
@@ -491,7 +517,7 @@ def policies_list() -> None:
                       (params + ", " if params else "") + f"interval={cls.default_interval:g}s")
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         table.add_row(ep.name, f"(entry point {ep.value})", "")
-    Console().print(table)
+    _console().print(table)
     click.echo("Also: module:attr or path/to/file.py:Class naming a HostPolicy subclass.")
 
 
@@ -548,7 +574,7 @@ def check_cmd(log: Path, as_json: bool) -> None:
     else:
         from run.logtools.verdict import print_report
 
-        print_report(Console(), report, str(log))
+        print_report(_console(), report, str(log))
     sys.exit(report.exit_code)
 
 
@@ -566,7 +592,7 @@ def bench(names: tuple[str, ...], json_path: Path | None, quick: bool) -> None:
         if n not in known:
             raise BadInput(f"unknown benchmark {n!r}; known: {', '.join(known)}")
     _writable(json_path, "--json")
-    results = benchmod.run_benchmarks(list(names) or known, quick=quick, console=Console())
+    results = benchmod.run_benchmarks(list(names) or known, quick=quick, console=_console())
     if json_path is not None:
         json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
 
@@ -582,7 +608,7 @@ def trace_cmd(log: Path, out_path: Path) -> None:
     from run.logtools.logread import LogError
     from run.logtools.trace import export
 
-    _writable(out_path, "--output")
+    _writable(out_path, "--output", inputs=(log,))
     tmp = out_path.with_name(out_path.name + ".tmp")
     try:
         with tmp.open("wb") as out:
@@ -593,7 +619,8 @@ def trace_cmd(log: Path, out_path: Path) -> None:
     except OSError as e:
         raise BadInput(f"cannot write {out_path}: {e.strerror or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only place: the error above is the news
+            tmp.unlink(missing_ok=True)
     click.echo(f"wrote {out_path}: {stats.events} trace events from {stats.records} records "
                f"({stats.handshakes} handshakes, {stats.migrations} migrations, "
                f"{stats.lock_holds} lock holds, {stats.instants} instants; display skew "

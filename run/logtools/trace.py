@@ -602,7 +602,7 @@ def export(log: Path, out: IO[bytes]) -> TraceStats:
         event = r["event"]
         if event not in schema.EVENTS and not event.startswith(FAULT_PREFIX):
             raise LogError(lineno, f"unknown event {event!r} (not declared in "
-                           "actors/schema.py)", str(log))
+                           "actors/sim/schema.py)", str(log))
         try:
             exporter.record(r)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -610,6 +610,8 @@ def export(log: Path, out: IO[bytes]) -> TraceStats:
                    else f"{event} record: {e}")
             raise LogError(lineno, why, str(log)) from None
         n += 1
+    if n == 0:
+        raise LogError(0, "empty log: no records", str(log))
     exporter.finish()
     h = exporter.header
     scenario = h.get("scenario")

@@ -48,6 +48,8 @@ class ScenarioError(ValueError):
 
 
 _GUEST_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+#: Scenario names become file names (fuzz logs, minimised choices): no path separators.
+_SCENARIO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,9 @@ class Scenario:
 
     def validate(self) -> list[tuple[str, str]]:
         problems = []
+        if not _SCENARIO_NAME.fullmatch(self.name):
+            problems.append(("name", f"{self.name!r}: use a letter or digit, then letters, "
+                                     "digits, '.', '_' or '-' (at most 64; it names files)"))
         names = [g.name for g in self.guests]
         for name in sorted({n for n in names if names.count(n) > 1}):
             problems.append(("guests", f"guest name {name!r} used more than once"))
