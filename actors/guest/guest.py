@@ -21,8 +21,8 @@ from actors.guest.config import GuestConfig
 from actors.guest.mm import pages as P
 from actors.guest.mm import vmstat as views
 from actors.guest.mm.allocator import Allocator, AllocatorClient
-from actors.guest.mm.buddy import Zone
 from actors.guest.mm.compaction import CompactionConfig, CompactionState, Compactor
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.pages import PageFrames
 from actors.guest.mm.rmap import Rmap
 from actors.guest.workload import (

@@ -4,7 +4,7 @@ Clients (workload apps, the balloon kthread, compaction workers) never touch the
 lists directly: they send a request on the allocator's bounded inbox and wait for the
 completion on their own reply stream, like a queue with the zone lock behind it. Requests are
 served one at a time in arrival order, each charged virtual time from the cost model, so
-contention on the zone shows up as queueing delay. The pure allocator is ``buddy.Zone``.
+contention on the zone shows up as queueing delay. The pure allocator is ``mmzone.Zone``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from structlog.typing import FilteringBoundLogger
 
-from actors.guest.mm.buddy import Zone
 from actors.guest.mm.gfp import WMARK_LOW
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.vmstat import VmStat
 from actors.sim import schema, streams
 from actors.sim.choices import Choices

@@ -35,7 +35,7 @@ from actors.guest.mm.balloon_compaction import (
     isolate_balloon_page,
     putback_balloon_page,
 )
-from actors.guest.mm.buddy import Zone
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.rmap import Rmap
 from actors.guest.mm.vmstat import VmStat
 from actors.kernel.kernel import Kernel

@@ -17,12 +17,6 @@ from hypothesis.stateful import (
 )
 
 from actors.guest.mm import pages as P
-from actors.guest.mm.buddy import (
-    BuddyError,
-    Zone,
-    can_steal_fallback,
-    default_min_free_kbytes,
-)
 from actors.guest.mm.gfp import (
     ALLOC_HIGH,
     ALLOC_NO_WATERMARKS,
@@ -39,6 +33,9 @@ from actors.guest.mm.gfp import (
     WMARK_LOW,
     WMARK_MIN,
 )
+from actors.guest.mm.mmzone import Zone
+from actors.guest.mm.page_alloc import BuddyError, default_min_free_kbytes
+from actors.guest.mm.page_alloc_fallback import can_steal_fallback
 from actors.guest.mm.pages import PageFrames
 
 MOV = int(GFP_HIGHUSER_MOVABLE)
