@@ -119,7 +119,6 @@ class Allocator:
         self.costs = costs
         self.log = log
         self._send, self._recv = anyio.create_memory_object_stream[_Request](queue_depth)
-        self.requests = 0
         self.choices = choices
         self.name = name
         #: Called with (pfns, order, owner) for every block handed out: the guest is about to
@@ -148,7 +147,6 @@ class Allocator:
                     req = await streams.receive(self._recv)
                 except anyio.EndOfStream:
                     break
-                self.requests += 1
                 if isinstance(req, _Alloc):
                     out: array.array[int] = array.array("I")
                     if self.choices is not None and self.choices.fault("alloc.fail",
