@@ -39,7 +39,7 @@ class GuestConfig:
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs: page size must be 4/16/64 KiB and RAM at least one pageblock."""
         from actors.guest.balloon import DRIVERS, driver_names
-        from actors.guest.mm.buddy import FALLBACK_MODELS
+        from actors.guest.mm.page_alloc_fallback import FALLBACK_MODELS
         from protocol.balloon import BalloonFeature
 
         problems = []

@@ -16,13 +16,12 @@ from structlog.typing import FilteringBoundLogger
 
 from actors.guest.balloon import DRIVERS, VirtioBalloon
 from actors.guest.balloon.common import MemInfo
-from actors.guest.balloon.v9 import V9Balloon
 from actors.guest.config import GuestConfig
 from actors.guest.mm import pages as P
 from actors.guest.mm import vmstat as views
 from actors.guest.mm.allocator import Allocator, AllocatorClient
-from actors.guest.mm.buddy import Zone
 from actors.guest.mm.compaction import CompactionConfig, CompactionState, Compactor
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.pages import PageFrames
 from actors.guest.mm.rmap import Rmap
 from actors.guest.workload import (
@@ -149,7 +148,7 @@ class Guest:
     def compactor(self, client: AllocatorClient | None = None) -> Compactor:
         """A compactor for one task (each task needs its own allocator connection)."""
         self._compactors += 1
-        movable = self.balloon if isinstance(self.balloon, V9Balloon) else None
+        movable = self.balloon.a_ops if self.balloon is not None else None
         return Compactor(kernel=self.kernel, zone=self.zone,
                          allocator=client or self.allocator.client(
                              f"{self.name}.compact{self._compactors}"),

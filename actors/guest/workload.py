@@ -27,8 +27,8 @@ from actors.guest.mm import gfp as G
 from actors.guest.mm import pages as P
 from actors.guest.mm import vmstat as views
 from actors.guest.mm.allocator import AllocatorClient
-from actors.guest.mm.buddy import Zone
 from actors.guest.mm.compaction import COMPACT_SKIPPED, Compactor
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.pages import PageFrames
 from actors.guest.mm.rmap import MAX_HOLDINGS, Rmap
 from actors.guest.mm.vmstat import VmStat

@@ -29,7 +29,7 @@ from rich.text import Text
 from actors.guest.mm import gfp as G
 from actors.guest.mm import pages as P
 from actors.guest.mm.allocator import Allocator
-from actors.guest.mm.buddy import Zone
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.pages import PageFrames
 from actors.guest.mm.rmap import Rmap
 from actors.guest.mm.vmstat import VmStat

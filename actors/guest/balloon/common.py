@@ -27,6 +27,7 @@ from structlog.typing import FilteringBoundLogger
 from actors.guest.mm import gfp as G
 from actors.guest.mm import pages as P
 from actors.guest.mm.allocator import AllocatorClient
+from actors.guest.mm.balloon_compaction import BalloonAops
 from actors.guest.mm.pages import PageFrames, PageList
 from actors.guest.mm.vmstat import VmStat
 from actors.kernel.kernel import Kernel
@@ -118,6 +119,10 @@ class VirtioBalloon:
         self.out_of_puff = 0
         #: The handshake id of the latest tell_host per queue (links a migration's two).
         self.last_hs: dict[int, int] = {}
+        #: The a_ops of the balloon mapping the driver registers at probe, through which
+        #: compaction isolates, migrates and puts back balloon pages (mm reaches the driver
+        #: only through them); None: no mapping, the balloon's pages are not movable.
+        self.a_ops: BalloonAops | None = None
 
     # -- helpers with kernel names -------------------------------------------------------------
     def page_to_balloon_pfn(self, page: int) -> int:

@@ -43,6 +43,8 @@ class V9Balloon(VirtioBalloon):
         self.num_isolated_pages = Atomic(0)
         #: page->flags as a numpy view, for the batched fast paths (not C).
         self._flags = np.frombuffer(self.frames.flags, dtype=np.uint16)
+        # virtballoon_probe(): vb->mapping = alloc_balloon_mapping(vb, &virtio_balloon_aops);
+        self.a_ops = self
 
     # ---------------------------------------------------------------- fill_balloon (@@ -122,13)
     @context()

@@ -4,7 +4,7 @@ Clients (workload apps, the balloon kthread, compaction workers) never touch the
 lists directly: they send a request on the allocator's bounded inbox and wait for the
 completion on their own reply stream, like a queue with the zone lock behind it. Requests are
 served one at a time in arrival order, each charged virtual time from the cost model, so
-contention on the zone shows up as queueing delay. The pure allocator is ``buddy.Zone``.
+contention on the zone shows up as queueing delay. The pure allocator is ``mmzone.Zone``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 from structlog.typing import FilteringBoundLogger
 
-from actors.guest.mm.buddy import Zone
 from actors.guest.mm.gfp import WMARK_LOW
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.vmstat import VmStat
 from actors.sim import schema, streams
 from actors.sim.choices import Choices
@@ -119,7 +119,6 @@ class Allocator:
         self.costs = costs
         self.log = log
         self._send, self._recv = anyio.create_memory_object_stream[_Request](queue_depth)
-        self.requests = 0
         self.choices = choices
         self.name = name
         #: Called with (pfns, order, owner) for every block handed out: the guest is about to
@@ -148,7 +147,6 @@ class Allocator:
                     req = await streams.receive(self._recv)
                 except anyio.EndOfStream:
                     break
-                self.requests += 1
                 if isinstance(req, _Alloc):
                     out: array.array[int] = array.array("I")
                     if self.choices is not None and self.choices.fault("alloc.fail",

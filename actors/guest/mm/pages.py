@@ -233,10 +233,6 @@ class PageFrames:
         )
         return per_page + len(self.pageblock_mt) / self.nr_pages
 
-    def pfn_valid(self, pfn: int) -> bool:
-        """Tell whether ``pfn`` is a page of this guest (pfn_valid)."""
-        return 0 <= pfn < self.nr_pages
-
     def get_pageblock_migratetype(self, pfn: int) -> int:
         """Return the migratetype of the pageblock holding ``pfn``."""
         return self.pageblock_mt[pfn >> pageblock_order]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from actors.guest.mm.buddy import Zone
 from actors.guest.mm.gfp import MAX_ORDER, MIGRATE_TYPES, MIGRATETYPE_NAMES
+from actors.guest.mm.mmzone import Zone
 
 
 def buddyinfo(zone: Zone) -> list[int]:

@@ -16,8 +16,8 @@ from actors.guest.guest import Guest
 from actors.guest.mm import gfp as G
 from actors.guest.mm import pages as P
 from actors.guest.mm.allocator import Allocator, AllocatorClient
-from actors.guest.mm.buddy import Zone
 from actors.guest.mm.compaction import PAGEBLOCK, CompactionConfig, Compactor
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.pages import PageFrames
 from actors.guest.mm.rmap import Rmap
 from actors.guest.mm.vmstat import VmStat

@@ -14,10 +14,11 @@ from actors.guest.mm.compaction import (
     COMPACT_PARTIAL,
     COMPACT_SKIPPED,
     COMPACT_SUCCESS,
+    PAGEBLOCK,
 )
 from actors.guest.mm.vmstat import free_blocks_at_least
 
-from .compaction_helpers import PAGEBLOCK, LruRig
+from .compaction_helpers import LruRig
 
 MEMALLOC = int(G.GFP_HIGHUSER_MOVABLE | G.GFP.MEMALLOC)
 

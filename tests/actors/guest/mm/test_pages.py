@@ -252,7 +252,7 @@ def test_list_add_many_batch_matches_list_add(pfns: list[int], before: list[int]
 
 def _step_by_step(lst: PageList, n: int, flags: array[int] | None, mask: int) -> list[int]:
     """The head pages list_del_first_many must take: the plain walk, one link at a time."""
-    out = []
+    out: list[int] = []
     p = lst.first
     while len(out) < n and p != NIL and not (flags is not None and flags[p] & mask):
         out.append(p)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from actors.guest.mm import pages as P
 from actors.guest.mm import vmstat as views
-from actors.guest.mm.buddy import Zone
 from actors.guest.mm.gfp import GFP, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, MAX_ORDER, MIGRATETYPE_NAMES
+from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.pages import PageFrames
 
 MEMALLOC = int(GFP_KERNEL | GFP.MEMALLOC)
