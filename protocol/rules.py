@@ -29,6 +29,8 @@ class Rule(StrEnum):
     STATS_SECOND_BUFFER = "driver.stats-second-buffer"
     STATS_TAGS_CHANGED = "driver.stats-tags-changed"
     STATS_NO_BUFFER = "driver.stats-no-buffer"
+    ACTUAL_OUT_OF_RANGE = "driver.actual-out-of-range"
+    STATS_IMPOSSIBLE = "driver.stats-impossible"
     ACK_WITHOUT_REQUEST = "device.ack-without-request"
     STATS_USED_WITHOUT_BUFFER = "device.stats-used-without-buffer"
     # The device's own checks of what it pops. The driver broke these, but their ids (as

@@ -19,6 +19,7 @@ __all__ = [
     "StatTag",
     "decode_stats",
     "encode_stats",
+    "implausible_stats",
     "known_stats",
     "stat_tags",
 ]
@@ -112,3 +113,22 @@ def known_stats(entries: Iterable[tuple[int, int]]) -> dict[StatTag, int]:
 def stat_tags(entries: Iterable[tuple[int, int]]) -> frozenset[int]:
     """The set of tags present, to compare against the subset the driver sent before."""
     return frozenset(tag for tag, _ in entries)
+
+
+#: The memory tags (bytes): none can exceed the guest's RAM.
+_MEMORY_TAGS = ("memfree", "memtot", "avail", "caches")
+_U64_MAX = (1 << 64) - 1
+
+
+def implausible_stats(stats: Mapping[str, int], ram_bytes: int) -> list[str]:
+    """Why a stats reading (tag name → value) cannot be true of a guest with ``ram_bytes``
+    of RAM: a value of u64-max, a memory figure above RAM, free or available above total.
+    Empty when nothing is impossible (a lying guest can still be consistent)."""
+    why = [f"{tag}={value} is u64-max" for tag, value in stats.items() if value >= _U64_MAX]
+    why += [f"{tag}={stats[tag]} bytes is above the guest's RAM ({ram_bytes} bytes)"
+            for tag in _MEMORY_TAGS if tag in stats and ram_bytes < stats[tag] < _U64_MAX]
+    total = stats.get("memtot")
+    if total is not None:
+        why += [f"{tag}={stats[tag]} is above memtot={total}" for tag in ("memfree", "avail")
+                if tag in stats and total < stats[tag] <= ram_bytes]
+    return why

@@ -45,11 +45,15 @@ from protocol.balloon import (
 from protocol.conformance import span_and_unique
 from protocol.errors import ProtocolError
 from protocol.pfns import Pfns, as_index
+from protocol.stats import implausible_stats
 from protocol.virtqueue import Chain
 
 INFLATEQ, STATSQ = BalloonQueue.INFLATEQ, BalloonQueue.STATSQ
 
 Report = Callable[[str, str], None]
+
+
+_U32_MAX = (1 << 32) - 1
 
 
 def _tolist(pfns: Pfns) -> list[int]:
@@ -87,6 +91,8 @@ class BalloonDevice:
         self.target = 0
         self.stats: dict[str, int] = {}
         self.stats_time: float | None = None
+        #: False while the latest stats reading was impossible (the policy is not shown it).
+        self.stats_trusted = True
         self._stats_head: int | None = None
         #: False once the driver reset the device (status 0): no interrupts are raised then.
         self.driver_ok = True
@@ -247,6 +253,11 @@ class BalloonDevice:
             entries = []
         known = {StatTag(t).name.lower(): v for t, v in entries if t in StatTag._value2member_map_}
         self.feed(C.StatsBufferAdded(frozenset(t for t, _ in entries)))
+        impossible = implausible_stats(known, self.memory.pages * 4096)
+        if impossible:
+            self._refuse(C.Rule.STATS_IMPOSSIBLE,
+                         f"statsq hs={hs}: {'; '.join(impossible)} (not passed to the policy)")
+        self.stats_trusted = not impossible
         self.stats = known
         self.stats_time = self.clock()
         self.log.info(schema.HOST_STATS, hs=hs, stats=known)
@@ -333,11 +344,22 @@ class BalloonDevice:
                     elif isinstance(msg, ConfigWrite):
                         # The monitor saw the write when the driver made it (config space is
                         # shared); feeding it again here, later, would misorder it.
-                        self.actual = msg.actual
-                        self.score.actual_changed(self.clock(), msg.actual)
+                        self.actual = self._actual_written(msg.actual)
+                        self.score.actual_changed(self.clock(), self.actual)
                     elif isinstance(msg, DeviceReset):
                         self.reset()
             tg.cancel_scope.cancel()
+
+    def _actual_written(self, actual: int) -> int:
+        """The driver's ``actual`` (a le32 of 4 KiB pages): one outside u32 or above the
+        guest's RAM is a violation, and the device goes on with it clamped to [0, RAM]."""
+        ram = self.memory.pages
+        if 0 <= actual <= min(ram, _U32_MAX):
+            return actual
+        self._refuse(C.Rule.ACTUAL_OUT_OF_RANGE,
+                     f"actual={actual} is outside 0..{min(ram, _U32_MAX)} (u32, at most the "
+                     f"guest's {ram} pages of 4 KiB); taken as {min(max(actual, 0), ram)}")
+        return min(max(actual, 0), ram)
 
     def reset(self) -> None:
         """The driver reset the device: forget the held stats buffer, raise no interrupts."""

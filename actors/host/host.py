@@ -136,7 +136,7 @@ class Host:
                             choices=self.choices)
         dev.on_memory = self._memory_changed
         history = self.guest_history[name] = deque(maxlen=HISTORY)
-        dev.on_stats = lambda: history.append(self._sample(dev))
+        dev.on_stats = lambda: history.append(self._sample(dev)) if dev.stats_trusted else None
         self.devices[name] = dev
         self.free = Integral(0.0, self.memory.free_pages, threshold=0)
         return dev
@@ -156,10 +156,11 @@ class Host:
         for name, d in self.devices.items():
             lim = self.limits[name]
             guests.append(GuestView(
-                name, d.memory.pages, d.target, d.actual, MappingProxyType(dict(d.stats)),
+                name, d.memory.pages, d.target, d.actual,
+                MappingProxyType(dict(d.stats) if d.stats_trusted else {}),
                 d.stats_time, floor_pages=lim.floor_pages, max_pages=lim.max_pages,
                 shares=lim.shares, rss_pages=d.memory.rss,
-                history=tuple(self.guest_history[name])))
+                history=tuple(self.guest_history[name]), stats_trusted=d.stats_trusted))
         return HostView(self.clock(), self.memory.total_pages, self.memory.free_pages,
                         tuple(guests), tuple(self.history))
 

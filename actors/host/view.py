@@ -81,6 +81,9 @@ class GuestView:
     history: tuple[GuestSample, ...] = ()
     progressing: bool = True  # the shell's tracker: settled, or moving fast enough
     stalled: bool = False  # the shell backed off after a stall and holds the balloon down
+    #: False when the guest's latest stats were impossible (free above total, above RAM,
+    #: u64-max): ``stats`` is then empty, and the reading is not in ``history``.
+    stats_trusted: bool = True
 
     @property
     def memory(self) -> int:

@@ -434,3 +434,52 @@ def test_any_buffer_sequence_keeps_the_host_ledger_exact(
         assert len(rig.kinds()) == len(rig.records(schema.HOST_VIOLATION))
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize(("actual", "kept"), [
+    (-1, 0), (PAGES + 1, PAGES), (1 << 32, PAGES), ((1 << 64) + 5, PAGES),
+])
+async def test_actual_outside_u32_or_ram_is_a_violation_and_clamped(
+        autojump_clock: trio.abc.Clock, actual: int, kept: int) -> None:
+    """An `actual` no le32 can hold, or above the guest's RAM, is reported with the guest's
+    name; the device keeps working with it clamped to [0, RAM]."""
+    with trio.fail_after(10):
+        async with running() as rig:
+            await rig.transport.to_device.send(ConfigWrite(actual))
+            await trio.sleep(0.001)
+            assert rig.device.actual == kept
+    assert rig.violations() == ["driver.actual-out-of-range"]
+    assert rig.reports[0][1].startswith("guest0: actual=")
+
+
+@pytest.mark.parametrize(("stats", "why"), [
+    ([(StatTag.MEMFREE, 2 * PAGES * 4096), (StatTag.MEMTOT, PAGES * 4096)], "above the guest's"),
+    ([(StatTag.MEMFREE, 600 * 4096), (StatTag.MEMTOT, 500 * 4096)], "above memtot"),
+    ([(StatTag.AVAIL, 900 * 4096), (StatTag.MEMTOT, 500 * 4096)], "above memtot"),
+    ([(StatTag.MEMFREE, (1 << 64) - 1)], "u64-max"),
+    ([(StatTag.SWAP_IN, (1 << 64) - 1), (StatTag.MEMTOT, PAGES * 4096)], "u64-max"),
+])
+async def test_impossible_stats_are_a_violation_and_untrusted(
+        autojump_clock: trio.abc.Clock, stats: list[tuple[int, int]], why: str) -> None:
+    """A stats buffer whose values cannot be true is reported and marked untrusted (the host
+    then shows the policy no stats); the device still holds and polls the buffer."""
+    with trio.fail_after(10):
+        async with running(features=MTH_STATS) as rig:
+            await rig.send(STATSQ, encode_stats(stats))
+            await trio.sleep(0.001)
+            assert not rig.device.stats_trusted and rig.device.holds_stats_buffer()
+            await rig.reap(STATSQ)
+    assert rig.violations() == ["driver.stats-impossible"]
+    assert why in rig.reports[0][1]
+
+
+async def test_plausible_stats_stay_trusted(autojump_clock: trio.abc.Clock) -> None:
+    """Free at or below total, all within RAM: trusted (the check cannot fire on a sane one)."""
+    with trio.fail_after(10):
+        async with running(features=MTH_STATS) as rig:
+            await rig.send(STATSQ, encode_stats(
+                [(StatTag.MEMFREE, PAGES * 4096), (StatTag.MEMTOT, PAGES * 4096)]))
+            await trio.sleep(0.001)
+            assert rig.device.stats_trusted
+            await rig.reap(STATSQ)
+    assert rig.violations() == []
