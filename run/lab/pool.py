@@ -51,7 +51,10 @@ def run_all(fn: Callable[[J], R], jobs: Iterable[J], *, processes: int) -> Itera
             yield fn(job)
         return
     ctx = multiprocessing.get_context()
-    tasks: Any = ctx.SimpleQueue()
+    # The jobs go through a Queue: its feeder thread writes them as workers drain the pipe
+    # (putting thousands into a bare pipe before anyone reads would block this process).
+    tasks: Any = ctx.Queue()
+    tasks.cancel_join_thread()  # stopping must not wait for unread jobs
     results: Any = ctx.SimpleQueue()
     stop = ctx.Event()
     for job in work:
