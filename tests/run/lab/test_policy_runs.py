@@ -217,6 +217,23 @@ def test_policy_loading_errors_exit_2_naming_what_and_where(tmp_path: Path, sett
     assert not log.exists()
 
 
+@pytest.mark.parametrize("source", [
+    "import sys\nsys.exit(4)\n",
+    "import sys\nfrom actors.host.policy import HostPolicy\n"
+    "class P(HostPolicy):\n    def __init__(self, **kw):\n        sys.exit(4)\n",
+], ids=["at import", "in __init__"])
+def test_a_policy_that_calls_sys_exit_while_loading_exits_2(tmp_path: Path, source: str) -> None:
+    """vballoon does not exit 4 silently: one line naming the policy and what it did, exit 2."""
+    policy = tmp_path / "exits.py"
+    policy.write_text(source)
+    log = tmp_path / "x.jsonl"
+    code, _, err = cli("run", write(tmp_path, THREE), "--set",
+                       f'host.policy.name="{policy}:P"', "--log", str(log))
+    assert code == 2, err
+    assert f"policy '{policy}:P' called sys.exit(4) while loading" in err
+    assert len(err.strip().splitlines()) == 1 and not log.exists()
+
+
 SETTINGS: dict[str, list[str]] = {
     "static": ['host.policy.params.target="30%"'],
     "schedule": ['host.policy.params.steps=[["1s", "20%"], ["3s", "5%"]]'],
