@@ -22,7 +22,14 @@ from actors.host.device import BalloonDevice, Report
 from actors.host.memory import HostMemory
 from actors.host.policy import HostPolicy
 from actors.host.score import host_score
-from actors.host.shell import Decision, SafetyShell, ShellConfig, Stall, guest_floor
+from actors.host.shell import (
+    Decision,
+    SafetyShell,
+    ShellConfig,
+    Stall,
+    guest_floor,
+    policy_name,
+)
 from actors.host.view import GuestSample, GuestView, HostSample, HostView, hyperv_floor
 from actors.sim import schema
 from actors.sim.choices import Choices
@@ -100,6 +107,10 @@ class Host:
                  choices: Choices | None = None) -> None:
         self.config = config
         self.policy = policy
+        #: What the log calls the policy and how often it runs, read once: what a policy
+        #: does to its own attributes later reaches neither the log nor the loop.
+        self.policy_name = policy_name(policy)
+        self.policy_interval = policy.interval
         self.costs = costs
         self.memory = HostMemory(total_pages)
         self.shell = SafetyShell(config.policy.shell)
@@ -167,7 +178,7 @@ class Host:
     # -- the policy loop -------------------------------------------------------------------------
     def record(self, decision: Decision) -> None:
         """Log one tick's error, overrides and decision, and count them."""
-        name = self.policy.name
+        name = self.policy_name
         self.decisions += 1
         if decision.error is not None:
             self.policy_errors += 1
@@ -187,7 +198,7 @@ class Host:
             raise PolicyFailure(f"policy {name!r} failed and host.policy.fatal is set: {what}")
 
     async def _policy_loop(self) -> None:
-        interval = self.policy.interval
+        interval = self.policy_interval
         while True:
             self.history.append(HostSample(self.clock(), self.memory.free_pages))
             decision = self.shell.decide(self.policy, self.view())
@@ -232,8 +243,8 @@ class Host:
                          "max_pages": lim.max_pages, "shares": lim.shares,
                          "score": d.score.summary(end)}
         return {"total_pages": m.total_pages, "free_pages": m.free_pages,
-                "saved_pages": m.saved_pages, "policy": self.policy.name,
-                "policy_interval": self.policy.interval, "policy_decisions": self.decisions,
+                "saved_pages": m.saved_pages, "policy": self.policy_name,
+                "policy_interval": self.policy_interval, "policy_decisions": self.decisions,
                 "policy_errors": self.policy_errors,
                 "policy_violations": dict(sorted(self.violations.items())),
                 "overrides": dict(sorted(self.overrides.items())), "stalls": self.stalls,

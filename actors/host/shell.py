@@ -2,12 +2,18 @@
 
 Whatever a policy does, the host keeps running and every guest keeps a sane target:
 
-1. **Contain.** ``decide`` runs under a deterministic work budget (below); an exception, a
-   blown budget or an answer that is not a mapping keeps every previous target and is reported
-   as a policy error.
+1. **Contain.** ``decide`` runs under a deterministic work budget (below), on a fresh copy of
+   the view (a policy that forces a frozen view open with ``object.__setattr__`` changes only
+   its own copy). Reading its answer -- iterating the mapping, converting every value -- runs
+   inside the same containment and budget, and copies it into plain ``str`` keys and ``int``
+   targets before anything else looks at it. An exception (any ``BaseException`` but
+   ``KeyboardInterrupt``: ``SystemExit`` and ``GeneratorExit`` too), a blown budget, an answer
+   that is not a mapping or one that cannot be read keeps every previous target and is
+   reported as a policy error.
 2. **Validate** each answer (the policy's *contract*): targets for unknown guests are ignored,
-   non-numbers keep the previous target, negative targets become 0, targets above guest RAM
-   become RAM. These are *violations*, counted apart.
+   non-numbers (``nan`` and infinities too) keep the previous target, negative targets become
+   0, targets above guest RAM (``2**64``, ``1e300``) become RAM. These are *violations*,
+   counted apart; each is logged with a value the log can always write (``_loggable``).
 3. **Regulate** relative to the previous target: changes smaller than ``deadband`` are
    ignored; no target moves by more than ``max_step`` per tick.
 4. **Clamp** to the hard limits: the balloon never exceeds ``RAM - floor`` (targets are balloon
@@ -27,7 +33,8 @@ the host logs each one.
 detected from inside the call. A wall-clock timeout (a thread, SIGALRM) would make the log
 depend on the machine's speed and load: the same seed could time out on one run and not on
 the next. Instead ``decide`` runs under ``sys.settrace`` with a counter of Python trace
-events (calls, lines, returns): past ``decide_budget`` events the tracer raises
+events (calls, lines, returns) -- of ``decide`` and of reading its answer, so a mapping
+whose iteration never ends is stopped too: past ``decide_budget`` events the tracer raises
 ``DecideBudgetExceeded`` (a BaseException, so ``except Exception`` in the policy cannot swallow
 it) inside the policy. The count is a pure function of the code and its input, so the outcome
 is identical on every run and machine. Limits, stated plainly: time spent inside C code
@@ -43,7 +50,7 @@ import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from types import FrameType
+from types import FrameType, MappingProxyType
 from typing import Any
 
 from actors.host.policy import HostPolicy
@@ -194,16 +201,108 @@ def run_guarded(decide: Callable[[HostView], Any], view: HostView, budget: int
         sys.settrace(previous)
 
 
+#: The integers the log writes as numbers (what JSON's 64-bit readers hold).
+_I64_MIN, _U64_MAX = -(1 << 63), (1 << 64) - 1
+#: Past this size an integer is logged by its size alone (its digits would fill the record, and
+#: ``str()`` refuses integers of more than 4300 digits).
+_DIGITS_BITS = 256
+
+
 def _loggable(value: object) -> Loggable:
-    """A policy's value as the log records it: numbers as such, anything else by type only
-    (a repr could carry a memory address and break byte-identical logs)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    """A policy's value as the log records it, always a plain ``int``, ``float`` or ``str``:
+    numbers as such (integers beyond 64 bits as their digits, huge ones by size, non-finite
+    floats as ``'nan'``/``'inf'``), strings quoted and cut, anything else by type only (a repr
+    could carry a memory address and break byte-identical logs). Subclasses are read with the
+    base type's own methods, never the policy's overrides."""
+    if isinstance(value, bool):
+        return f"<{type(value).__name__}>"
+    if isinstance(value, int):
+        v = int.__int__(value)
+        if _I64_MIN <= v <= _U64_MAX:
+            return v
+        bits = v.bit_length()
+        if bits <= _DIGITS_BITS:
+            return str(v)
+        return f"<{'negative ' if v < 0 else ''}int of {bits} bits>"
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        f = float.__float__(value)
+        return f if math.isfinite(f) else str(f)
     if isinstance(value, str):
-        return repr(value[:40])
+        return repr(str.__str__(value)[:40])
     return f"<{type(value).__name__}>"
+
+
+def _pages(value: object) -> int | None:
+    """A target's value as a plain int (floats truncated); None if it is not a finite number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        f = float.__float__(value)
+        return int(f) if math.isfinite(f) else None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """One entry of a policy's answer, copied into plain values inside the containment."""
+
+    guest: str  # the key as logged
+    named: bool  # the key was a string (no guest matches any other key)
+    shown: Loggable  # the value as logged
+    pages: int | None  # the target it asks for; None: not a number
+
+
+def _read_answer(answer: object) -> list[_Asked] | str:
+    """The policy's answer copied into plain values, or why it is not a mapping.
+
+    Runs inside the containment and the budget: whatever the answer's own methods do
+    (``items``, ``__getitem__``, ``__iter__``, ``__int__``, ``__class__``...) is the policy's
+    code, and may raise or never end."""
+    if not isinstance(answer, Mapping):
+        return (f"decide() returned {type(answer).__name__}, expected a mapping of guest name "
+                "to target")
+    read = []
+    for name, value in answer.items():
+        named = isinstance(name, str)
+        key = str.__str__(name) if named else str(_loggable(name))
+        read.append(_Asked(key, named, _loggable(value), _pages(value)))
+    return read
+
+
+def _as_asked(pages: int, shown: Loggable) -> Loggable:
+    """What an override says was asked: the whole pages, or the logged value if they are too
+    big to log as a number."""
+    return pages if _I64_MIN <= pages <= _U64_MAX else shown
+
+
+def _private_copy(view: HostView) -> HostView:
+    """A copy of ``view`` sharing no object with the host or the shell: the views are frozen,
+    but ``object.__setattr__`` opens them, and what a policy does to its view must not reach
+    the targets, the stall detector or the host's history."""
+    return replace(
+        view, history=tuple(replace(s) for s in view.history),
+        guests=tuple(replace(g, stats=MappingProxyType(dict(g.stats)),
+                             history=tuple(replace(s) for s in g.history))
+                     for g in view.guests))
+
+
+def _type_name(obj: object) -> str:
+    """The name of ``obj``'s class, read without running any code of the policy's (a metaclass
+    may override ``__name__``)."""
+    return str(vars(type)["__name__"].__get__(type(obj)))
+
+
+def policy_name(policy: HostPolicy) -> str:
+    """The name the host logs a policy by, read once when the host is built: a plain string,
+    so a policy that renames itself later (``self.name = object()``) changes nothing in the
+    log; a name that is not a string (or cannot be read) is the class's name."""
+    try:
+        name = policy.name
+    except Exception:
+        return _type_name(policy)
+    return str.__str__(name) if isinstance(name, str) else _type_name(policy)
 
 
 @dataclass
@@ -271,46 +370,72 @@ class SafetyShell:
 
     # -- one tick --------------------------------------------------------------------------------
     def decide(self, policy: HostPolicy, view: HostView) -> Decision:
-        """Run the policy on the annotated view under its budget, and make its answer safe."""
+        """Run the policy on a private copy of the annotated view under its budget, read its
+        answer inside the same containment, and make it safe."""
         view = replace(view, guests=tuple(self._annotate(g, view.time) for g in view.guests))
-        previous = {g.name: g.target for g in view.guests}
+        stage = ""  # what failed: "" decide() itself, else the reading of its answer
+
+        def contained(mine: HostView) -> list[_Asked] | str:
+            nonlocal stage
+            answer = policy.decide(mine)
+            stage = "reading decide()'s answer: "
+            return _read_answer(answer)
+
         try:
-            answer, steps = run_guarded(policy.decide, view, self.config.decide_budget)
+            read, steps = run_guarded(contained, _private_copy(view), self.config.decide_budget)
         except DecideBudgetExceeded:
             return self._regulate(view, {}, None, 0,
                                   f"decide() did not finish within its budget of "
                                   f"{self.config.decide_budget} Python trace events "
                                   "(host.policy.shell.decide_budget)")
-        except Exception as e:  # a broken policy never stops the session
-            return self._regulate(view, {}, None, 0, f"{type(e).__name__}: {e}")
-        if not isinstance(answer, Mapping):
-            return self._regulate(view, {}, None, steps,
-                                  f"decide() returned {type(answer).__name__}, expected a "
-                                  "mapping of guest name to target")
+        except KeyboardInterrupt:  # Ctrl-C (or a stop signal) ends the session as always
+            raise
+        except BaseException as e:  # SystemExit, GeneratorExit too: a policy never stops it
+            return self._regulate(view, {}, None, 0, stage + self._describe(e, view))
+        if isinstance(read, str):
+            return self._regulate(view, {}, None, steps, read)
+        return self._apply(view, read, steps)
+
+    def _describe(self, e: BaseException, view: HostView) -> str:
+        """``Type: message`` of a policy's exception. Its ``__str__`` is the policy's code, so
+        it is read under the budget too; if that fails, the class name alone."""
+        try:
+            text, _ = run_guarded(lambda _: f"{type(e).__name__}: {e}", view,
+                                  self.config.decide_budget)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as inner:
+            return f"{_type_name(e)} (its message raised {_type_name(inner)})"
+        return str.__str__(text) if isinstance(text, str) else _type_name(e)
+
+    def _apply(self, view: HostView, read: list[_Asked], steps: int) -> Decision:
+        """The contract on an answer already copied into plain values."""
+        previous = {g.name: g.target for g in view.guests}
         overrides: list[Override] = []
         asked: dict[str, Loggable] = {}
         wanted: dict[str, int] = {}
-        for name, value in answer.items():
-            key = name if isinstance(name, str) else _loggable(name)
-            shown = _loggable(value)
-            asked[str(key)] = shown
-            if key not in previous:
-                overrides.append(Override(str(key), "unknown-guest", shown, None,
+        for item in read:
+            name, shown = item.guest, item.shown
+            asked[name] = shown
+            if not item.named or name not in previous:
+                overrides.append(Override(name, "unknown-guest", shown, None,
                                           "no such guest; ignored"))
                 continue
             g = view.guest(name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or (
-                    isinstance(value, float) and not math.isfinite(value)):
+            if item.pages is None:
                 overrides.append(Override(name, "not-a-number", shown, g.target,
                                           f"target {shown} is not a number; kept {g.target}"))
                 continue
-            v = int(value)
+            v = item.pages
             if v < 0:
-                overrides.append(Override(name, "negative", v, 0, f"target {v} < 0; clamped"))
+                said = _as_asked(v, shown)
+                overrides.append(Override(name, "negative", said, 0,
+                                          f"target {said} < 0; clamped"))
                 v = 0
             elif v > g.ram_pages:
-                overrides.append(Override(name, "above-ram", v, g.ram_pages,
-                                          f"target {v} above guest RAM; clamped"))
+                said = _as_asked(v, shown)
+                overrides.append(Override(name, "above-ram", said, g.ram_pages,
+                                          f"target {said} above guest RAM; clamped"))
                 v = g.ram_pages
             wanted[name] = v
         return self._regulate(view, wanted, asked, steps, None, overrides)

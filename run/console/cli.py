@@ -278,15 +278,27 @@ def _same_twice(sc: scen.Scenario, seed: int, level: str, forced: list[Choice] |
 
 @main.command()
 @click.argument("log", type=click.Path(path_type=Path))
-def replay(log: Path) -> None:
-    """Re-run the session LOG records (from its header) and confirm an identical log."""
+@click.option("--policy", "policy", metavar="NAME",
+              help="Allow the log's host policy if it is not built in: NAME must be the one "
+                   "the log names (module:attr, path/to/file.py:Class, an entry point).")
+@click.option("--trust-policy", is_flag=True,
+              help="Load whatever host policy the log names (its code runs: only for logs "
+                   "you trust).")
+def replay(log: Path, policy: str | None, trust_policy: bool) -> None:
+    """Re-run the session LOG records (from its header) and confirm an identical log.
+
+    A log names its host policy; one that is not built in is Python code, so it is loaded only
+    with --policy NAME (the same name) or --trust-policy."""
     from run.lab import replay as rp
     from run.logtools.logread import LogError
 
     try:
-        header, original, outcome, replayed, diff = rp.replay(log)
+        header, original, outcome, replayed, diff = rp.replay(log, policy=policy,
+                                                              trust_policy=trust_policy)
     except LogError as e:
         raise BadInput(str(e)) from None
+    except PolicyError as e:
+        raise BadInput(f"{log}: {e}") from None
     console = _console()
     for note in rp.provenance_notes(header, replayed[0]) if replayed else []:
         console.print(f"[yellow]note[/]: {note}")

@@ -4,6 +4,13 @@ The header (``session.start``) carries everything a run depends on: the resolved
 seed, the log level, the backend and the forced choices if any. Re-running it must give the same
 bytes, except for the wall-clock and provenance fields the determinism contract sets aside
 (``VOLATILE``). When it does not, the first differing record is shown beside its original.
+
+**A log is data, not a program.** The header names the host policy, and a policy that is not
+built in (``module:attr``, ``path/to/file.py:Class``, an entry point) is Python that loading
+would import and run -- so a log received in a bug report could run anything. Replay loads
+such a policy only when the caller names it again (``policy``, the CLI's ``--policy NAME``)
+or trusts the log's (``trust_policy``, ``--trust-policy``); otherwise it stops before loading
+anything (``UntrustedPolicy``). Built-in policies replay as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from actors.host.policies import BUILTINS
 from actors.sim import schema
 from actors.sim.choices import forced_choices
 from run.logtools.logread import LogError, lines, parse
@@ -50,13 +58,34 @@ def read_header(path: Path) -> dict[str, Any]:
     raise LogError(0, "empty log", str(path))
 
 
-def rerun(header: dict[str, Any], source: str = "<header>") -> tuple[Outcome, list[bytes]]:
-    """Run the session a header describes; its log lines (no newlines) in memory."""
+class UntrustedPolicy(LogError):
+    """The header names a policy that is not built in, and the caller did not allow it."""
+
+
+def check_policy(name: str, source: str, *, policy: str | None = None,
+                 trust_policy: bool = False) -> None:
+    """Raise UntrustedPolicy unless the header's policy ``name`` may be loaded: a built-in,
+    the one the caller named again (``policy``), or any with ``trust_policy``."""
+    if policy is not None and policy != name:
+        raise UntrustedPolicy(1, f"the log's host policy is {name!r}, not {policy!r} "
+                                 "(--policy must name the policy the log names)", source)
+    if name in BUILTINS or trust_policy or policy == name:
+        return
+    raise UntrustedPolicy(1, f"the log's host policy {name!r} is not built in and replaying "
+                             "would import and run its code; to allow it, pass --policy "
+                             f"{name!r} (or --trust-policy)", source)
+
+
+def rerun(header: dict[str, Any], source: str = "<header>", *, policy: str | None = None,
+          trust_policy: bool = False) -> tuple[Outcome, list[bytes]]:
+    """Run the session a header describes; its log lines (no newlines) in memory. A policy
+    that is not built in is loaded only if named again or trusted (``check_policy``)."""
     try:
         sc = scen.from_data(header["scenario"], f"{source}: header scenario")
         forced = forced_choices(header.get("faults"))
     except ValueError as e:
         raise LogError(1, str(e), source) from None
+    check_policy(sc.host.policy.name, source, policy=policy, trust_policy=trust_policy)
     recorder = FlightRecorder()
     outcome = run_session(sc, seed=header["seed"], level=header.get("log_level", "info"),
                           recorder=recorder, backend=header.get("backend", "trio"),
@@ -125,10 +154,11 @@ def show_difference(console: Console, diff: Difference, lines: list[bytes],
     console.print(render_difference(diff, lines[max(0, diff.index - 3):diff.index], labels))
 
 
-def replay(path: Path) -> tuple[dict[str, Any], list[bytes], Outcome, list[bytes],
-                                Difference | None]:
-    """Re-run the session logged at ``path``: (header, original, outcome, replayed, diff)."""
+def replay(path: Path, *, policy: str | None = None, trust_policy: bool = False
+           ) -> tuple[dict[str, Any], list[bytes], Outcome, list[bytes], Difference | None]:
+    """Re-run the session logged at ``path``: (header, original, outcome, replayed, diff).
+    ``policy``/``trust_policy`` allow a policy that is not built in (``check_policy``)."""
     header = read_header(path)
     original = log_lines(path)
-    outcome, replayed = rerun(header, str(path))
+    outcome, replayed = rerun(header, str(path), policy=policy, trust_policy=trust_policy)
     return header, original, outcome, replayed, first_difference(original, replayed)

@@ -185,3 +185,52 @@ def test_entry_point_that_is_not_a_policy(policy_module: str,
     with pytest.raises(PolicyError, match=r"^entry point 'np': .* is not a HostPolicy subclass$"):
         find_policy("np")
 
+
+
+#: (id, the policy module's source, the error; a file defining P, loaded as FILE.py:P)
+EXITING: list[tuple[str, str, str]] = [
+    ("sys.exit(4) at import", "import sys\nsys.exit(4)\n", "called sys.exit(4) while loading"),
+    ("sys.exit() at import", "import sys\nsys.exit()\n", "called sys.exit() while loading"),
+    ("sys.exit('bye')", "raise SystemExit('bye')\n", "called sys.exit('bye') while loading"),
+    ("GeneratorExit at import", "raise GeneratorExit('gen')\n",
+     "raised GeneratorExit while loading: gen"),
+    ("BaseException at import", "raise BaseException\n", "raised BaseException while loading"),
+    ("sys.exit(4) in __init__",
+     "import sys\nfrom actors.host.policy import HostPolicy\n"
+     "class P(HostPolicy):\n    def __init__(self, **kw):\n        sys.exit(4)\n",
+     "called sys.exit(4) while loading"),
+    ("message that raises",
+     "class E(Exception):\n    def __str__(self):\n        raise ValueError\nraise E\n",
+     ": <E>"),
+]
+
+
+@pytest.mark.parametrize(("source", "error"), [e[1:] for e in EXITING],
+                         ids=[e[0] for e in EXITING])
+def test_a_policy_that_exits_while_loading_is_a_policy_error(tmp_path: Path, source: str,
+                                                               error: str) -> None:
+    """sys.exit() or another BaseException in a policy's module or constructor does not end
+    vballoon with the policy's code: it is a PolicyError naming the policy and what it did,
+    by file path and by module:attr alike."""
+    path = tmp_path / "vb_exiting_policy.py"
+    path.write_text(source)
+    with pytest.raises(PolicyError) as e:
+        make_policy(f"{path}:P", {})
+    assert str(e.value).startswith(f"policy '{path}:P'") and error in str(e.value)
+    sys.modules.pop("vballoon_policy_vb_exiting_policy", None)  # imported if __init__ exited
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(PolicyError) as e:
+            make_policy("vb_exiting_policy:P", {})
+        assert str(e.value).startswith("policy 'vb_exiting_policy:P'") and error in str(e.value)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("vb_exiting_policy", None)
+
+
+def test_ctrl_c_while_loading_still_interrupts(tmp_path: Path) -> None:
+    """KeyboardInterrupt at import is not turned into a PolicyError."""
+    path = tmp_path / "interrupting.py"
+    path.write_text("raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        find_policy(f"{path}:P")

@@ -4,18 +4,27 @@ and the deterministic decide() budget."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from actors.host.policy import GuestView, HostPolicy, HostView, hyperv_floor
+from actors.host.policy import (
+    GuestSample,
+    GuestView,
+    HostPolicy,
+    HostSample,
+    HostView,
+    hyperv_floor,
+)
 from actors.host.shell import (
     DecideBudgetExceeded,
     Decision,
     SafetyShell,
     ShellConfig,
     guest_floor,
+    policy_name,
     run_guarded,
 )
 
@@ -124,6 +133,193 @@ def test_logged_answer_never_carries_a_repr() -> None:
     """Odd values are logged by type, so a memory address never reaches the log."""
     d = decide({"a": object(), 7: 1}, guest("a", target=5))
     assert d.asked == {"a": "<object>", "7": 1}
+
+
+# -- hostile answers: everything the policy hands back is read inside the containment ----------
+
+
+class RaisingGet(Mapping[str, int]):
+    """A mapping whose lookups raise (``items()`` goes through ``__getitem__``)."""
+
+    def __getitem__(self, key: str) -> int:
+        raise KeyError("no lookups")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["a"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+class RaisingItems(dict[str, int]):
+    def items(self) -> Any:
+        raise RuntimeError("items refused")
+
+
+class Endless(Mapping[str, int]):
+    """A mapping whose iteration never ends."""
+
+    def __getitem__(self, key: str) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            yield "a"
+
+    def __len__(self) -> int:
+        return 1
+
+
+class LyingInt(int):
+    """An int whose own conversion raises: the shell reads it as the int it is."""
+
+    def __int__(self) -> int:
+        raise ValueError("no int for you")
+
+
+class LyingStr(str):
+    """A key whose hash and equality raise: the shell copies it to a plain str first."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        raise TypeError("unhashable today")
+
+    def __eq__(self, other: object) -> bool:
+        raise TypeError("incomparable today")
+
+
+class BadMessage(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+class EndlessMessage(Exception):
+    def __str__(self) -> str:
+        while True:
+            pass
+
+
+BUDGET = ShellConfig(floor="none", stall_after=0.0, decide_budget=5000)
+
+#: (id, what decide() returns or raises, the error logged)
+HOSTILE_ERRORS: list[tuple[str, Any, str]] = [
+    ("getitem raises", RaisingGet(), "reading decide()'s answer: KeyError: 'no lookups'"),
+    ("items raises", RaisingItems(a=1), "reading decide()'s answer: RuntimeError: items refused"),
+    ("endless mapping", Endless(), "did not finish within its budget of 5000"),
+    ("SystemExit", SystemExit(4), "SystemExit: 4"),
+    ("GeneratorExit", GeneratorExit(), "GeneratorExit: "),
+    ("BaseException", BaseException("odd"), "BaseException: odd"),
+    ("message raises", BadMessage(), "BadMessage (its message raised RuntimeError)"),
+    ("endless message", EndlessMessage(), "EndlessMessage (its message raised "
+                                           "DecideBudgetExceeded)"),
+]
+
+
+@pytest.mark.parametrize(("answer", "error"), [h[1:] for h in HOSTILE_ERRORS],
+                         ids=[h[0] for h in HOSTILE_ERRORS])
+def test_an_answer_that_cannot_be_read_is_a_contained_error(answer: Any, error: str) -> None:
+    """Whatever the answer's own methods (or the exception's message) do -- raise, never end,
+    exit -- is contained like an exception in decide(): every target is kept, the error says
+    what happened."""
+    d = decide(answer, guest("a", target=5), guest("b", target=7), config=BUDGET)
+    assert d.targets == {"a": 5, "b": 7} and d.asked is None
+    assert d.error is not None and error in d.error
+
+
+#: (id, the value asked for guest a, what is logged as asked, the target applied, the rule)
+HOSTILE_VALUES: list[tuple[str, object, object, int, str | None]] = [
+    ("int subclass", LyingInt(300), 300, 300, None),
+    ("2**64", 2**64, "18446744073709551616", 1000, "above-ram"),
+    ("-2**64", -2**64, "-18446744073709551616", 0, "negative"),
+    ("1e300", 1e300, 1e300, 1000, "above-ram"),
+    ("10**5000", 10**5000, "<int of 16610 bits>", 1000, "above-ram"),
+    ("-10**5000", -10**5000, "<negative int of 16610 bits>", 0, "negative"),
+    ("nan", math.nan, "nan", 5, "not-a-number"),
+    ("-inf", -math.inf, "-inf", 5, "not-a-number"),
+    ("str subclass", LyingStr("x"), "'x'", 5, "not-a-number"),
+]
+
+
+@pytest.mark.parametrize(("value", "shown", "applied", "rule"), [h[1:] for h in HOSTILE_VALUES],
+                         ids=[h[0] for h in HOSTILE_VALUES])
+def test_hostile_values_are_plain_and_loggable(value: object, shown: object, applied: int,
+                                               rule: str | None) -> None:
+    """Odd numbers are contract violations, clamped or kept, and every logged value is a plain
+    int, float or str that the log writer can always write (no 5000-digit integer)."""
+    d = decide({"a": value}, guest("a", target=5), config=BUDGET)
+    assert d.error is None and d.targets == {"a": applied}
+    assert d.asked == {"a": shown} and type(d.asked["a"]) in (int, float, str)
+    assert [(o.rule, o.applied) for o in d.overrides] == ([(rule, applied)] if rule else [])
+    for o in d.overrides:
+        assert type(o.asked) in (int, float, str) and len(o.reason) < 200
+
+
+def test_a_hostile_key_is_copied_before_use() -> None:
+    """A str subclass whose hash and equality raise is read as the plain string it holds."""
+    class Pairs(dict[str, int]):  # a dict could not hold the key: its items() yields it
+        def items(self) -> Any:
+            return [(LyingStr("a"), 9)]
+
+    d = decide(Pairs(), guest("a", target=5), config=BUDGET)
+    assert d.error is None and d.targets == {"a": 9} and type(next(iter(d.asked or {}))) is str
+
+
+def vandal(view: HostView) -> Mapping[str, int]:
+    """Forces the frozen views open and rewrites what the shell would clamp with."""
+    for g in view.guests:
+        object.__setattr__(g, "ram_pages", 10**9)
+        object.__setattr__(g, "floor_pages", 0)
+        object.__setattr__(g, "target", 123)
+    object.__setattr__(view.guests[0], "name", "b")
+    object.__setattr__(view, "guests", view.guests[:1])
+    return {"a": 10**6}
+
+
+def test_a_policy_that_mutates_its_view_changes_only_its_copy() -> None:
+    """The policy gets a private copy: the shell clamps with the real RAM and floor, and an
+    omitted guest keeps its real target."""
+    d = decide(vandal, guest("a", target=5, floor=100), guest("b", target=7), config=BUDGET)
+    assert d.targets == {"a": 900, "b": 7}
+    assert rules(d) == [("a", "above-ram", 1000), ("a", "floor", 900)]
+
+
+def test_the_host_history_cannot_be_rewritten_through_a_view() -> None:
+    """Samples in a view are copies: rewriting them leaves the originals as they were."""
+    sample = GuestSample(1.0, 0, 1000, 10, 1000, 0)
+    host_sample = HostSample(1.0, 500)
+    view = HostView(0.0, 10_000, 1_000, (replace(guest("a"), history=(sample,)),),
+                    (host_sample,))
+
+    def rewrite(v: HostView) -> Mapping[str, int]:
+        object.__setattr__(v.guests[0].history[0], "free", -1)
+        object.__setattr__(v.history[0], "free_pages", -1)
+        return {}
+
+    SafetyShell(BUDGET).decide(Answer(rewrite), view)
+    assert (sample.free, host_sample.free_pages) == (10, 500)
+
+
+def test_keyboard_interrupt_still_propagates() -> None:
+    """Ctrl-C raised inside decide() (or while its answer is read) is not contained."""
+    with pytest.raises(KeyboardInterrupt):
+        decide(KeyboardInterrupt(), guest("a"), config=BUDGET)
+
+    class Interrupting(dict[str, int]):
+        def items(self) -> Any:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        decide(Interrupting(), guest("a"), config=BUDGET)
+
+
+@pytest.mark.parametrize(("name", "logged"), [
+    ("mine", "mine"), (LyingStr("odd"), "odd"), (object(), "Answer"), (42, "Answer")])
+def test_policy_name_is_a_plain_string(name: object, logged: str) -> None:
+    """The host logs a policy by a plain string; a name that is not one is the class's."""
+    p = Answer()
+    setattr(p, "name", name)  # noqa: B010 - any object, not what the annotation says
+    assert policy_name(p) == logged and type(policy_name(p)) is str
 
 
 # -- regulation --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ authors' harness runs a policy object, and `policies compare` prints one table."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from actors.sim import schema
 from run.console.cli import main
 from run.lab.harness import run_policy
 from run.session import scenario as scen
+from tests.actors.host.test_shell import Endless, LyingInt, RaisingGet, RaisingItems, vandal
 from tests.run.session.test_guests import records, strip_wall, write
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -86,6 +88,14 @@ def _raise(view: HostView) -> Mapping[str, int]:
     raise RuntimeError("policy bug")
 
 
+def _exit(view: HostView) -> Mapping[str, int]:
+    raise SystemExit(4)
+
+
+def _generator_exit(view: HostView) -> Mapping[str, int]:
+    raise GeneratorExit
+
+
 def _forever(view: HostView) -> Mapping[str, int]:
     n = 0
     while True:
@@ -100,6 +110,17 @@ BROKEN: list[tuple[str, Any, str, str]] = [
     ("unknown guests", lambda v: {"ghost": 10}, "unknown-guest", "no such guest"),
     ("not a number", lambda v: {"a": "lots"}, "not-a-number", "is not a number"),
     ("takes forever", _forever, "error", "did not finish within its budget of 20000"),
+    ("lookups raise", lambda v: RaisingGet(), "error", "reading decide()'s answer: KeyError"),
+    ("items raises", lambda v: RaisingItems(a=1), "error", "RuntimeError: items refused"),
+    ("endless mapping", lambda v: Endless(), "error", "did not finish within its budget"),
+    ("int subclass", lambda v: {"a": LyingInt(10**6)}, "above-ram", "target 1000000 above"),
+    ("2**64", lambda v: {"a": 2**64}, "above-ram", "target 18446744073709551616 above"),
+    ("10**5000", lambda v: {"b": -10**5000}, "negative", "<negative int of 16610 bits> < 0"),
+    ("1e300", lambda v: {"c": 1e300}, "above-ram", "target 1e+300 above"),
+    ("nan", lambda v: {"a": math.nan}, "not-a-number", "target nan is not a number"),
+    ("SystemExit", _exit, "error", "SystemExit: 4"),
+    ("GeneratorExit", _generator_exit, "error", "GeneratorExit"),
+    ("mutates its view", vandal, "above-ram", "above guest RAM"),
 ]
 
 
@@ -117,6 +138,7 @@ def test_broken_policy_never_stops_the_session(tmp_path: Path, answer: Any, rule
     ticks = host["policy_decisions"]
     assert ticks in (3, 4)  # t = 0, 1, 2 and maybe 3, as the session ends at that instant
     recs = records(log)
+    assert recs[-1]["event"] == schema.SESSION_END and recs[-1]["reason"] == "completed"
     if rule == "error":
         assert host["policy_errors"] == ticks
         errors = [r for r in recs if r["event"] == schema.POLICY_ERROR]
@@ -127,6 +149,29 @@ def test_broken_policy_never_stops_the_session(tmp_path: Path, answer: Any, rule
         assert over and text in over[0]["reason"]
     for g in host["guests"].values():  # every target stayed within [0, RAM - floor]
         assert 0 <= g["target"] <= g["max_pages"] - g["floor_pages"]
+
+
+class Renaming(HostPolicy):
+    """Renames itself to something the log cannot write, and changes its interval."""
+
+    name = "renaming"
+
+    def decide(self, view: HostView) -> Mapping[str, int]:
+        self.name = object()  # type: ignore[misc,assignment]
+        self.interval = -1.0
+        return {}
+
+
+def test_a_policy_that_renames_itself_is_logged_by_its_first_name(tmp_path: Path) -> None:
+    """The host reads the policy's name and interval once: the session completes, every
+    record names the policy as it was built, and session.end closes the log."""
+    log = tmp_path / "r.jsonl"
+    s = run_policy(write(tmp_path, THREE), Renaming(), duration="3s", log_path=log)
+    assert s["reason"] == "completed" and s["host"]["policy"] == "renaming"
+    assert s["host"]["policy_interval"] == 1.0
+    recs = records(log)
+    assert recs[-1]["event"] == schema.SESSION_END and recs[-1]["reason"] == "completed"
+    assert {r["policy"] for r in recs if r["event"] == schema.POLICY_DECISION} == {"renaming"}
 
 
 def test_fatal_policy_errors_end_the_run(tmp_path: Path) -> None:
@@ -170,6 +215,23 @@ def test_policy_loading_errors_exit_2_naming_what_and_where(tmp_path: Path, sett
     assert fragment in err and len(err.strip().splitlines()) == 1
     assert "three-small" in err or "s.toml" in err
     assert not log.exists()
+
+
+@pytest.mark.parametrize("source", [
+    "import sys\nsys.exit(4)\n",
+    "import sys\nfrom actors.host.policy import HostPolicy\n"
+    "class P(HostPolicy):\n    def __init__(self, **kw):\n        sys.exit(4)\n",
+], ids=["at import", "in __init__"])
+def test_a_policy_that_calls_sys_exit_while_loading_exits_2(tmp_path: Path, source: str) -> None:
+    """vballoon does not exit 4 silently: one line naming the policy and what it did, exit 2."""
+    policy = tmp_path / "exits.py"
+    policy.write_text(source)
+    log = tmp_path / "x.jsonl"
+    code, _, err = cli("run", write(tmp_path, THREE), "--set",
+                       f'host.policy.name="{policy}:P"', "--log", str(log))
+    assert code == 2, err
+    assert f"policy '{policy}:P' called sys.exit(4) while loading" in err
+    assert len(err.strip().splitlines()) == 1 and not log.exists()
 
 
 SETTINGS: dict[str, list[str]] = {

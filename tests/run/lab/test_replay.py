@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 from click.testing import CliRunner
 
 from run.console.cli import main
@@ -95,3 +98,73 @@ def test_first_difference_ignores_only_volatile_fields() -> None:
     assert diff is not None and diff.index == 1
     short = first_difference(a, a[:1])
     assert short is not None and short.index == 1 and short.replayed is None
+
+
+#: A policy module that leaves a mark when it is imported.
+MARKING = """
+from pathlib import Path
+
+from actors.host.policy import HostPolicy
+
+Path(__file__).with_suffix(".imported").touch()
+
+
+class P(HostPolicy):
+    name = "marking"
+
+    def decide(self, view):
+        return {g.name: g.ram_pages // 4 for g in view.guests}
+"""
+
+
+@pytest.fixture
+def marking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``vb_marking.py`` in a directory on sys.path, forgotten afterwards."""
+    path = tmp_path / "vb_marking.py"
+    path.write_text(MARKING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield path
+    for name in ("vb_marking", "vballoon_policy_vb_marking"):
+        sys.modules.pop(name, None)
+
+
+#: (id, the replay's extra arguments, exit code, a fragment of the output ("" for none))
+TRUST: list[tuple[str, list[str], int, str]] = [
+    ("no flag", [], 2, "is not built in and replaying would import and run its code; to "
+                       "allow it, pass --policy"),
+    ("--policy same", ["--policy", "{spec}"], 0, "identical"),
+    ("--trust-policy", ["--trust-policy"], 0, "identical"),
+    ("--policy other", ["--policy", "elsewhere.py:Q"], 2, "not 'elsewhere.py:Q'"),
+]
+
+
+@pytest.mark.parametrize("kind", ["file", "module"])
+@pytest.mark.parametrize(("extra", "code", "fragment"), [t[1:] for t in TRUST],
+                         ids=[t[0] for t in TRUST])
+def test_replay_runs_a_policy_that_is_not_built_in_only_when_allowed(
+        tmp_path: Path, marking: Path, kind: str, extra: list[str], code: int,
+        fragment: str) -> None:
+    """A log naming a file or module policy replays only with --policy NAME (the same name)
+    or --trust-policy; otherwise exit 2 with one line naming the policy and how to allow it,
+    before anything is imported."""
+    spec = f"{marking}:P" if kind == "file" else "vb_marking:P"
+    path = _log(tmp_path, "--set", f'host.policy.name="{spec}"', "--set", "host.policy.params={}")
+    mark = marking.with_suffix(".imported")
+    assert mark.exists()
+    mark.unlink()
+    for name in ("vb_marking", "vballoon_policy_vb_marking"):
+        sys.modules.pop(name, None)
+    out_code, out = _run("replay", str(path), *[a.format(spec=spec) for a in extra])
+    assert out_code == code, out
+    assert fragment in out and mark.exists() == (code == 0)
+    if code == 2:
+        assert spec in out and len(out.strip().splitlines()) == 1
+
+
+def test_a_builtin_policy_replays_without_flags_and_with_its_own_name(tmp_path: Path) -> None:
+    """Built-in policies need no permission; --policy naming the built-in is accepted too."""
+    path = _log(tmp_path)
+    assert _run("replay", str(path))[0] == 0
+    assert _run("replay", str(path), "--policy", "schedule")[0] == 0
+    code, out = _run("replay", str(path), "--policy", "static")
+    assert code == 2 and "the log's host policy is 'schedule', not 'static'" in out
