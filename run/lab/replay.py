@@ -29,7 +29,7 @@ from actors.sim import schema
 from actors.sim.choices import forced_choices
 from run.logtools.logread import LogError, lines, parse
 from run.session import scenario as scen
-from run.session.logs import FlightRecorder, dumps
+from run.session.logs import LEVELS, FlightRecorder, dumps
 from run.session.session import Outcome, run_session
 
 #: Fields that may differ between two runs of the same session (wall clock, provenance).
@@ -40,8 +40,13 @@ VOLATILE: dict[str, tuple[str, ...]] = {
 
 
 def log_lines(path: Path) -> list[bytes]:
-    """The log's lines without newlines (gzip too); unreadable logs raise LogError."""
-    return [line.rstrip(b"\n") for _, line in lines(path)]
+    """The log's lines without newlines (gzip too); unreadable logs, and lines that are not
+    one JSON record each (a log cut mid-line), raise LogError naming the line."""
+    out = []
+    for n, line in lines(path):
+        parse(path, n, line)
+        out.append(line.rstrip(b"\n"))
+    return out
 
 
 def read_header(path: Path) -> dict[str, Any]:
@@ -81,16 +86,38 @@ def rerun(header: dict[str, Any], source: str = "<header>", *, policy: str | Non
     """Run the session a header describes; its log lines (no newlines) in memory. A policy
     that is not built in is loaded only if named again or trusted (``check_policy``)."""
     try:
+        if not isinstance(header["scenario"], dict):
+            raise ValueError("header scenario is not a table")
         sc = scen.from_data(header["scenario"], f"{source}: header scenario")
-        forced = forced_choices(header.get("faults"))
+        seed, level, backend, fail_fast, faults = _run_fields(header)
+        forced = forced_choices(faults)
     except ValueError as e:
         raise LogError(1, str(e), source) from None
     check_policy(sc.host.policy.name, source, policy=policy, trust_policy=trust_policy)
     recorder = FlightRecorder()
-    outcome = run_session(sc, seed=header["seed"], level=header.get("log_level", "info"),
-                          recorder=recorder, backend=header.get("backend", "trio"),
-                          forced=forced, fail_fast=bool(header.get("fail_fast", False)))
+    outcome = run_session(sc, seed=seed, level=level, recorder=recorder, backend=backend,
+                          forced=forced, fail_fast=fail_fast)
     return outcome, [dumps(r).rstrip(b"\n") for r in recorder.records]
+
+
+def _run_fields(header: dict[str, Any]
+                ) -> tuple[int, str, str, bool, dict[str, Any] | None]:
+    """The header's run settings (seed, log level, backend, fail-fast, faults), each checked
+    the way the CLI checks them; ValueError names the field."""
+    seed, level = header["seed"], header.get("log_level", "info")
+    backend, fail_fast = header.get("backend", "trio"), header.get("fail_fast", False)
+    faults = header.get("faults")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= scen.MAX_INT:
+        raise ValueError(f"header seed {seed!r} is not a seed (an integer 0..2**63-1)")
+    if level not in LEVELS:
+        raise ValueError(f"header log_level {level!r}: one of {', '.join(LEVELS)}")
+    if backend not in ("trio", "asyncio"):
+        raise ValueError(f"header backend {backend!r}: trio or asyncio")
+    if not isinstance(fail_fast, bool):
+        raise ValueError(f"header fail_fast {fail_fast!r}: true or false")
+    if faults is not None and not isinstance(faults, dict):
+        raise ValueError(f"header faults {faults!r}: a table")
+    return seed, level, backend, fail_fast, faults
 
 
 def normalise(line: bytes) -> bytes:

@@ -331,3 +331,36 @@ def _group(pgid: int) -> list[str]:
     """The processes still in process group ``pgid``."""
     return subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True,
                           check=False).stdout.split()
+
+
+BAD_HEADERS: list[tuple[str, object, str]] = [
+    ("log_level", "bogus", "log_level"),
+    ("faults", 12, "faults"),
+    ("seed", "x", "seed"),
+    ("seed", -1, "seed"),
+    ("backend", "bogus", "backend"),
+    ("fail_fast", "yes", "fail_fast"),
+    ("scenario", 5, "scenario"),
+    ("scenario.duration", 1e300, "duration"),
+    ("scenario.guest.memory", "16TiB", "32-bit"),
+    ("scenario.host.policy.name", "/tmp/evil.py:P", "not built in"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "says"), BAD_HEADERS)
+def test_replay_of_a_bad_header_is_exit_2(tmp_path: Path, key: str, value: object,
+                                          says: str) -> None:
+    """A header replay cannot trust (a bogus field, an absurd number, a policy it would have
+    to import) is one line and exit 2; nothing runs."""
+    log = _log_file(tmp_path)
+    lines = log.read_bytes().splitlines()
+    header = orjson.loads(lines[0])
+    *path, last = key.split(".")
+    node = header
+    for part in path:
+        node = node[part]
+    node[last] = value
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\n".join([orjson.dumps(header), *lines[1:]]) + b"\n")
+    code, err = _run("replay", str(bad))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
