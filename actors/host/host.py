@@ -8,6 +8,7 @@ targets that changed to the guests' config space. Scores are tallied as events h
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from structlog.typing import FilteringBoundLogger
 
 from actors.host.device import BalloonDevice, Report
 from actors.host.memory import HostMemory
-from actors.host.policy import HostPolicy
+from actors.host.policy import HostPolicy, PolicyError
 from actors.host.score import host_score
 from actors.host.shell import (
     Decision,
@@ -111,6 +112,11 @@ class Host:
         #: does to its own attributes later reaches neither the log nor the loop.
         self.policy_name = policy_name(policy)
         self.policy_interval = policy.interval
+        if (isinstance(self.policy_interval, bool)
+                or not isinstance(self.policy_interval, int | float)
+                or not 0 < self.policy_interval < math.inf):
+            raise PolicyError(f"policy {self.policy_name!r}: interval must be a finite number "
+                              f"of seconds > 0, got {self.policy_interval!r}")
         self.costs = costs
         self.memory = HostMemory(total_pages)
         self.shell = SafetyShell(config.policy.shell)

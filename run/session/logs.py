@@ -86,7 +86,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return value if _I64_MIN <= value <= _U64_MAX else str(value)
+        if _I64_MIN <= value <= _U64_MAX:
+            return value
+        try:
+            return str(value)
+        except ValueError:  # beyond Python's digit limit for int → str
+            return f"<int of {value.bit_length()} bits>"
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

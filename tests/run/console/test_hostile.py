@@ -364,3 +364,23 @@ def test_replay_of_a_bad_header_is_exit_2(tmp_path: Path, key: str, value: objec
     bad.write_bytes(b"\n".join([orjson.dumps(header), *lines[1:]]) + b"\n")
     code, err = _run("replay", str(bad))
     assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+
+
+@pytest.mark.parametrize("interval", ["0", "float('nan')", "float('inf')", "'1s'", "True"])
+def test_a_policy_that_spoils_its_interval_is_refused(tmp_path: Path, interval: str) -> None:
+    """A policy whose __init__ leaves an interval the host loop cannot run on (0 would spin at
+    one virtual instant) is a load error: exit 2, one line, no log written."""
+    policy = tmp_path / "p.py"
+    policy.write_text("from actors.host.policy import HostPolicy\n"
+                      "class P(HostPolicy):\n"
+                      "    name = 'p'\n"
+                      "    def __init__(self, **kw):\n"
+                      "        super().__init__(**kw)\n"
+                      f"        self.interval = {interval}\n"
+                      "    def decide(self, view):\n"
+                      "        return {}\n")
+    log = tmp_path / "x.jsonl"
+    code, err = _run("run", *TINY, "--set", f'host.policy.name="{policy}:P"', "--set",
+                     "host.policy.params={}", "--log", str(log))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "interval" in err, err
+    assert not log.exists()
