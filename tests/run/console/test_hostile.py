@@ -384,3 +384,13 @@ def test_a_policy_that_spoils_its_interval_is_refused(tmp_path: Path, interval: 
                      "host.policy.params={}", "--log", str(log))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "interval" in err, err
     assert not log.exists()
+
+
+def test_piped_tables_keep_every_value() -> None:
+    """Off a terminal, tables are as wide as their content: no cell is cut with an ellipsis."""
+    from actors.host.policies import BUILTINS
+
+    res = CliRunner().invoke(main, ["policies"], catch_exceptions=False)
+    assert res.exit_code == 0 and "…" not in res.stdout
+    for name, cls in BUILTINS.items():
+        assert name in res.stdout and (cls.description or "") in res.stdout

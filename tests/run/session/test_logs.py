@@ -106,3 +106,17 @@ def test_positional_args_interpolate_as_structlog_does() -> None:
     log.logger("a").warning("plain", n=1)
     assert [(r["event"], r.get("queue"), r.get("level")) for r in rec.records] == [
         ("moved 3 pages", "inflateq", None), ("plain", None, "warning")]
+
+
+@pytest.mark.parametrize(("value", "written"), [
+    (1 << 64, b'"18446744073709551616"'),
+    (-(1 << 63) - 1, b'"-9223372036854775809"'),
+    (10**5000, b'"<int of 16610 bits>"'),
+    ((1 << 64) - 1, b"18446744073709551615"),
+], ids=["u64+1", "i64-1", "5000-digits", "u64-max"])
+def test_integers_beyond_64_bits_are_written_as_strings(value: int, written: bytes) -> None:
+    """A value no 64-bit JSON reader holds is written as its decimal string (or its size),
+    so the record is never dropped and ``seq`` never has a gap."""
+    from run.session.logs import dumps
+
+    assert dumps({"v": value}) == b'{"v":' + written + b"}\n"
