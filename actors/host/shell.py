@@ -46,6 +46,7 @@ or coverage tool's tracer during ``decide`` (it is restored afterwards).
 
 from __future__ import annotations
 
+import gc
 import math
 import sys
 from collections.abc import Callable, Mapping
@@ -194,11 +195,17 @@ def run_guarded(decide: Callable[[HostView], Any], view: HostView, budget: int
         return tracer
 
     previous = sys.gettrace()
+    # No cyclic collection meanwhile: its finalizers (other code's objects) would run inside
+    # the count, and be the ones interrupted when the budget runs out.
+    collecting = gc.isenabled()
+    gc.disable()
     sys.settrace(tracer)
     try:
         return decide(view), used
     finally:
         sys.settrace(previous)
+        if collecting:
+            gc.enable()
 
 
 #: The integers the log writes as numbers (what JSON's 64-bit readers hold).
