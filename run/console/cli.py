@@ -436,9 +436,14 @@ def scenarios(show: str | None) -> None:
         return
     from rich.table import Table
 
-    table = Table("name", "description", title="built-in scenarios", title_justify="left")
+    table = Table("name", "description", "interleavings", title="built-in scenarios",
+                  title_justify="left")
     for name in names:
-        table.add_row(name, scen.load(name).description)
+        sc = scen.load(name)
+        preempt = {g.preempt for g in sc.guest_specs()}
+        table.add_row(name, sc.description,
+                      "seeded schedule only (preempt 0; fuzz perturbs)" if preempt == {0.0}
+                      else f"perturbed (preempt {', '.join(f'{p:g}' for p in sorted(preempt))})")
     _console().print(table)
 
 

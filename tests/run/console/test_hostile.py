@@ -296,7 +296,8 @@ def test_a_signal_ends_the_log_truthfully(tmp_path: Path, sig: int, reason: str,
     assert b"vballoon session" in out
     check = subprocess.run([sys.executable, "-m", "run", "check", str(log)],
                            capture_output=True, timeout=120)
-    assert f"session {reason}".encode() in check.stdout.replace(b"\n", b" ")
+    said = b" ".join(check.stdout.split())
+    assert f"session {reason}".encode() in said, said
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
