@@ -289,11 +289,11 @@ def test_a_signal_ends_the_log_truthfully(tmp_path: Path, sig: int, reason: str,
     _wait_for(log, 1)  # the header is on disk at once
     time.sleep(1.0)
     proc.send_signal(sig)
-    out, _err = proc.communicate(timeout=30)
-    assert proc.returncode == code
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
     last = _records(log)[-1]
-    assert last["event"] == "session.end" and last["reason"] == reason
-    assert b"vballoon session" in out
+    assert last["event"] == "session.end" and last["reason"] == reason, err
+    assert b"vballoon session" in out, (out, err)
     check = subprocess.run([sys.executable, "-m", "run", "check", str(log)],
                            capture_output=True, timeout=120)
     said = b" ".join(check.stdout.split())
