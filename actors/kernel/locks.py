@@ -5,7 +5,9 @@
   which stays first in the queue. Until that waiter runs, any running task that calls
   ``mutex_lock`` (or ``mutex_trylock``) takes the free mutex -- it *steals* it -- and the
   waiter, finding it taken again, goes back to sleep. Who wins is the seeded scheduler's
-  choice among the tasks runnable at that instant. The 3.x owner-spinning
+  choice among the tasks runnable at that instant: a ``mutex_lock`` that finds the mutex free
+  with a woken sleeper yields first, so that even the releaser re-locking at once (a window
+  of zero width in virtual time, microseconds on a CPU) does not always win. The 3.x owner-spinning
   (``mutex_optimistic_spin``: a contender spins while the owner runs, instead of sleeping)
   is not modelled apart from this: it only widens the stealing window, which a task that is
   runnable at the unlock already has.
@@ -19,7 +21,8 @@
 - Page lock: the ``PG_locked`` bit of ``frames.flags[pfn]`` (``trylock_page``/``lock_page``/
   ``unlock_page``); lockdep sees every page lock as class ``page``, shown as ``page:<pfn>``.
   ``unlock_page`` clears the bit and then wakes one sleeper (``clear_bit_unlock`` then
-  ``wake_up_page``): any ``trylock_page`` or ``lock_page`` that runs first takes the page,
+  ``wake_up_page``): any ``trylock_page`` or ``lock_page`` that runs first takes the page
+  (``lock_page`` yields to the woken sleeper first, as ``mutex_lock`` does),
   and the woken sleeper re-tests the bit and, if it lost, queues again at the tail
   (``__wait_on_bit_lock``'s exclusive wait).
 - ``WaitQueue``: ``wait_event`` (uninterruptible), ``wait_event_interruptible``, ``wake_up``,
@@ -263,8 +266,16 @@ class Mutex(_OwnedLock):
             self._validate(t, nested)
         t.ops += 1
         if self.owner is None:
-            self._take(t)
-            return
+            if not self._waiters:
+                self._take(t)
+                return
+            # Free, but a sleeper was woken and has not run yet: both race for it, and
+            # which runs first is the seeded scheduler's choice (the releaser re-locking at
+            # once must not win by running on: the window has width on a real CPU).
+            await sleep(0.0)
+            if self.owner is None:
+                self._take(t)  # stolen: the woken sleeper will find it taken
+                return
         await self._sleep(t)
 
     async def _sleep(self, t: KTask) -> None:
@@ -431,6 +442,8 @@ async def lock_page(kernel: Kernel, frames: Frames, pfn: int, *, nested: bool = 
         kernel.lockdep.acquire(t, pfn, PAGE, f"page:{pfn}", nested=nested)
     t.ops += 1
     flags = frames.flags
+    if pfn in kernel.page_waiters and not flags[pfn] & PG_LOCKED:
+        await sleep(0.0)  # a sleeper was woken: who re-tests first is the scheduler's choice
     f = flags[pfn]
     if not f & PG_LOCKED:
         flags[pfn] = f | PG_LOCKED
