@@ -443,7 +443,7 @@ async def lock_page(kernel: Kernel, frames: Frames, pfn: int, *, nested: bool = 
     t.ops += 1
     flags = frames.flags
     if pfn in kernel.page_waiters and not flags[pfn] & PG_LOCKED:
-        await sleep(0.0)  # a sleeper was woken: who re-tests first is the scheduler's choice
+        await sleep(0.0)  # a woken sleeper is about to re-test: who runs first is the seed's
     f = flags[pfn]
     if not f & PG_LOCKED:
         flags[pfn] = f | PG_LOCKED
@@ -475,20 +475,18 @@ async def _lock_page_slow(kernel: Kernel, frames: Frames, t: KTask, pfn: int) ->
             ev = new_event()
             entry = (t, ev)
             kernel.page_waiters.setdefault(pfn, []).append(entry)
-            await ev.wait()  # woken: unlock_page took us off the queue
+            await ev.wait()
+            _page_dequeue(kernel, pfn, entry)  # wake_bit_function's list_del_init, once we run
             f = flags[pfn]
             if not f & PG_LOCKED:
                 flags[pfn] = f | PG_LOCKED
                 break
-            _requeue(t, name, kernel.now())  # another task locked it first
+            _requeue(t, name, kernel.now())  # another task locked it first: to the tail
     except BaseException:
-        if not ev.is_set():
-            waiters = kernel.page_waiters[pfn]
-            waiters.remove(entry)
-            if not waiters:
-                del kernel.page_waiters[pfn]
-        elif not flags[pfn] & PG_LOCKED and pfn in kernel.page_waiters:
-            _wake_page(kernel, pfn)  # abort_exclusive_wait: pass our wake-up on (as above)
+        if pfn in kernel.page_waiters and entry in kernel.page_waiters[pfn]:
+            _page_dequeue(kernel, pfn, entry)
+            if ev.is_set() and not flags[pfn] & PG_LOCKED and pfn in kernel.page_waiters:
+                _wake_page(kernel, pfn)  # abort_exclusive_wait: pass our wake-up on (as above)
         raise
     finally:
         t.run(kernel.now(), slept=True)
@@ -521,12 +519,22 @@ def unlock_page(kernel: Kernel, frames: Frames, pfn: int) -> None:
 
 
 def _wake_page(kernel: Kernel, pfn: int) -> None:
-    """Wake the first sleeper on a page, taking it off the queue (``wake_bit_function``)."""
+    """Wake the first sleeper on a page not woken yet (``__wake_up_bit``, one exclusive).
+
+    A woken sleeper leaves the queue when it runs, not here, so that a ``lock_page`` meeting
+    a clear bit can tell that a woken sleeper is about to re-test it.
+    """
+    for _, ev in kernel.page_waiters[pfn]:
+        if not ev.is_set():
+            ev.set()
+            return
+
+
+def _page_dequeue(kernel: Kernel, pfn: int, entry: tuple[KTask, Event]) -> None:
     waiters = kernel.page_waiters[pfn]
-    _, ev = waiters.pop(0)
+    waiters.remove(entry)
     if not waiters:
         del kernel.page_waiters[pfn]
-    ev.set()
 
 
 # -- wait queues -------------------------------------------------------------------------------

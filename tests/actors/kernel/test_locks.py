@@ -279,8 +279,8 @@ async def test_page_lock_semantics(rig: Rig, autojump_clock: trio.abc.Clock) -> 
                 assert (lk.state, lk.waiting_on) == ("blocked", "page:5")
                 assert k.page_waiters == {5: [(lk, k.page_waiters[5][0][1])]}
                 unlock_page(k, frames, 5)
-                assert frames.flags[5] == 0  # cleared, the sleeper only woken
-                assert k.page_waiters == {} and k.page_owner == {}
+                assert frames.flags[5] == 0  # cleared, the sleeper only woken: it leaves
+                assert k.page_owner == {} and k.page_waiters[5][0][1].is_set()  # when it runs
                 assert t.held == []
     assert got == [3.0]
     assert frames.flags[5] == 0 and k.page_owner == {} and k.page_waiters == {}
@@ -560,3 +560,51 @@ def test_wake_up_wakes_every_waiter_each_rechecks() -> None:
         (2, 1, ("c2", 1.0), ("c1", 2.0), ("sleeps", 3)),
     }, seen
 
+
+
+async def _relock_race(rig: Rig) -> tuple[str, ...]:
+    """A holder unlocks a mutex and a page and re-locks both at once (no time passes) while
+    a sleeper waits on each: who got each one next."""
+    k = rig.kernel
+    m = Mutex(k, "m")
+    frames = _frames()
+    got: list[str] = []
+
+    async def holder() -> None:
+        await m.mutex_lock()
+        await lock_page(k, frames, 3)
+        await anyio.sleep(1.0)
+        m.mutex_unlock()
+        await m.mutex_lock()  # straight back: a zero-width window in virtual time
+        got.append(f"m:{current_name()}")
+        m.mutex_unlock()
+        unlock_page(k, frames, 3)
+        await lock_page(k, frames, 3)
+        got.append(f"page:{current_name()}")
+        unlock_page(k, frames, 3)
+
+    async def mutex_sleeper() -> None:
+        await anyio.sleep(0.1)
+        await m.mutex_lock()
+        got.append(f"m:{current_name()}")
+        m.mutex_unlock()
+
+    async def page_sleeper() -> None:
+        await anyio.sleep(0.1)
+        await lock_page(k, frames, 3)
+        got.append(f"page:{current_name()}")
+        unlock_page(k, frames, 3)
+
+    async with anyio.create_task_group() as tg:
+        k.spawn(tg, "holder", holder)
+        k.spawn(tg, "ms", mutex_sleeper)
+        k.spawn(tg, "ps", page_sleeper)
+    return tuple(got[:1] + [g for g in got if g.startswith("page")][:1])
+
+
+def test_releaser_relocking_at_once_races_the_woken_sleeper() -> None:
+    """mutex_lock and lock_page finding the lock free with a woken sleeper yield once, so
+    even the releaser re-locking in the same step wins only when the seed runs it first."""
+    seen = outcomes(_relock_race)
+    assert {m for m, _ in seen} == {"m:holder", "m:ms"}, seen
+    assert {p for _, p in seen} == {"page:holder", "page:ps"}, seen
