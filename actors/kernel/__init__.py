@@ -3,6 +3,15 @@
 Import from here: ``from actors.kernel import Kernel, Mutex, SpinLock, current``.
 """
 
+from actors.kernel.irq import (
+    hardirq,
+    in_irq,
+    irqs_disabled,
+    local_irq_disable,
+    local_irq_enable,
+    local_irq_restore,
+    local_irq_save,
+)
 from actors.kernel.kernel import Kernel, KernelReport, msleep
 from actors.kernel.lockdep import Lockdep, context
 from actors.kernel.locks import (
@@ -17,8 +26,12 @@ from actors.kernel.locks import (
     mutex_trylock,
     mutex_unlock,
     spin_lock,
+    spin_lock_irq,
+    spin_lock_irqsave,
     spin_trylock,
     spin_unlock,
+    spin_unlock_irq,
+    spin_unlock_irqrestore,
     trylock_page,
     unlock_page,
     wait_event,
@@ -47,14 +60,25 @@ __all__ = [
     "WaitQueue",
     "context",
     "current",
+    "hardirq",
+    "in_irq",
+    "irqs_disabled",
+    "local_irq_disable",
+    "local_irq_enable",
+    "local_irq_restore",
+    "local_irq_save",
     "lock_page",
     "msleep",
     "mutex_lock",
     "mutex_trylock",
     "mutex_unlock",
     "spin_lock",
+    "spin_lock_irq",
+    "spin_lock_irqsave",
     "spin_trylock",
     "spin_unlock",
+    "spin_unlock_irq",
+    "spin_unlock_irqrestore",
     "start_watchdogs",
     "trylock_page",
     "unlock_page",

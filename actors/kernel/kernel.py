@@ -18,10 +18,11 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from actors.kernel.lockdep import Lockdep, Logger, ReportFn
+from actors.kernel.lockdep import ALL_USAGE, Lockdep, Logger, ReportFn
 from actors.kernel.preempt import Perturbation
 from actors.kernel.task import (
     DEAD,
+    ENABLED_HARDIRQ,
     SLEEPING,
     KTask,
     TaskScope,
@@ -87,9 +88,13 @@ class Kernel:
         enabled = getattr(log, "is_enabled_for", None)
         self.debug: bool = bool(enabled(logging.DEBUG)) if callable(enabled) else True
         self.lockdep = Lockdep(log, self.report, self.tasks)
-        #: Page lock bookkeeping (one PageFrames per kernel): owner and FIFO waiters by PFN.
+        #: Page lock bookkeeping (one PageFrames per kernel): owner and sleepers by PFN (in
+        #: queue order: a woken sleeper that loses the race re-queues at the tail), and the
+        #: usage bits lockdep has not yet recorded for class ``page`` (a fast-path cache).
         self.page_owner: dict[int, KTask] = {}
         self.page_waiters: dict[int, list[tuple[KTask, Event]]] = {}
+        self.page_unmarked = ALL_USAGE
+        self.page_try_unmarked = ENABLED_HARDIRQ
 
     # -- findings ------------------------------------------------------------------------------
     def report(self, kind: str, detail: str, **fields: Any) -> None:

@@ -1,18 +1,38 @@
-"""Kernel locking primitives with kernel names and semantics, instrumented for lockdep.
+"""Kernel locking primitives with kernel names and the semantics of Linux 3.6-3.8.
 
-- ``Mutex``: sleeping, non-recursive, FIFO hand-off to the first waiter on unlock.
-- ``SpinLock``: a ticket lock (FIFO); the holder is atomic, so any sleeping primitive under it
-  is reported. A spinner waits for the hand-off and then pays ``costs.spin_relax``: the same
-  virtual time as polling every ``cpu_relax`` but one wake-up instead of one per 50 ns, so a
-  lock held for 20 virtual seconds (a soft lockup) costs nothing to simulate.
+- ``Mutex``: sleeping, non-recursive, and *woken, not handed over* (``__mutex_lock_common`` /
+  ``__mutex_unlock_slowpath`` of 3.x): unlock marks the mutex free and wakes the first waiter,
+  which stays first in the queue. Until that waiter runs, any running task that calls
+  ``mutex_lock`` (or ``mutex_trylock``) takes the free mutex -- it *steals* it -- and the
+  waiter, finding it taken again, goes back to sleep. Who wins is the seeded scheduler's
+  choice among the tasks runnable at that instant: a ``mutex_lock`` that finds the mutex free
+  with a woken sleeper yields first, so that even the releaser re-locking at once (a window
+  of zero width in virtual time, microseconds on a CPU) does not always win. The 3.x owner-spinning
+  (``mutex_optimistic_spin``: a contender spins while the owner runs, instead of sleeping)
+  is not modelled apart from this: it only widens the stealing window, which a task that is
+  runnable at the unlock already has.
+- ``SpinLock``: an x86 ticket lock, FIFO: unlock hands the lock to the next ticket, so no
+  newcomer (``spin_lock`` or ``spin_trylock``) can overtake a queued spinner. The holder is
+  atomic, so any sleeping primitive under it is reported. A spinner waits for the hand-off
+  and then pays ``costs.spin_relax``: the same virtual time as polling every ``cpu_relax`` but
+  one wake-up instead of one per 50 ns, so a lock held for 20 virtual seconds (a soft lockup)
+  costs nothing to simulate. ``spin_lock_irq``/``spin_lock_irqsave`` and their unlocks also
+  set the hardirq state (``actors.kernel.irq``).
 - Page lock: the ``PG_locked`` bit of ``frames.flags[pfn]`` (``trylock_page``/``lock_page``/
   ``unlock_page``); lockdep sees every page lock as class ``page``, shown as ``page:<pfn>``.
-- ``WaitQueue``: ``wait_event`` (uninterruptible), ``wait_event_interruptible``, ``wake_up``.
+  ``unlock_page`` clears the bit and then wakes one sleeper (``clear_bit_unlock`` then
+  ``wake_up_page``): any ``trylock_page`` or ``lock_page`` that runs first takes the page
+  (``lock_page`` yields to the woken sleeper first, as ``mutex_lock`` does),
+  and the woken sleeper re-tests the bit and, if it lost, queues again at the tail
+  (``__wait_on_bit_lock``'s exclusive wait).
+- ``WaitQueue``: ``wait_event`` (uninterruptible), ``wait_event_interruptible``, ``wake_up``,
+  which wakes every (non-exclusive) sleeper to re-check its condition.
 - ``Atomic``: ``atomic_t`` as a plain int (atomic because the scheduler is cooperative).
 
 Acquisitions that may block (``mutex_lock``, ``spin_lock``, ``lock_page``, ``wait_event``) are
 preemption points: they call ``kernel.preempt`` first. The uncontended path at strength 0 never
-suspends — a few attribute updates, like the kernel's fast path. Releases and trylocks are
+suspends -- a few attribute updates, like the kernel's fast path, and one test of the task's
+irq usage bits against the lock's cached ones for lockdep. Releases and trylocks are
 synchronous like their C call sites and are *not* preemption points: translated code that
 reads shared state between an unlock and its next lock operation calls ``kernel.preempt``.
 
@@ -30,10 +50,18 @@ from typing import Any, Final, Protocol
 
 import anyio
 
+from actors.kernel.irq import (
+    local_irq_disable,
+    local_irq_enable,
+    local_irq_restore,
+    local_irq_save,
+)
 from actors.kernel.kernel import Kernel
+from actors.kernel.lockdep import ALL_USAGE
 from actors.kernel.task import (
     _CURRENT,
     BLOCKED,
+    ENABLED_HARDIRQ,
     MUTEX,
     PAGE,
     SLEEPING,
@@ -85,80 +113,88 @@ async def _sleep_forever(t: KTask, state: State, what: str, now: float) -> None:
         t.run(t.kernel.now(), slept=state != SPINNING)
 
 
-class _OwnedLock:
-    """What a mutex and a spinlock share: an owner, a FIFO of waiters, hand-off, bad unlocks."""
+def _requeue(t: KTask, what: str, now: float) -> None:
+    """A woken sleeper lost the race for its lock: it ran, and now sleeps again.
 
-    __slots__ = ("_site", "_waiters", "kernel", "lock_class", "name", "owner")
+    Like the kernel's context-switch count, which khungtaskd compares, this starts a new
+    blocking episode: a task that keeps losing is not hung, it is starved.
+    """
+    t.run(now, slept=True)
+    t.wait(BLOCKED, what, now)
+
+
+def _acquired(k: Kernel, t: KTask, key: object, cls: str, kind: str, name: str,
+              start: float) -> None:
+    """Bookkeeping of an acquisition that had to wait: held stack and the debug record."""
+    now = k.now()
+    t.held.append((key, cls, kind, now))
+    if k.debug:
+        k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=name, kind=kind, waited=now - start)
+
+
+class _MutexWaiter:
+    """A sleeper in ``mutex_lock`` (``struct mutex_waiter``): its task and current wake-up."""
+
+    __slots__ = ("ev", "task")
+
+    def __init__(self, task: KTask) -> None:
+        self.task = task
+        self.ev = new_event()
+
+
+class _OwnedLock:
+    """What a mutex and a spinlock share: an owner, a queue of waiters, lockdep, bad unlocks.
+
+    The subclasses differ in what a release does (``_release``) and so in how a waiter gets
+    the lock: handed over (the ticket spinlock) or woken to try again (the mutex).
+    """
+
+    __slots__ = ("_site", "_waiters", "kernel", "lock_class", "name", "owner", "unmarked")
 
     KIND = MUTEX
-    #: How a waiter waits: sleeping (blocked) for a mutex, busy (spinning) for a spinlock.
-    WAIT_STATE: State = BLOCKED
 
     def __init__(self, kernel: Kernel, name: str, lock_class: str | None = None) -> None:
         self.kernel = kernel
         self.name = name
         self.lock_class = name if lock_class is None else lock_class
         self.owner: KTask | None = None
-        self._waiters: deque[tuple[KTask, Event]] = deque()
+        self._waiters: deque[Any] = deque()
         self._site = f"{self.KIND}_lock({name})"
+        #: The usage bits lockdep has not recorded for this lock's class (as far as this lock
+        #: knows: bits only grow, so a stale cache costs one redundant call, never a miss).
+        self.unmarked = ALL_USAGE
 
-    async def _wait_turn(self, t: KTask) -> float:
-        """Queue behind the owner until handed the lock; the virtual time waited."""
+    def _validate(self, t: KTask, nested: bool) -> None:
+        """Lockdep on a blocking acquisition: mark the irq usage, then check the ordering."""
+        lockdep = self.kernel.lockdep
+        if t.irq_usage & self.unmarked:
+            self.unmarked = lockdep.mark(t, self.lock_class, self.name, t.irq_usage)
+        if t.held:
+            lockdep.acquire(t, self, self.lock_class, self.name, nested=nested)
+
+    def _contended(self, t: KTask) -> float:
+        """Log the contention; the time the wait starts."""
         k = self.kernel
         owner = self.owner
         assert owner is not None
-        start = k.now()
         if k.debug:
             k.log.debug(schema.LOCK_CONTENDED, task=t.name, lock=self.name, kind=self.KIND,
                         owner=owner.name)
-        state = self.WAIT_STATE
-        if owner is t:  # recursion already reported by lockdep: hang like the kernel
-            await _sleep_forever(t, state, self.name, start)
-        ev = new_event()
-        entry = (t, ev)
-        self._waiters.append(entry)
-        t.wait(state, self.name, start)
-        try:
-            await ev.wait()
-            if state == SPINNING:
-                await sleep(k.costs.spin_relax)  # the cpu_relax() that sees our ticket
-        except BaseException:
-            if self.owner is t:  # handed to us as we were cancelled: pass it on
-                self._release()
-            else:
-                self._waiters.remove(entry)
-            raise
-        finally:
-            t.run(k.now(), slept=state != SPINNING)
-        now = k.now()
-        t.held.append((self, self.lock_class, self.KIND, now))
-        if k.debug:
-            k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=self.KIND,
-                        waited=now - start)
-        return now - start
+        return k.now()
 
     def _trylock(self) -> bool:
+        """``mutex_trylock``/``spin_trylock`` (the methods are this function, saving a call
+        on a hot path): take the lock if free; a trylock never waits, so it adds no lockdep
+        ordering, though locks taken while holding it are ordered after it."""
         if self.owner is not None:
             return False
         t = _CURRENT.get() or _missing()
+        if t.irq_tryusage & self.unmarked:  # a trylock marks HARDIRQ-ON-W, never IN-HARDIRQ
+            self.unmarked = self.kernel.lockdep.mark(t, self.lock_class, self.name,
+                                                     t.irq_tryusage)
         t.ops += 1
         self._take(t)
         return True
-
-    async def _acquire(self, t: KTask, nested: bool) -> None:
-        """A preemption point, lockdep's ordering check, then the lock (or a wait for it)."""
-        k = self.kernel
-        if k.perturb.active:
-            await k.preempt(self._site)
-        if t.held:
-            k.lockdep.acquire(t, self, self.lock_class, self.name, nested=nested)
-        t.ops += 1
-        if self.owner is None:
-            self._take(t)
-            return
-        await self._wait_turn(t)
-        if self.KIND == SPIN:
-            t.atomic += 1
 
     def _take(self, t: KTask) -> None:
         """Make ``t`` the owner of the free lock: the uncontended path of every acquire."""
@@ -174,7 +210,8 @@ class _OwnedLock:
             t.held.append((self, self.lock_class, self.KIND, 0.0))
 
     def _unlock(self) -> None:
-        """Release by the current task, handing the lock to the first waiter if any."""
+        """``mutex_unlock``/``spin_unlock`` (the methods are this function): release by the
+        current task, then let a waiter have the lock as the subclass does (``_release``)."""
         k = self.kernel
         t = _CURRENT.get() or _missing()
         if self.owner is not t:
@@ -188,11 +225,148 @@ class _OwnedLock:
                         held=k.now() - t0)
         self._release()
 
+    def _release(self) -> None:
+        raise NotImplementedError
+
     def _bad_unlock(self, t: KTask) -> BadUnlockError:
         owner = None if self.owner is None else self.owner.name
         self.kernel.lockdep.bad_unlock(t, self.name, self.lock_class, owner)
         return BadUnlockError(f"{t.name} released {self.KIND} {self.name} held by "
                               f"{'nobody' if owner is None else owner}")
+
+    def __repr__(self) -> str:
+        owner = None if self.owner is None else self.owner.name
+        return (f"<{type(self).__name__} {self.name} owner={owner} "
+                f"waiters={len(self._waiters)}>")
+
+
+class Mutex(_OwnedLock):
+    """``struct mutex`` of 3.x: sleeping, non-recursive; unlock wakes, a running task may steal.
+
+    Waiters queue in FIFO order and stay queued until they own the mutex, so a waiter that
+    lost a race is still the first one the next unlock wakes.
+    """
+
+    __slots__ = ()
+
+    def mutex_is_locked(self) -> bool:
+        """Whether some task holds the mutex."""
+        return self.owner is not None
+
+    async def mutex_lock(self, *, nested: bool = False) -> None:
+        """Take the mutex if free (even with sleepers queued), else sleep until it is free
+        when woken; a sleeper that finds it taken again sleeps again, first in the queue."""
+        k = self.kernel
+        t = _CURRENT.get() or _missing()
+        if t.atomic:
+            k.lockdep.might_sleep(t, self.name, "mutex_lock")
+        if k.perturb.active:
+            await k.preempt(self._site)
+        if t.held or t.irq_usage & self.unmarked:
+            self._validate(t, nested)
+        t.ops += 1
+        if self.owner is None:
+            if not self._waiters:
+                self._take(t)
+                return
+            # Free, but a sleeper was woken and has not run yet: both race for it, and
+            # which runs first is the seeded scheduler's choice (the releaser re-locking at
+            # once must not win by running on: the window has width on a real CPU).
+            await sleep(0.0)
+            if self.owner is None:
+                self._take(t)  # stolen: the woken sleeper will find it taken
+                return
+        await self._sleep(t)
+
+    async def _sleep(self, t: KTask) -> None:
+        """``__mutex_lock_common``'s slow path: queue, sleep, re-try when woken."""
+        start = self._contended(t)
+        if self.owner is t:  # recursion already reported by lockdep: hang like the kernel
+            await _sleep_forever(t, BLOCKED, self.name, start)
+        entry = _MutexWaiter(t)
+        waiters = self._waiters
+        waiters.append(entry)
+        t.wait(BLOCKED, self.name, start)
+        try:
+            while True:
+                await entry.ev.wait()
+                if self.owner is None:
+                    break
+                entry.ev = new_event()  # stolen by a running task: sleep again, still first
+                _requeue(t, self.name, self.kernel.now())
+        except BaseException:
+            waiters.remove(entry)
+            if entry.ev.is_set() and self.owner is None and waiters:
+                # woken, then cancelled before running (asyncio can; a trio task that was
+                # rescheduled always resumes): the wake-up was ours, pass it on
+                waiters[0].ev.set()
+            raise
+        finally:
+            t.run(self.kernel.now(), slept=True)
+        waiters.remove(entry)
+        self.owner = t
+        _acquired(self.kernel, t, self, self.lock_class, MUTEX, self.name, start)
+
+    #: Take the mutex if free, sleepers queued or not; never sleeps, so no lockdep ordering.
+    mutex_trylock = _OwnedLock._trylock
+    #: Release the mutex and wake the first waiter, if any, to try for it (``_release``).
+    mutex_unlock = _OwnedLock._unlock
+
+    def _release(self) -> None:
+        self.owner = None
+        if self._waiters:
+            self._waiters[0].ev.set()
+
+
+class SpinLock(_OwnedLock):
+    """``spinlock_t``: a FIFO ticket lock; holding it makes the task atomic."""
+
+    __slots__ = ()
+
+    KIND = SPIN
+
+    async def spin_lock(self, *, nested: bool = False) -> None:
+        """Take the lock, busy-waiting (virtual time passes) while another task holds it."""
+        k = self.kernel
+        t = _CURRENT.get() or _missing()
+        if k.perturb.active:
+            await k.preempt(self._site)
+        if t.held or t.irq_usage & self.unmarked:
+            self._validate(t, nested)
+        t.ops += 1
+        if self.owner is None:
+            self._take(t)
+            return
+        await self._spin(t)
+
+    async def _spin(self, t: KTask) -> None:
+        """Take a ticket and spin until the releaser hands the lock over at our turn."""
+        k = self.kernel
+        start = self._contended(t)
+        if self.owner is t:  # recursion already reported by lockdep: spin forever
+            await _sleep_forever(t, SPINNING, self.name, start)
+        ev = new_event()
+        entry = (t, ev)
+        self._waiters.append(entry)
+        t.wait(SPINNING, self.name, start)
+        try:
+            await ev.wait()
+            await sleep(k.costs.spin_relax)  # the cpu_relax() that sees our ticket
+        except BaseException:
+            if self.owner is t:  # handed to us as we were cancelled: pass it on
+                self._release()
+            else:
+                self._waiters.remove(entry)
+            raise
+        finally:
+            t.run(k.now(), slept=False)
+        _acquired(k, t, self, self.lock_class, SPIN, self.name, start)
+        t.atomic += 1
+
+    #: Take the lock if free (no ticket queued); never spins, so no lockdep ordering.
+    spin_trylock = _OwnedLock._trylock
+    #: Release the lock to the next ticket, if any; the task leaves atomic context.
+    spin_unlock = _OwnedLock._unlock
 
     def _release(self) -> None:
         if self._waiters:
@@ -202,60 +376,36 @@ class _OwnedLock:
         else:
             self.owner = None
 
-    def __repr__(self) -> str:
-        owner = None if self.owner is None else self.owner.name
-        return (f"<{type(self).__name__} {self.name} owner={owner} "
-                f"waiters={len(self._waiters)}>")
+    async def spin_lock_irq(self, *, nested: bool = False) -> None:
+        """``spin_lock_irq``: disable hardirqs, then take the lock."""
+        local_irq_disable(self.kernel)
+        await self.spin_lock(nested=nested)
 
-
-class Mutex(_OwnedLock):
-    """``struct mutex``: sleeping, non-recursive, FIFO hand-off."""
-
-    __slots__ = ()
-
-    def mutex_is_locked(self) -> bool:
-        """Whether some task holds the mutex."""
-        return self.owner is not None
-
-    async def mutex_lock(self, *, nested: bool = False) -> None:
-        """Take the mutex, sleeping while another task holds it."""
-        k = self.kernel
-        t = _CURRENT.get() or _missing()
-        if t.atomic:
-            k.lockdep.might_sleep(t, self.name, "mutex_lock")
-        await self._acquire(t, nested)
-
-    def mutex_trylock(self) -> bool:
-        """Take the mutex if free; never sleeps, never deadlocks (so no lockdep ordering)."""
-        return self._trylock()
-
-    def mutex_unlock(self) -> None:
-        """Release the mutex, handing it to the first waiter if any."""
+    def spin_unlock_irq(self) -> None:
+        """``spin_unlock_irq``: release the lock, then enable hardirqs."""
         self._unlock()
+        local_irq_enable(self.kernel)
 
+    async def spin_lock_irqsave(self, *, nested: bool = False) -> int:
+        """``spin_lock_irqsave(lock, flags)``: save and disable hardirqs, take the lock;
+        the flags to give ``spin_unlock_irqrestore``."""
+        flags = local_irq_save(self.kernel)
+        await self.spin_lock(nested=nested)
+        return flags
 
-class SpinLock(_OwnedLock):
-    """``spinlock_t``: a FIFO ticket lock; holding it makes the task atomic."""
-
-    __slots__ = ()
-
-    KIND = SPIN
-    WAIT_STATE = SPINNING
-
-    async def spin_lock(self, *, nested: bool = False) -> None:
-        """Take the lock, busy-waiting (virtual time passes) while another task holds it."""
-        await self._acquire(_CURRENT.get() or _missing(), nested)
-
-    def spin_trylock(self) -> bool:
-        """Take the lock if free; never spins."""
-        return self._trylock()
-
-    def spin_unlock(self) -> None:
-        """Release the lock to the next ticket, if any; the task leaves atomic context."""
+    def spin_unlock_irqrestore(self, flags: int) -> None:
+        """``spin_unlock_irqrestore(lock, flags)``: release, then restore the hardirq state."""
         self._unlock()
+        local_irq_restore(self.kernel, flags)
 
 
 # -- page lock ---------------------------------------------------------------------------------
+def _page_mark(kernel: Kernel, t: KTask, pfn: int, usage: int) -> None:
+    """Lockdep's usage marks for class ``page``; callers test the kernel's caches first."""
+    unmarked = kernel.page_unmarked = kernel.lockdep.mark(t, PAGE, f"page:{pfn}", usage)
+    kernel.page_try_unmarked = unmarked & ENABLED_HARDIRQ
+
+
 def trylock_page(kernel: Kernel, frames: Frames, pfn: int) -> bool:
     """Set PG_locked if clear; never sleeps (so no lockdep ordering, no recursion)."""
     flags = frames.flags
@@ -266,6 +416,8 @@ def trylock_page(kernel: Kernel, frames: Frames, pfn: int) -> bool:
     t = _CURRENT.get() or _missing()
     kernel.page_owner[pfn] = t
     t.ops += 1
+    if kernel.page_try_unmarked:  # the one bit a trylock marks, until class page has it
+        _page_mark(kernel, t, pfn, t.irq_tryusage)
     if kernel.debug:
         t.held.append((pfn, PAGE, PAGE, kernel.now()))
         kernel.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=f"page:{pfn}", kind=PAGE,
@@ -276,16 +428,22 @@ def trylock_page(kernel: Kernel, frames: Frames, pfn: int) -> bool:
 
 
 async def lock_page(kernel: Kernel, frames: Frames, pfn: int, *, nested: bool = False) -> None:
-    """Take the page lock, sleeping (uninterruptibly) until its holder unlocks it."""
+    """Take the page lock, sleeping (uninterruptibly) until it is clear when woken."""
     t = _CURRENT.get() or _missing()
-    if t.atomic:
+    if t.atomic:  # also when hardirqs are off: then class page may become IN-HARDIRQ-W
         kernel.lockdep.might_sleep(t, f"page:{pfn}", "lock_page")
+        if t.irq_usage & kernel.page_unmarked:
+            _page_mark(kernel, t, pfn, t.irq_usage)
+    elif kernel.page_try_unmarked:  # not atomic: hardirqs on, the usage is HARDIRQ-ON-W
+        _page_mark(kernel, t, pfn, t.irq_usage)
     if kernel.perturb.active:
         await kernel.preempt("lock_page")
     if t.held:
         kernel.lockdep.acquire(t, pfn, PAGE, f"page:{pfn}", nested=nested)
     t.ops += 1
     flags = frames.flags
+    if pfn in kernel.page_waiters and not flags[pfn] & PG_LOCKED:
+        await sleep(0.0)  # a woken sleeper is about to re-test: who runs first is the seed's
     f = flags[pfn]
     if not f & PG_LOCKED:
         flags[pfn] = f | PG_LOCKED
@@ -301,6 +459,7 @@ async def lock_page(kernel: Kernel, frames: Frames, pfn: int, *, nested: bool = 
 
 
 async def _lock_page_slow(kernel: Kernel, frames: Frames, t: KTask, pfn: int) -> None:
+    """``__lock_page``: sleep at the tail of the page's queue; woken, test-and-set the bit."""
     name = f"page:{pfn}"
     start = kernel.now()
     owner = kernel.page_owner.get(pfn)
@@ -309,32 +468,34 @@ async def _lock_page_slow(kernel: Kernel, frames: Frames, t: KTask, pfn: int) ->
                          owner="-" if owner is None else owner.name)
     if owner is t:  # recursion already reported by lockdep
         await _sleep_forever(t, BLOCKED, name, start)
-    ev = new_event()
-    entry = (t, ev)
-    waiters = kernel.page_waiters.setdefault(pfn, [])
-    waiters.append(entry)
+    flags = frames.flags
     t.wait(BLOCKED, name, start)
     try:
-        await ev.wait()
+        while True:
+            ev = new_event()
+            entry = (t, ev)
+            kernel.page_waiters.setdefault(pfn, []).append(entry)
+            await ev.wait()
+            _page_dequeue(kernel, pfn, entry)  # wake_bit_function's list_del_init, once we run
+            f = flags[pfn]
+            if not f & PG_LOCKED:
+                flags[pfn] = f | PG_LOCKED
+                break
+            _requeue(t, name, kernel.now())  # another task locked it first: to the tail
     except BaseException:
-        if kernel.page_owner.get(pfn) is t:  # handed over as we were cancelled
-            _page_release(kernel, frames, pfn)
-        else:
-            waiters.remove(entry)
-            if not waiters:
-                del kernel.page_waiters[pfn]
+        if pfn in kernel.page_waiters and entry in kernel.page_waiters[pfn]:
+            _page_dequeue(kernel, pfn, entry)
+            if ev.is_set() and not flags[pfn] & PG_LOCKED and pfn in kernel.page_waiters:
+                _wake_page(kernel, pfn)  # abort_exclusive_wait: pass our wake-up on (as above)
         raise
     finally:
         t.run(kernel.now(), slept=True)
-    now = kernel.now()
-    t.held.append((pfn, PAGE, PAGE, now))
-    if kernel.debug:
-        kernel.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=name, kind=PAGE,
-                         waited=now - start)
+    kernel.page_owner[pfn] = t
+    _acquired(kernel, t, pfn, PAGE, PAGE, name, start)
 
 
 def unlock_page(kernel: Kernel, frames: Frames, pfn: int) -> None:
-    """Clear PG_locked, or hand the lock to the first sleeper in ``lock_page``."""
+    """Clear PG_locked, then wake the first sleeper in ``lock_page`` to try for it."""
     t = _CURRENT.get() or _missing()
     flags = frames.flags
     owner = kernel.page_owner.get(pfn)
@@ -351,25 +512,29 @@ def unlock_page(kernel: Kernel, frames: Frames, pfn: int) -> None:
     if kernel.debug:
         kernel.log.debug(schema.LOCK_RELEASE, task=t.name, lock=f"page:{pfn}", kind=PAGE,
                          held=kernel.now() - t0)
-    if pfn in kernel.page_waiters:
-        _page_release(kernel, frames, pfn)
-    else:
-        del kernel.page_owner[pfn]
-        flags[pfn] &= ~PG_LOCKED
+    del kernel.page_owner[pfn]
+    flags[pfn] &= ~PG_LOCKED  # clear_bit_unlock(PG_locked, &page->flags)
+    if pfn in kernel.page_waiters:  # wake_up_page(page, PG_locked)
+        _wake_page(kernel, pfn)
 
 
-def _page_release(kernel: Kernel, frames: Frames, pfn: int) -> None:
-    """Hand a page lock (PG_locked stays set) to its first sleeper, or clear PG_locked."""
-    waiters = kernel.page_waiters.get(pfn)
-    if waiters is None:
-        del kernel.page_owner[pfn]
-        frames.flags[pfn] &= ~PG_LOCKED
-        return
-    nxt, ev = waiters.pop(0)
+def _wake_page(kernel: Kernel, pfn: int) -> None:
+    """Wake the first sleeper on a page not woken yet (``__wake_up_bit``, one exclusive).
+
+    A woken sleeper leaves the queue when it runs, not here, so that a ``lock_page`` meeting
+    a clear bit can tell that a woken sleeper is about to re-test it.
+    """
+    for _, ev in kernel.page_waiters[pfn]:
+        if not ev.is_set():
+            ev.set()
+            return
+
+
+def _page_dequeue(kernel: Kernel, pfn: int, entry: tuple[KTask, Event]) -> None:
+    waiters = kernel.page_waiters[pfn]
+    waiters.remove(entry)
     if not waiters:
         del kernel.page_waiters[pfn]
-    kernel.page_owner[pfn] = nxt
-    ev.set()
 
 
 # -- wait queues -------------------------------------------------------------------------------
@@ -480,6 +645,10 @@ mutex_unlock = Mutex.mutex_unlock
 spin_lock = SpinLock.spin_lock
 spin_trylock = SpinLock.spin_trylock
 spin_unlock = SpinLock.spin_unlock
+spin_lock_irq = SpinLock.spin_lock_irq
+spin_unlock_irq = SpinLock.spin_unlock_irq
+spin_lock_irqsave = SpinLock.spin_lock_irqsave
+spin_unlock_irqrestore = SpinLock.spin_unlock_irqrestore
 wait_event = WaitQueue.wait_event
 wait_event_interruptible = WaitQueue.wait_event_interruptible
 wake_up = WaitQueue.wake_up
@@ -497,8 +666,12 @@ __all__ = [
     "mutex_trylock",
     "mutex_unlock",
     "spin_lock",
+    "spin_lock_irq",
+    "spin_lock_irqsave",
     "spin_trylock",
     "spin_unlock",
+    "spin_unlock_irq",
+    "spin_unlock_irqrestore",
     "trylock_page",
     "unlock_page",
     "wait_event",

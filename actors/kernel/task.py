@@ -36,6 +36,12 @@ MUTEX: Final = "mutex"
 SPIN: Final = "spin"
 PAGE: Final = "page"
 
+# Lock usage bits (lockdep's LOCK_USED_IN_HARDIRQ, LOCK_ENABLED_HARDIRQ), as masks.
+#: Taken in hardirq context: the class is HARDIRQ-safe ("IN-HARDIRQ-W").
+USED_IN_HARDIRQ: Final = 1 << 0
+#: Taken with hardirqs enabled: the class is HARDIRQ-unsafe ("HARDIRQ-ON-W").
+ENABLED_HARDIRQ: Final = 1 << 1
+
 #: One held-lock stack entry: (key, lock class, kind, virtual time acquired or 0.0).
 #: ``key`` is the lock object for mutexes and spinlocks and the PFN (int) for page locks.
 HeldLock = tuple[object, str, str, float]
@@ -87,7 +93,11 @@ class KTask:
     __slots__ = (
         "atomic",
         "episode",
+        "hardirq_context",
+        "hardirqs_enabled",
         "held",
+        "irq_tryusage",
+        "irq_usage",
         "kernel",
         "last_sleep",
         "name",
@@ -111,8 +121,18 @@ class KTask:
         self.last_sleep = now
         #: Locks held, in acquisition order (lockdep's ``held_locks``).
         self.held: list[HeldLock] = []
-        #: Spinlocks held: non-zero means atomic context (the kernel's preempt_count).
+        #: Spinlocks held, plus one while hardirqs are disabled: non-zero means atomic
+        #: context (the kernel's ``preempt_count() || irqs_disabled()``).
         self.atomic = 0
+        #: The irq state of the CPU the task runs on (per task here: the stand-in for
+        #: per-CPU state until tasks run on CPUs): hardirqs on, and interrupt nesting depth.
+        self.hardirqs_enabled = True
+        self.hardirq_context = 0
+        #: Usage bits an acquisition in this state marks (lockdep's mark_irqflags), for a
+        #: blocking acquire and for a trylock (a trylock is never USED_IN): kept in step with
+        #: the two fields above by ``actors.kernel.irq``, so a lock's fast path reads one int.
+        self.irq_usage = ENABLED_HARDIRQ
+        self.irq_tryusage = ENABLED_HARDIRQ
         #: Blocking/spinning episodes so far: watchdogs report each episode once.
         self.episode = 0
         #: Lock operations so far: the soft-lockup watchdog's evidence that the task is on-CPU.

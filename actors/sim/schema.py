@@ -152,7 +152,8 @@ LOCKDEP: Final = _event(
     "lockdep.report",
     "error",
     ("kind", "task", "lock", "detail", "held_locks"),
-    "Lockdep found a problem: inversion, recursion, sleep-in-atomic, imbalance, held-at-exit.",
+    "Lockdep found a problem: inversion, recursion, sleep-in-atomic, imbalance, held-at-exit, "
+    "irq-inconsistent, irq-order, irq-inversion, irq-state.",
 )
 HUNG_TASK: Final = _event(
     "watchdog.hung_task",

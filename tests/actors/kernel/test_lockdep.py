@@ -112,6 +112,51 @@ async def test_trylock_adds_no_ordering(rig: Rig, autojump_clock: trio.abc.Clock
     assert k.lockdep.graph == {"A": {"B": "t"}}
 
 
+async def test_trylocked_lock_orders_what_is_taken_under_it(
+        rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """The trylock rule's other half: A trylocked then B locked records A→B (a trylocked lock
+    is on the held stack), so B held then A locked elsewhere is an inversion."""
+    k = rig.kernel
+    a, b = Mutex(k, "A"), Mutex(k, "B")
+    with trio.fail_after(10):
+        with k.task("t1"):
+            assert a.mutex_trylock()
+            await b.mutex_lock()
+            b.mutex_unlock()
+            a.mutex_unlock()
+        assert k.lockdep.graph == {"A": {"B": "t1"}} and rig.reports == []
+        with k.task("t2"):
+            await b.mutex_lock()
+            await a.mutex_lock()
+            a.mutex_unlock()
+            b.mutex_unlock()
+    (kind, detail, fields), = rig.reports
+    assert kind == "inversion" and fields["cycle"] == ["B", "A", "B"]
+    assert "A -> B (first in t1)" in detail
+
+
+async def test_trylock_page_under_a_lock_adds_no_edge(rig: Rig, autojump_clock: trio.abc.Clock
+                                                      ) -> None:
+    """trylock_page and spin_trylock while holding B add no B→page or B→S edge; a page
+    trylocked first still orders the lock taken under it (page→B)."""
+    k = rig.kernel
+    b, sl = Mutex(k, "B"), SpinLock(k, "S")
+    frames = SimpleNamespace(flags=array("H", bytes(16)))
+    with trio.fail_after(10), k.task("t"):
+        await b.mutex_lock()
+        assert trylock_page(k, frames, 1)
+        assert sl.spin_trylock()
+        sl.spin_unlock()
+        unlock_page(k, frames, 1)
+        b.mutex_unlock()
+        assert k.lockdep.graph == {}
+        assert trylock_page(k, frames, 2)
+        await b.mutex_lock()
+        b.mutex_unlock()
+        unlock_page(k, frames, 2)
+    assert k.lockdep.graph == {"page": {"B": "t"}} and rig.reports == []
+
+
 async def test_mutex_self_deadlock_reported_as_recursion(rig: Rig,
                                                          autojump_clock: trio.abc.Clock) -> None:
     """Re-taking one's own mutex reports 'recursion' at once and then sleeps for good."""

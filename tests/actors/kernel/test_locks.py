@@ -27,9 +27,10 @@ from actors.kernel import (
     wait_event,
     wake_up,
 )
+from actors.kernel.task import current_name
 from actors.sim import schema
 from actors.sim.costs import CostModel
-from tests.actors.kernel.conftest import Rig, make_rig
+from tests.actors.kernel.conftest import Rig, make_rig, outcomes
 
 N_TASKS, ROUNDS = 8, 20
 
@@ -87,8 +88,9 @@ async def test_unlocked_counter_is_atomic_at_strength_zero(autojump_clock: trio.
         assert rig.records(schema.PREEMPT) == []
 
 
-async def test_mutex_hands_off_fifo(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
-    """Waiters get a contended mutex in arrival order, each after the previous releases."""
+async def test_mutex_wakes_waiters_fifo(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """With no running task to steal it, sleepers get a contended mutex in arrival order, each
+    woken by the previous owner's unlock (was test_mutex_hands_off_fifo: hand-off is gone)."""
     k = rig.kernel
     m = Mutex(k, "vb->balloon_lock")
     got: list[tuple[str, float]] = []
@@ -104,8 +106,6 @@ async def test_mutex_hands_off_fifo(rig: Rig, autojump_clock: trio.abc.Clock) ->
         got.append((current_name(), anyio.current_time()))
         await anyio.sleep(0.5)
         m.mutex_unlock()
-
-    from actors.kernel.task import current_name
 
     with trio.fail_after(60):
         async with anyio.create_task_group() as tg:
@@ -255,7 +255,8 @@ async def test_spin_costs_follow_the_cost_model(autojump_clock: trio.abc.Clock) 
 
 
 async def test_page_lock_semantics(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
-    """trylock_page sets PG_locked once; a second trylock fails; lock_page sleeps until unlock."""
+    """trylock_page sets PG_locked once; a second trylock fails; lock_page sleeps until unlock,
+    which clears PG_locked and wakes the sleeper (3.x: no hand-off), and the sleeper takes it."""
     k = rig.kernel
     frames = _frames()
     got: list[float] = []
@@ -278,7 +279,8 @@ async def test_page_lock_semantics(rig: Rig, autojump_clock: trio.abc.Clock) -> 
                 assert (lk.state, lk.waiting_on) == ("blocked", "page:5")
                 assert k.page_waiters == {5: [(lk, k.page_waiters[5][0][1])]}
                 unlock_page(k, frames, 5)
-                assert frames.flags[5] == PG_LOCKED  # handed straight to the sleeper
+                assert frames.flags[5] == 0  # cleared, the sleeper only woken: it leaves
+                assert k.page_owner == {} and k.page_waiters[5][0][1].is_set()  # when it runs
                 assert t.held == []
     assert got == [3.0]
     assert frames.flags[5] == 0 and k.page_owner == {} and k.page_waiters == {}
@@ -396,3 +398,213 @@ async def test_cancelled_page_waiter_leaves_the_queue(rig: Rig, autojump_clock: 
                 unlock_page(k, frames, 9)
     assert order == ["patient"]
     assert frames.flags[9] == 0 and k.page_owner == {} and k.page_waiters == {}
+
+
+# -- the semantics of 3.x, each outcome reached by some scheduler seed ----------------------------
+async def _mutex_race(rig: Rig) -> tuple[tuple[str, float], ...]:
+    """holder unlocks at t=1 while ``runner`` calls mutex_lock at t=1 (the same batch) and two
+    sleepers wait: (task, time it got the mutex) in order, and each sleeper's sleeps."""
+    k = rig.kernel
+    m = Mutex(k, "m")
+    got: list[tuple[str, float]] = []
+
+    async def holder() -> None:
+        await m.mutex_lock()
+        await anyio.sleep(1.0)
+        m.mutex_unlock()
+        assert m.owner is None  # woken, not handed over: the mutex is free until someone runs
+
+    async def taker(delay: float) -> None:
+        await anyio.sleep(delay)
+        await m.mutex_lock()
+        got.append((current_name(), anyio.current_time()))
+        await anyio.sleep(0.5)
+        m.mutex_unlock()
+
+    async with anyio.create_task_group() as tg:
+        k.spawn(tg, "holder", holder)
+        w1 = k.spawn(tg, "w1", taker, 0.1)
+        w2 = k.spawn(tg, "w2", taker, 0.2)
+        k.spawn(tg, "runner", taker, 1.0)
+    return (*got, ("w1 sleeps", w1.episode), ("w2 sleeps", w2.episode))
+
+
+def test_mutex_unlock_wakes_and_a_running_task_may_steal() -> None:
+    """3.x mutex_unlock frees the mutex and wakes the first sleeper: under some seeds the
+    sleeper runs first and takes it; under others a task already running takes it first (a
+    steal), and the woken sleeper sleeps again, still first in the queue (so w1 before w2)."""
+    seen = outcomes(_mutex_race)
+    assert set(seen) == {
+        (("w1", 1.0), ("w2", 1.5), ("runner", 2.0), ("w1 sleeps", 1), ("w2 sleeps", 1)),
+        (("runner", 1.0), ("w1", 1.5), ("w2", 2.0), ("w1 sleeps", 2), ("w2 sleeps", 1)),
+    }, seen
+
+
+async def _page_race(rig: Rig) -> tuple[tuple[str, float], ...]:
+    """holder unlocks page 4 at t=1 while ``trier`` calls trylock_page at t=1 and two tasks
+    sleep in lock_page: (task, time it got the page) in order, and each sleeper's sleeps."""
+    k = rig.kernel
+    frames = _frames()
+    got: list[tuple[str, float]] = []
+
+    async def holder() -> None:
+        assert trylock_page(k, frames, 4)
+        await anyio.sleep(1.0)
+        unlock_page(k, frames, 4)
+        assert frames.flags[4] == 0 and 4 not in k.page_owner  # cleared, then woken
+
+    async def sleeper(delay: float) -> None:
+        await anyio.sleep(delay)
+        await lock_page(k, frames, 4)
+        got.append((current_name(), anyio.current_time()))
+        await anyio.sleep(0.5)
+        unlock_page(k, frames, 4)
+
+    async def trier() -> None:
+        await anyio.sleep(1.0)
+        if trylock_page(k, frames, 4):
+            got.append(("trier", anyio.current_time()))
+            await anyio.sleep(0.5)
+            unlock_page(k, frames, 4)
+
+    async with anyio.create_task_group() as tg:
+        k.spawn(tg, "holder", holder)
+        s1 = k.spawn(tg, "s1", sleeper, 0.1)
+        s2 = k.spawn(tg, "s2", sleeper, 0.2)
+        k.spawn(tg, "trier", trier)
+    assert frames.flags[4] == 0 and k.page_waiters == {} and k.page_owner == {}
+    return (*got, ("s1 sleeps", s1.episode), ("s2 sleeps", s2.episode))
+
+
+def test_unlock_page_clears_then_wakes_and_trylock_may_win() -> None:
+    """3.x unlock_page clears PG_locked and then wakes the first sleeper: under some seeds the
+    sleeper re-tests first and takes the page (the trylock fails); under others trylock_page
+    wins the window, and the woken sleeper, finding it locked, queues again at the tail (so s2
+    before s1: an exclusive bit wait, unlike the mutex queue)."""
+    seen = outcomes(_page_race)
+    assert set(seen) == {
+        (("s1", 1.0), ("s2", 1.5), ("s1 sleeps", 1), ("s2 sleeps", 1)),
+        (("trier", 1.0), ("s2", 1.5), ("s1", 2.0), ("s1 sleeps", 2), ("s2 sleeps", 1)),
+    }, seen
+
+
+async def _spin_race(rig: Rig) -> tuple[object, ...]:
+    """holder releases at t=1 while ``late`` calls spin_trylock then spin_lock at t=1 and
+    ``early`` has spun since t=0.1: whether late came before the release, and who got it."""
+    k = rig.kernel
+    s = SpinLock(k, "s")
+    got: list[str] = []
+    late_saw: list[str | None] = []
+
+    async def holder() -> None:
+        await s.spin_lock()
+        await anyio.sleep(1.0)
+        s.spin_unlock()
+
+    async def spinner(delay: float) -> None:
+        await anyio.sleep(delay)
+        if current_name() == "late":
+            late_saw.append(None if s.owner is None else s.owner.name)
+            assert not s.spin_trylock()  # held, or handed to early's ticket: never free
+        await s.spin_lock()
+        got.append(current_name())
+        s.spin_unlock()
+
+    async with anyio.create_task_group() as tg:
+        k.spawn(tg, "holder", holder)
+        k.spawn(tg, "early", spinner, 0.1)
+        k.spawn(tg, "late", spinner, 1.0)
+    return (*late_saw, *got)
+
+
+def test_ticket_spinlock_is_fifo_whatever_the_schedule() -> None:
+    """An x86 ticket lock is fair: whether the newcomer arrives just before the release (the
+    holder still owns it) or just after (already handed to the queued spinner's ticket), it
+    can neither trylock nor overtake; the earlier spinner always gets the lock first."""
+    seen = outcomes(_spin_race)
+    assert set(seen) == {("holder", "early", "late"), ("early", "early", "late")}, seen
+
+
+async def _wake_all_race(rig: Rig) -> tuple[object, ...]:
+    """Two tasks wait for a token; one token is posted and wake_up called at t=1, another at
+    t=2: how many the first wake_up woke, and who got a token when."""
+    k = rig.kernel
+    q = WaitQueue(k, "q")
+    tokens = [0]
+    got: list[tuple[str, float]] = []
+    woken: list[int] = []
+
+    async def consumer() -> None:
+        await q.wait_event(lambda: tokens[0] > 0)
+        tokens[0] -= 1  # no await between the re-check and the take: atomic
+        got.append((current_name(), anyio.current_time()))
+
+    async with anyio.create_task_group() as tg:
+        k.spawn(tg, "c1", consumer)
+        k.spawn(tg, "c2", consumer)
+        with k.task("poster"):
+            for when in (1.0, 2.0):
+                await anyio.sleep(when - anyio.current_time())
+                tokens[0] += 1
+                woken.append(q.wake_up())
+    sleeps = len(rig.records(schema.WAIT_SLEEP))
+    return (*woken, *got, ("sleeps", sleeps))
+
+
+def test_wake_up_wakes_every_waiter_each_rechecks() -> None:
+    """wake_up wakes every non-exclusive sleeper (2), each re-checks its condition: whichever
+    the seed runs first takes the one token, the other finds it false and sleeps again."""
+    seen = outcomes(_wake_all_race)
+    assert set(seen) == {
+        (2, 1, ("c1", 1.0), ("c2", 2.0), ("sleeps", 3)),
+        (2, 1, ("c2", 1.0), ("c1", 2.0), ("sleeps", 3)),
+    }, seen
+
+
+
+async def _relock_race(rig: Rig) -> tuple[str, ...]:
+    """A holder unlocks a mutex and a page and re-locks both at once (no time passes) while
+    a sleeper waits on each: who got each one next."""
+    k = rig.kernel
+    m = Mutex(k, "m")
+    frames = _frames()
+    got: list[str] = []
+
+    async def holder() -> None:
+        await m.mutex_lock()
+        await lock_page(k, frames, 3)
+        await anyio.sleep(1.0)
+        m.mutex_unlock()
+        await m.mutex_lock()  # straight back: a zero-width window in virtual time
+        got.append(f"m:{current_name()}")
+        m.mutex_unlock()
+        unlock_page(k, frames, 3)
+        await lock_page(k, frames, 3)
+        got.append(f"page:{current_name()}")
+        unlock_page(k, frames, 3)
+
+    async def mutex_sleeper() -> None:
+        await anyio.sleep(0.1)
+        await m.mutex_lock()
+        got.append(f"m:{current_name()}")
+        m.mutex_unlock()
+
+    async def page_sleeper() -> None:
+        await anyio.sleep(0.1)
+        await lock_page(k, frames, 3)
+        got.append(f"page:{current_name()}")
+        unlock_page(k, frames, 3)
+
+    async with anyio.create_task_group() as tg:
+        k.spawn(tg, "holder", holder)
+        k.spawn(tg, "ms", mutex_sleeper)
+        k.spawn(tg, "ps", page_sleeper)
+    return tuple(got[:1] + [g for g in got if g.startswith("page")][:1])
+
+
+def test_releaser_relocking_at_once_races_the_woken_sleeper() -> None:
+    """mutex_lock and lock_page finding the lock free with a woken sleeper yield once, so
+    even the releaser re-locking in the same step wins only when the seed runs it first."""
+    seen = outcomes(_relock_race)
+    assert {m for m, _ in seen} == {"m:holder", "m:ms"}, seen
+    assert {p for _, p in seen} == {"page:holder", "page:ps"}, seen
