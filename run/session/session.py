@@ -405,7 +405,11 @@ def run_session(
             log.flush()  # the header is on disk even if the process dies without unwinding
             if backend == "trio":
                 determinism.seed_scheduler(session.seed)
-                trio.run(session.main, clock=determinism.virtual_clock())
+                # Ctrl-C (and the stop signals forwarded to it) only at a checkpoint: raised
+                # anywhere else it could land inside a C call back into Python (orjson's
+                # default hook) and come out as some other exception.
+                trio.run(session.main, clock=determinism.virtual_clock(),
+                         restrict_keyboard_interrupt_to_checkpoints=True)
             else:
                 anyio.run(session.main, backend=backend)
             if fail_fast and session.violations:
