@@ -34,7 +34,7 @@ from actors.sim import schema
 from actors.sim.choices import Choices
 from actors.sim.clock import sleep
 from actors.sim.costs import CostModel
-from actors.sim.events import Event
+from actors.sim.events import Event, new_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +93,8 @@ class Kernel:
         #: usage bits lockdep has not yet recorded for class ``page`` (a fast-path cache).
         self.page_owner: dict[int, KTask] = {}
         self.page_waiters: dict[int, list[tuple[KTask, Event]]] = {}
+        #: Tasks polling a page lock in a retry loop (``cpu_relax(page=...)``), by PFN.
+        self.page_spinners: dict[int, list[Event]] = {}
         self.page_unmarked = ALL_USAGE
         self.page_try_unmarked = ENABLED_HARDIRQ
 
@@ -168,7 +170,7 @@ class Kernel:
             self.log.debug(schema.PREEMPT, task=current_name(), site=site, delay=delay)
         await sleep(delay)
 
-    async def cpu_relax(self) -> None:
+    async def cpu_relax(self, *, page: int | None = None) -> None:
         """One busy-wait iteration of a retry loop: costs virtual time, is not a sleep.
 
         Back-to-back relaxes (nothing else took virtual time in between: the loop made no
@@ -177,6 +179,12 @@ class Kernel:
         about S later: a short spin is simulated at full resolution, and a livelock advances
         the clock in big steps -- the soft-lockup watchdog still sees it (the task never
         sleeps), but it costs O(S / max) wall iterations instead of S / 50 ns.
+
+        ``page``: the loop polls that page's lock (a ``trylock_page`` retry loop). A real CPU
+        sees the bit clear within one poll, so the relax also ends when the page is unlocked:
+        the spinner is runnable at the instant of the release, and whether it or another task
+        takes the page next is the scheduler's (seeded) choice -- never a window of zero width
+        that the backoff sleeps through.
         """
         t = current_or_none()
         step = self.costs.spin_relax
@@ -185,7 +193,23 @@ class Kernel:
             if t.relax_end == self.now():
                 step = min(2 * t.relax_step, max(self.costs.spin_backoff_max, step))
             t.relax_step = step
-        await sleep(step)
+        if page is None:
+            await sleep(step)
+        else:
+            released = new_event()
+            self.page_spinners.setdefault(page, []).append(released)
+            with anyio.move_on_after(step):
+                await released.wait()
+            if released.is_set():  # the lock came free: the next poll is a fresh one
+                step = self.costs.spin_relax
+                if t is not None:
+                    t.relax_step, t.relax_end = step, -1.0
+                return
+            spinners = self.page_spinners.get(page)
+            if spinners is not None:
+                spinners.remove(released)
+                if not spinners:
+                    del self.page_spinners[page]
         if t is not None:
             t.relax_end = self.now()
 

@@ -516,6 +516,9 @@ def unlock_page(kernel: Kernel, frames: Frames, pfn: int) -> None:
     flags[pfn] &= ~PG_LOCKED  # clear_bit_unlock(PG_locked, &page->flags)
     if pfn in kernel.page_waiters:  # wake_up_page(page, PG_locked)
         _wake_page(kernel, pfn)
+    if pfn in kernel.page_spinners:  # a CPU polling the bit sees it clear
+        for released in kernel.page_spinners.pop(pfn):
+            released.set()
 
 
 def _wake_page(kernel: Kernel, pfn: int) -> None:

@@ -224,11 +224,13 @@ class V9Balloon(VirtioBalloon):
             if not self.pages.list_empty():
                 page = self.pages.list_first_entry()
             # if (page && trylock_page(page)) {
+            busy = page  # the head page, if its lock is the one this loop now polls
             if page >= 0 and trylock_page(k, frames, page):
                 num_pfns = self._leak_page(pfns, num_pfns, page)
                 # /* compensate leak_target for this released page */
                 # leak_target--;
                 leak_target -= 1
+                busy = -1
             else:
                 page = -1
             # spin_unlock(&vb->pages_lock);
@@ -239,7 +241,8 @@ class V9Balloon(VirtioBalloon):
                 num_pfns = self._leak_batch(pfns, num_pfns, num)
                 leak_target -= (num_pfns - before) // ppp
             if page < 0:  # no page taken this turn: the loop spins, and spinning costs time
-                await k.cpu_relax()
+                # (polling the head page's lock: it re-tries the moment that lock is free)
+                await k.cpu_relax(page=busy if busy >= 0 else None)
         self._leaked(pfns, num_pfns)
         # mutex_lock(&vb->balloon_lock);
         await self.balloon_lock.mutex_lock()
