@@ -275,17 +275,31 @@ def split_huge_page(zone: Zone, head: int) -> None:
     zone.split_page(head, HPAGE_ORDER)
 
 
+async def alloc_pages_direct_compact(allocator: AllocatorClient, compactor: Compactor,
+                                     vmstat: VmStat, order: int, gfp: int, owner: int,
+                                     who: str) -> array.array[int]:
+    """__alloc_pages_direct_compact() of 3.6/3.8, for every failed high-order allocation
+    (THP faults and the high-order passes alike): try_to_compact_pages() counts
+    COMPACTSTALL, compact_zone() is skipped when compaction_suitable() says fragmentation is
+    not the cause, else the allocation is retried once: COMPACTSUCCESS or COMPACTFAIL."""
+    vmstat.inc("compact_stall")  # count_compact_event(COMPACTSTALL), before the zone loop
+    if not compactor.fragmentation_says_compact(order):  # compaction_suitable(): skipped
+        return array.array("I")
+    if await compactor.compact_zone(order, who, "direct") == COMPACT_SKIPPED:
+        return array.array("I")
+    got = await allocator.alloc(1, order, gfp, owner)
+    vmstat.inc("compact_success" if got else "compact_fail")
+    return got
+
+
 async def thp_fault(app: App, allocator: AllocatorClient, vmstat: VmStat, costs: CostModel,
                     log: FilteringBoundLogger, compactor: Compactor | None = None) -> bool:
     """do_huge_pmd_anonymous_page: try an order-9 page (after direct compaction if
     fragmentation is the cause), else fall back to 512 base pages."""
     got = await allocator.alloc(1, HPAGE_ORDER, G.GFP_TRANSHUGE, P.OWNER_THP)
-    if not got and compactor is not None and compactor.fragmentation_says_compact(HPAGE_ORDER):
-        # __alloc_pages_direct_compact(): compact for this order, then retry once
-        vmstat.inc("compact_stall")
-        if await compactor.compact_zone(HPAGE_ORDER, app.name, "direct") != COMPACT_SKIPPED:
-            got = await allocator.alloc(1, HPAGE_ORDER, G.GFP_TRANSHUGE, P.OWNER_THP)
-            vmstat.inc("compact_success" if got else "compact_fail")
+    if not got and compactor is not None:
+        got = await alloc_pages_direct_compact(allocator, compactor, vmstat, HPAGE_ORDER,
+                                               G.GFP_TRANSHUGE, P.OWNER_THP, app.name)
     if got:
         vmstat.inc("thp_fault_alloc")
         app.thp.extend(got)
@@ -332,10 +346,10 @@ async def run_highorder_passes(cfg: WorkloadConfig, allocator: AllocatorClient,
             "frag9_before": views.fragmentation_index(zone, 9)}
         for _ in range(cfg.highorder_count):
             block = await allocator.alloc(1, order, gfp, P.OWNER_THP)
-            if not block and compactor is not None and \
-                    compactor.fragmentation_says_compact(order):
-                await compactor.compact_zone(order, "highorder", "direct")
-                block = await allocator.alloc(1, order, gfp, P.OWNER_THP)
+            if not block and compactor is not None:
+                block = await alloc_pages_direct_compact(allocator, compactor,
+                                                         compactor.vmstat, order, gfp,
+                                                         P.OWNER_THP, "highorder")
             got.extend(block)
         stats.attempts += cfg.highorder_count
         stats.success += len(got)
