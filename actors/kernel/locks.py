@@ -254,6 +254,10 @@ class SpinLock(_OwnedLock):
         """Release the lock to the next ticket, if any; the task leaves atomic context."""
         self._unlock()
 
+    def spin_is_contended(self) -> bool:
+        """Whether another task waits for the lock (compaction's should_release_lock)."""
+        return bool(self._waiters)
+
 
 # -- page lock ---------------------------------------------------------------------------------
 def trylock_page(kernel: Kernel, frames: Frames, pfn: int) -> bool:
