@@ -14,34 +14,35 @@ from actors.guest.mm.compaction_38 import Compactor38
 from actors.sim import schema
 from run.session import scenario as scen
 from run.session.logs import FlightRecorder
-from run.session.session import Session, run_session
+from run.session.session import Outcome, Session, run_session
 
 from ..mm.compaction_helpers import small_storm, the_guest
 from .conftest import small_session
 
+#: The one way a v3.8 session is seen to end early, a finding (not fixed): 3.8's leak_balloon()
+#: calls tell_host() even when balloon_page_dequeue() got no page (every listed page locked or
+#: isolated), an empty deflate buffer, which the model's PFN codec refuses
+#: (protocol.pfns.encode_pfns: "the driver never sends one"). compact-storm, race and
+#: thp-under-balloon reach it at seed 0.
+EMPTY_DEFLATE = "EncodeError: a PFN buffer holds 1..256 PFNs [queue=deflateq"
 
-#: Built-in scenarios whose seed-0 run under v3.8 ends in a session error, and its message: a
-#: finding, not fixed. 3.8's leak_balloon() calls tell_host() even when balloon_page_dequeue()
-#: got no page (every listed page locked or isolated): an empty deflate buffer, which the
-#: model's PFN codec refuses (protocol.pfns.encode_pfns: "the driver never sends one").
-ENDS_IN_ERROR = {
-    "compact-storm": "EncodeError: a PFN buffer holds 1..256 PFNs [queue=deflateq",
-}
+
+def _ended_as_3_8_can(out: Outcome, rec: FlightRecorder) -> None:
+    """The session completed, or ended in the empty deflate buffer and nothing else."""
+    if out.reason != "completed":
+        errors = [r["error"] for r in rec.records if r["event"] == schema.SESSION_ERROR]
+        assert out.reason == "crashed" and errors[0].startswith(EMPTY_DEFLATE), errors
 
 
 @pytest.mark.parametrize("name", scen.builtin_names())
 def test_runs_every_builtin_scenario(name: str) -> None:
-    """Each built-in scenario, as shipped, runs under v3.8 to its end -- or, where 3.8 sends
-    what the model cannot carry, to the session error pinned in ENDS_IN_ERROR."""
+    """Each built-in scenario, as shipped, runs under v3.8 to its end -- or to the empty
+    deflate buffer 3.8 sends and the model cannot carry (EMPTY_DEFLATE)."""
     sc = scen.load(name, ["guest.driver=v3.8"])
     rec = FlightRecorder()
     out = run_session(sc, seed=0, recorder=rec)
-    assert out.summary["balloon"]["inflated"] > 0
-    if name in ENDS_IN_ERROR:
-        errors = [r["error"] for r in rec.records if r["event"] == schema.SESSION_ERROR]
-        assert out.reason == "crashed" and errors[0].startswith(ENDS_IN_ERROR[name])
-    else:
-        assert out.reason == "completed", out.reason
+    assert "balloon" in out.summary  # (``default``'s host never asks for pages)
+    _ended_as_3_8_can(out, rec)
 
 
 def test_round_trip_leaves_nothing_behind() -> None:
@@ -82,9 +83,7 @@ def test_compact_storm_migrates_balloon_pages_which_then_lose_their_mapping() ->
                 seen.append(p)
 
     out = small_storm("v3.8", recorder=rec, on_snapshot=snapshot)
-    if out.reason != "completed":  # the empty deflate buffer of ENDS_IN_ERROR, nothing else
-        errors = [r["error"] for r in rec.records if r["event"] == schema.SESSION_ERROR]
-        assert errors[0].startswith(ENDS_IN_ERROR["compact-storm"])
+    _ended_as_3_8_can(out, rec)
     assert isinstance(the_guest(out).compactor(), Compactor38)
     migrations = [r for r in rec.records if r["event"] == schema.BALLOON_MIGRATE]
     assert migrations and out.summary["vmstat"]["compact_balloon_migrated"] == len(migrations)
