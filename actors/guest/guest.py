@@ -149,7 +149,9 @@ class Guest:
         """A compactor for one task (each task needs its own allocator connection)."""
         self._compactors += 1
         movable = self.balloon.a_ops if self.balloon is not None else None
-        return Compactor(kernel=self.kernel, zone=self.zone,
+        # the balloon compaction core the driver runs with (v9's hooks or 3.8's)
+        cls = self.balloon.compactor_class if self.balloon is not None else Compactor
+        return cls(kernel=self.kernel, zone=self.zone,
                          allocator=client or self.allocator.client(
                              f"{self.name}.compact{self._compactors}"),
                          rmap=self.rmap, balloon=movable, vmstat=self.vmstat, costs=self.costs,

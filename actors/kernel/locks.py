@@ -398,6 +398,10 @@ class SpinLock(_OwnedLock):
         self._unlock()
         local_irq_restore(self.kernel, flags)
 
+    def spin_is_contended(self) -> bool:
+        """Whether another task waits for the lock (compaction's should_release_lock)."""
+        return bool(self._waiters)
+
 
 # -- page lock ---------------------------------------------------------------------------------
 def _page_mark(kernel: Kernel, t: KTask, pfn: int, usage: int) -> None:

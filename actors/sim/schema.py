@@ -348,6 +348,14 @@ BALLOON_PUTBACK: Final = _event(
     ("worker", "mid", "pfn"),
     "An isolated balloon page went back on vb->pages without migrating.",
 )
+BALLOON_PUTBACK_LRU: Final = _event(
+    "balloon.putback_lru",
+    "warning",
+    ("worker", "mid", "pfn"),
+    "putback_movable_pages (3.8) did not recognise an isolated balloon page (its refcount "
+    "is 2, balloon_page_movable wants 1) and put it on the LRU with putback_lru_page: the "
+    "page has left the balloon's list for good while the host still holds it.",
+)
 HIGHORDER_PASS: Final = _event(
     "workload.highorder",
     "info",

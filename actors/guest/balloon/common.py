@@ -19,6 +19,7 @@ from __future__ import annotations
 import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -28,6 +29,7 @@ from actors.guest.mm import gfp as G
 from actors.guest.mm import pages as P
 from actors.guest.mm.allocator import AllocatorClient
 from actors.guest.mm.balloon_compaction import BalloonAops
+from actors.guest.mm.compaction import Compactor
 from actors.guest.mm.pages import PageFrames, PageList
 from actors.guest.mm.vmstat import VmStat
 from actors.kernel.kernel import Kernel
@@ -73,6 +75,9 @@ class VirtioBalloon:
 
     #: The allocation mask of balloon pages (v9/fixed: the mapping's, i.e. movable).
     gfp_mask: int = int(G.GFP_HIGHUSER)
+    #: The compactor of the balloon compaction core the variant runs with (mm's side of
+    #: the series: v9's hooks, or 3.8's as merged); the guest builds its compactors with it.
+    compactor_class: ClassVar[type[Compactor]] = Compactor
 
     def __init__(
         self,
@@ -258,17 +263,43 @@ class VirtioBalloon:
         self.vdev.observe(C.ActualWritten(actual))
         await streams.send(self.vdev.to_device, ConfigWrite(actual))
 
-    # -- variant hooks -------------------------------------------------------------------------
+    # -- towards_target and update_balloon_size (v3.6, v9 and v3.8 alike) ---------------------
     def towards_target(self) -> int:
-        raise NotImplementedError
+        """towards_target(): target - vb->num_pages (v9: atomic_read(&vb->num_pages))."""
+        return self.read_num_pages() - self.num_pages.atomic_read()
 
+    async def update_balloon_size(self) -> None:
+        """update_balloon_size(): write vb->num_pages to config space ``actual``."""
+        await self.write_actual(self.num_pages.atomic_read())
+
+    # -- what fill_balloon and leak_balloon of every variant share -----------------------------
+    async def puff(self, wanted: int) -> None:
+        """fill_balloon()'s ``if (!page)`` branch: "Out of puff!", then msleep(200)."""
+        # dev_printk(KERN_INFO, &vb->vdev->dev, "Out of puff! Can't get %zu pages\n", num);
+        self.out_of_puff += 1
+        self.log.warning(schema.BALLOON_PUFF, wanted=wanted, got=self.num_pfns)
+        # /* Sleep for at least 1/5 of a second before retry. */
+        # msleep(200);
+        await self.kernel.msleep(self.costs.out_of_puff_sleep)
+
+    def count_inflated(self) -> None:
+        """The round's inflated pages in the summary and /proc/vmstat (not C)."""
+        self.inflated += self.num_pfns // self.PAGES_PER_PAGE
+        self.vmstat.inc("balloon_inflate", self.num_pfns // self.PAGES_PER_PAGE)
+
+    def _leaked(self, pfns: array.array[int], num_pfns: int) -> None:
+        """Counters and the ``balloon.leak`` record of one leak round (not C)."""
+        ppp = self.PAGES_PER_PAGE
+        self.deflated += num_pfns // ppp
+        self.vmstat.inc("balloon_deflate", num_pfns // ppp)
+        self.log.info(schema.BALLOON_LEAK, pfns=self.guest_pages(pfns, num_pfns),
+                      num_pages=self.num_pages.atomic_read())
+
+    # -- variant hooks -------------------------------------------------------------------------
     async def fill_balloon(self, num: int) -> None:
         raise NotImplementedError
 
     async def leak_balloon(self, num: int) -> None:
-        raise NotImplementedError
-
-    async def update_balloon_size(self) -> None:
         raise NotImplementedError
 
     # -- the kthread and the interrupt handler -------------------------------------------------

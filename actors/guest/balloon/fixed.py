@@ -8,7 +8,8 @@ FIX(fill-unlock): v9's ``fill_balloon`` takes ``balloon_lock`` before allocating
   compaction thread's ``virtballoon_migratepage``) then blocks on the mutex forever: lockdep
   reports recursion on ``vb->balloon_lock`` and the hung-task watchdog fires. Proven by the
   ``overcommit`` scenario. The correction is the one upstream took before merging (v3.8
-  ``fill_balloon``): tell the host only if we got pages, always unlock.
+  ``fill_balloon``): tell the host only if we got pages, always unlock. Upstream: merged so in
+  v3.8 (``/* Did we get any? */ if (vb->num_pfns != 0) tell_host(...); mutex_unlock(...)``).
 
 FIX(leak-spin): v9's ``leak_balloon`` busy-waits -- loops without sleeping -- for as long as the
   page at the head of ``vb->pages`` cannot be locked. That is the whole of every balloon
@@ -21,6 +22,10 @@ FIX(leak-spin): v9's ``leak_balloon`` busy-waits -- loops without sleeping -- fo
   locked, and end the round when no page can be taken; ``virtballoon_migratepage`` takes
   ``balloon_lock`` with ``mutex_trylock`` and returns ``-EAGAIN`` when it is busy, so it never
   sleeps on it holding two page locks while ``leak_balloon`` waits for isolated pages to return.
+  Upstream: v3.8 made the same change (``balloon_page_dequeue`` under ``balloon_lock``, the
+  ``mutex_trylock`` in ``virtballoon_migratepage``), but its ``leak_balloon`` still calls
+  ``tell_host`` when it got no page (an empty deflate buffer; ``fixed`` does not), and its
+  dequeue walks the list without ``pages_lock`` (``fixed``'s runs under it).
 
 FIX(leak-pfns): v9's ``leak_balloon`` gathers PFNs in a local array, then copies ``num`` of them
   into ``vb->pfns`` (``for (i = 0; i < num; i++)``) and tells the host about ``num_pfns``. With
@@ -28,7 +33,8 @@ FIX(leak-pfns): v9's ``leak_balloon`` gathers PFNs in a local array, then copies
   deflate buffer ends with stale PFNs of an earlier inflate: the host deflates pages still in the
   balloon and keeps part of one the guest now uses (``vballoon fuzz race --driver v9 --set
   guest.page_size=64KiB`` fails on most seeds: ``driver.split-guest-page``). Upstream v3.8 fills
-  ``vb->pfns`` directly; the correction copies the ``num_pfns`` PFNs taken.
+  ``vb->pfns`` directly; the correction copies the ``num_pfns`` PFNs taken. Upstream: v3.8 has
+  no local array, so no stale PFNs (the same effect, by another route).
 
 FIX(64k-target): the balloon moves in whole guest pages (``PAGES_PER_PAGE`` 4 KiB PFNs), but
   ``towards_target`` compares the host's 4 KiB target with it as is. A target that is not a
@@ -36,6 +42,7 @@ FIX(64k-target): the balloon moves in whole guest pages (``PAGES_PER_PAGE`` 4 Ki
   page back -- below the target, a spec violation without DEFLATE_ON_OOM -- and the next fills
   again: the balloon oscillates for ever (64 KiB guest, ``race`` with any unaligned target;
   upstream kept this quirk). The correction rounds the target up to whole guest pages.
+  Upstream: none in v3.8, whose ``towards_target`` is ``target - vb->num_pages`` as in v9.
 """
 
 from __future__ import annotations

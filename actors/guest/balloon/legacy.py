@@ -31,11 +31,7 @@ class LegacyBalloon(VirtioBalloon):
         self.num_pfns = 0
         while self.num_pfns < num:
             if i == len(got):  # if (!page) {
-                # dev_printk(KERN_INFO, ..., "Out of puff! Can't get %zu pages\n", num);
-                self.out_of_puff += 1
-                self.log.warning(schema.BALLOON_PUFF, wanted=num, got=self.num_pfns)
-                # /* Sleep for at least 1/5 of a second before retry. */ msleep(200);
-                await self.kernel.msleep(self.costs.out_of_puff_sleep)
+                await self.puff(num)  # "Out of puff!"; msleep(200);
                 break
             page = got[i]
             i += 1
@@ -47,8 +43,7 @@ class LegacyBalloon(VirtioBalloon):
         # /* Didn't get any?  Oh well. */
         if self.num_pfns == 0:
             return
-        self.inflated += self.num_pfns // ppp
-        self.vmstat.inc("balloon_inflate", self.num_pfns // ppp)
+        self.count_inflated()
         self.log.info(schema.BALLOON_FILL, pfns=self.guest_pages(self.pfns, self.num_pfns),
                       num_pages=self.num_pages.atomic_read())
         await self.tell_host(INFLATEQ)
@@ -66,19 +61,8 @@ class LegacyBalloon(VirtioBalloon):
             self.set_page_pfns(self.pfns, self.num_pfns, page)
             self.num_pages.atomic_sub(ppp)  # vb->num_pages -= VIRTIO_BALLOON_PAGES_PER_PAGE;
             self.num_pfns += ppp
-        self.deflated += self.num_pfns // ppp
-        self.vmstat.inc("balloon_deflate", self.num_pfns // ppp)
-        self.log.info(schema.BALLOON_LEAK, pfns=self.guest_pages(self.pfns, self.num_pfns),
-                      num_pages=self.num_pages.atomic_read())
+        self._leaked(self.pfns, self.num_pfns)
         # /* Note that if virtio_has_feature(vdev, VIRTIO_BALLOON_F_MUST_TELL_HOST);
         #  * is true, we *have* to do it in this order */
         await self.tell_host(DEFLATEQ)
         await self.release_pages_by_pfn(self.pfns, self.num_pfns)
-
-    def towards_target(self) -> int:
-        """towards_target(): target - vb->num_pages."""
-        return self.read_num_pages() - self.num_pages.atomic_read()
-
-    async def update_balloon_size(self) -> None:
-        """update_balloon_size(): write vb->num_pages to config space ``actual``."""
-        await self.write_actual(self.num_pages.atomic_read())

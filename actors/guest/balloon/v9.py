@@ -89,12 +89,8 @@ class V9Balloon(VirtioBalloon):
         while self.num_pfns < num:
             if i == len(got):  # if (!page) {
                 # if (printk_ratelimit()) dev_printk(KERN_INFO, &vb->vdev->dev,
-                #     "Out of puff! Can't get %zu pages\n", num);
-                self.out_of_puff += 1
-                self.log.warning(schema.BALLOON_PUFF, wanted=num, got=self.num_pfns)
-                # /* Sleep for at least 1/5 of a second before retry. */
-                # msleep(200);
-                await k.msleep(self.costs.out_of_puff_sleep)
+                #     "Out of puff! Can't get %zu pages\n", num);  msleep(200);
+                await self.puff(num)
                 break
             page = got[i]
             i += 1
@@ -121,8 +117,7 @@ class V9Balloon(VirtioBalloon):
             if self._uncontended():  # FAST PATH (not C): see _fill_batch
                 i = self._fill_batch(got, i, num)
         if self.num_pfns:
-            self.inflated += self.num_pfns // ppp
-            self.vmstat.inc("balloon_inflate", self.num_pfns // ppp)
+            self.count_inflated()
 
     # ------------------------------------------------- fast paths (not in the C code)
     # When no other task can run between two iterations of a loop below -- no seeded
@@ -265,14 +260,6 @@ class V9Balloon(VirtioBalloon):
         # num_pfns += VIRTIO_BALLOON_PAGES_PER_PAGE;
         return num_pfns + self.PAGES_PER_PAGE
 
-    def _leaked(self, pfns: array.array[int], num_pfns: int) -> None:
-        """Counters and the ``balloon.leak`` record of one leak round (not C)."""
-        ppp = self.PAGES_PER_PAGE
-        self.deflated += num_pfns // ppp
-        self.vmstat.inc("balloon_deflate", num_pfns // ppp)
-        self.log.info(schema.BALLOON_LEAK, pfns=self.guest_pages(pfns, num_pfns),
-                      num_pages=self.num_pages.atomic_read())
-
     async def _leak_balloon_tell(self, pfns: array.array[int], num_pfns: int, num: int) -> None:
         """leak_balloon()'s tail under balloon_lock (split out so ``fixed`` reuses it verbatim)."""
         # for (i = 0; i < num; i++)
@@ -299,14 +286,7 @@ class V9Balloon(VirtioBalloon):
         # mutex_unlock(&vb->balloon_lock);
         self.balloon_lock.mutex_unlock()
 
-    # ---------------------------------------------------------------- towards_target etc.
-    def towards_target(self) -> int:
-        """towards_target(): target - atomic_read(&vb->num_pages)."""
-        return self.read_num_pages() - self.num_pages.atomic_read()
-
-    async def update_balloon_size(self) -> None:
-        """update_balloon_size(): cpu_to_le32(atomic_read(&vb->num_pages)) to ``actual``."""
-        await self.write_actual(self.num_pages.atomic_read())
+    # towards_target(), update_balloon_size(): atomic_read(&vb->num_pages), as in common.py
 
     # ------------------------------------------------- compaction callbacks (@@ -339,9)
     @context()

@@ -27,7 +27,8 @@ class BalloonAops(Protocol):
     """The balloon mapping's address_space_operations (DEFINE_BALLOON_MAPPING_AOPS), plus the
     handshake ids of the driver's latest tell_host per queue (to link a migration's two)."""
 
-    last_hs: dict[int, int]
+    @property
+    def last_hs(self) -> dict[int, int]: ...
 
     async def virtballoon_isolatepage(self, page: int, mode: int) -> None: ...
 

@@ -32,6 +32,7 @@ from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.rmap import Rmap
 from actors.guest.mm.vmstat import VmStat
 from actors.kernel.kernel import Kernel
+from actors.kernel.locks import SpinLock
 from actors.sim import schema
 from actors.sim.costs import CostModel
 from actors.sim.units import UnitError, parse_duration
@@ -80,6 +81,9 @@ class CompactionState:
 
     skip: bytearray
     mids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: ``zone->lru_lock``, made by the first compactor that takes it (only 3.8's
+    #: isolation does: :mod:`actors.guest.mm.compaction_38`); None until then.
+    lru_lock: SpinLock | None = None
 
     @classmethod
     def for_zone(cls, zone: Zone) -> CompactionState:

@@ -160,12 +160,16 @@ class Migrator:
         assert self.balloon is not None
         await putback_balloon_page(self.kernel, self.frames, self.balloon, old)
         self.vmstat.inc("compact_balloon_returned")
+        self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=self._mids.pop(old, 0),
+                      pfn=old)
+        self._not_migrated(cc)
+
+    def _not_migrated(self, cc: CompactControl) -> None:
+        """An isolated balloon page left migrate_pages() unmigrated: count the failure."""
         # Counted as later kernels do (the model uses their vmstat names): pages still -EAGAIN
         # after the last pass are failures. 3.8's migrate_pages() left them out of
         # PGMIGRATE_FAIL (nr_failed counted only permanent failures, not ``retry``).
         self.vmstat.inc("pgmigrate_fail")
-        self.log.info(schema.BALLOON_PUTBACK, worker=cc.worker, mid=self._mids.pop(old, 0),
-                      pfn=old)
         cc.failed += 1
 
     async def _migrate_balloon_page(self, cc: CompactControl, old: int,
@@ -177,7 +181,7 @@ class Migrator:
         fourth and later passes wait for a busy page lock (``force``), as in the kernel.
         """
         assert self.balloon is not None
-        k, f, vm = self.kernel, self.frames, self.vmstat
+        k, f = self.kernel, self.frames
         if not cc.freepages:
             await self.isolate_freepages(cc, 1)
         if not cc.freepages:  # newpage = get_new_page(...); if (!newpage) return -ENOMEM;
@@ -201,6 +205,13 @@ class Migrator:
         # list_del(&page->lru); put_page(page); __free_page(page);
         f.flags[old] &= ~(P.PG_isolated | P.PG_balloon)
         f.refcount[old] = 1
+        self._balloon_migrated(cc, old, new, to_free, hs)
+        return 0
+
+    def _balloon_migrated(self, cc: CompactControl, old: int, new: int,
+                          to_free: array.array[int], hs: dict[int, int]) -> None:
+        """A balloon page migrated: queue the old page's free, count, log (every core)."""
+        vm = self.vmstat
         to_free.append(old)
         cc.migrated += 1
         cc.balloon_migrated += 1
@@ -210,7 +221,6 @@ class Migrator:
         vm.inc("compact_balloon_released")
         self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=self._mids.pop(old, 0),
                       old=old, new=new, hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
-        return 0
 
     def _attempt_fails_at_once(self, old: int) -> bool:
         """FAST PATH (not in the C): whether ``_migrate_balloon_page`` would end in -EAGAIN
@@ -219,13 +229,19 @@ class Migrator:
         thousands of times a run; this skips the coroutines. Same draws, same log."""
         assert self.balloon is not None
         f = self.frames
-        if f.flags[old] & P.PG_locked or not balloon_page_migrate_fails(f, self.balloon, old):
+        if f.flags[old] & P.PG_locked or not self._balloon_migrate_fails(old):
             return False
         t = current()
         t.ops += 1  # trylock_page(page) ... unlock_page(page)
         if not self._injected_migrate_failure(old):
             t.ops += 1  # balloon_page_migrate(): trylock_page(newpage)
         return True
+
+    def _balloon_migrate_fails(self, old: int) -> bool:
+        """FAST PATH (not in the C): the balloon core's migration of the locked ``old`` would
+        return -EAGAIN at once (the v9 series: ``balloon_page_migrate_fails``)."""
+        assert self.balloon is not None
+        return balloon_page_migrate_fails(self.frames, self.balloon, old)
 
     def _injected_migrate_failure(self, old: int) -> bool:
         """The ``compaction.migrate_fail`` fault site: this attempt fails with -EAGAIN."""

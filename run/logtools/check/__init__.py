@@ -25,7 +25,9 @@ What it checks, and the ``kind`` each problem is counted under:
   in: filled twice, isolated twice, released without a leak...); ``unexplained-inflate`` /
   ``unexplained-deflate`` (a buffer naming pages the driver did not take for that purpose);
   ``migration-mismatch`` (a balloon.migrate whose pages or handshakes are not the ones the log
-  shows moving); ``isolated-at-run-end`` (a compaction run ended with pages still isolated).
+  shows moving); ``isolated-at-run-end`` (a compaction run ended with pages still isolated);
+  ``balloon-page-on-lru`` (``balloon.putback_lru``: an isolated balloon page, which the host
+  still holds, was put on the LRU instead of back on the balloon's list).
 - The virtio rules, by the conformance monitor itself (:mod:`protocol.conformance`, which
   the host runs live), fed from the log's records (:mod:`.virtio`), under its rule ids:
   ``virtio:driver.deflate-unacked-inflate`` (a deflate naming a page whose inflate the

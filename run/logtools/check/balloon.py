@@ -150,6 +150,23 @@ class BalloonRules(VirtioRules):
             self._unisolate(g, rec, p, worker)
         g.move(p, LISTED)
 
+    def _putback_lru(self, rec: Record) -> None:
+        """An isolated balloon page went on the LRU (3.8's putback_movable_pages): the guest
+        will reuse a page the host still holds, and the balloon never gets it back."""
+        g = self._guest(rec)
+        p, worker = rec["pfn"], rec["worker"]
+        if not 0 <= p < g.nr_pages:
+            self._pages(g, rec, [p], False)
+            return
+        self._violation("balloon-page-on-lru", rec, g.name,
+                        f"{worker} put isolated balloon page {p} on the LRU "
+                        "(putback_lru_page) instead of back on the balloon's list: it is "
+                        f"{STATE_NAMES[g.drv[p]]} and the host still holds it", pfns=[p],
+                        tasks=[worker])
+        if g.drv[p] == ISOLATED:
+            self._unisolate(g, rec, p, worker)
+        g.move(p, NONE)
+
     def _unisolate(self, g: Guest, rec: Record, p: int, worker: str) -> None:
         """The worker that isolated ``p`` (with this migration id) is done with it."""
         owner = g.isolated_by.pop(p, None)

@@ -50,6 +50,7 @@ class Checker(HandshakeRules, BalloonRules, LockRules, LoggedReports, SummaryChe
             schema.BALLOON_RELEASE: self._release,
             schema.BALLOON_ISOLATE: self._isolate,
             schema.BALLOON_PUTBACK: self._putback,
+            schema.BALLOON_PUTBACK_LRU: self._putback_lru,
             schema.BALLOON_MIGRATE: self._migrate,
             schema.COMPACT_START: self._compact_start,
             schema.COMPACT_END: self._compact_end,
