@@ -77,6 +77,7 @@ class Migrator:
         rest are put back, and compact_zone() ends (COMPACT_PARTIAL) instead of isolating
         pages it has nowhere to put.
         """
+        migrated_before = cc.balloon_migrated
         if len(cc.freepages) < len(pages):
             await self.isolate_freepages(cc, len(pages) - len(cc.freepages))
         f, vm, rmap = self.frames, self.vmstat, self.rmap
@@ -153,6 +154,10 @@ class Migrator:
             await self._putback_balloon_page(cc, old)
         if to_free:
             await self.allocator.free(to_free, 0)
+        # COMPACTBALLOONRELEASED: an old balloon page counts as released once __free_page()
+        # gave it back to the buddy allocator, not when its migration succeeded.
+        if released := cc.balloon_migrated - migrated_before:
+            vm.inc("compact_balloon_released", released)
         return not enomem
 
     async def _putback_balloon_page(self, cc: CompactControl, old: int) -> None:
@@ -218,7 +223,6 @@ class Migrator:
         vm.inc("pgmigrate_success")
         vm.inc("balloon_migrate")
         vm.inc("compact_balloon_migrated")
-        vm.inc("compact_balloon_released")
         self.log.info(schema.BALLOON_MIGRATE, worker=cc.worker, mid=self._mids.pop(old, 0),
                       old=old, new=new, hs_inflate=hs.get(0, 0), hs_deflate=hs.get(1, 0))
 
