@@ -104,6 +104,14 @@ class Kernel:
         self.reports.append(KernelReport(kind, detail, fields))
         self._report(kind, detail, **fields)
 
+    def warn(self, where: str, detail: str, dump_page: dict[str, Any]) -> None:
+        """``dump_page(page); __WARN();``: a kernel warning, logged and handed to the session
+        (the kernel carries on, as after a WARN)."""
+        task = current_name()
+        self.log.error(schema.KERNEL_WARNING, task=task, where=where, detail=detail,
+                       dump_page=dump_page)
+        self.report("warning", f"WARNING in {where}: {detail}", task=task, dump_page=dump_page)
+
     def show_all_locks(self) -> list[dict[str, Any]]:
         """Every task's state, wait target and held locks (lockdep's show_all_locks)."""
         return self.lockdep.show_all_locks()

@@ -155,6 +155,13 @@ LOCKDEP: Final = _event(
     "Lockdep found a problem: inversion, recursion, sleep-in-atomic, imbalance, held-at-exit, "
     "irq-inconsistent, irq-order, irq-inversion, irq-state.",
 )
+KERNEL_WARNING: Final = _event(
+    "kernel.warning",
+    "error",
+    ("task", "where", "detail", "dump_page"),
+    "A WARN() fired in translated kernel code; dump_page is what dump_page() prints of the "
+    "page (pfn, flags, count, mapping).",
+)
 HUNG_TASK: Final = _event(
     "watchdog.hung_task",
     "error",

@@ -10,7 +10,7 @@ driver's ``a_ops`` callbacks (``virtballoon_isolatepage`` / ``_migratepage`` /
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from actors.guest.mm import pages as P
 from actors.guest.mm.pages import PageFrames
@@ -80,9 +80,18 @@ def put_page(frames: PageFrames, page: int) -> None:
 
 async def isolate_balloon_page(kernel: Kernel, frames: PageFrames, vb: BalloonAops,
                                page: int) -> bool:
-    """isolate_balloon_page(): take a movable balloon page off the driver's list for migration."""
+    """isolate_balloon_page(): take a movable balloon page off the driver's list for migration.
+
+    Its C steps are separate, with a scheduling point between each, as another CPU can act
+    between them: the caller's lockless ``balloon_page_movable()`` test,
+    ``get_page_unless_zero``, ``trylock_page`` and the re-check under the page lock, whose
+    ``dump_page(); __WARN();`` branch (the page stopped being a balloon page meanwhile: leaked
+    by the driver) is reachable.
+    """
+    await kernel.preempt("isolate_balloon_page")  # after the lockless movable test
     # if (likely(get_page_unless_zero(page))) {
     if get_page_unless_zero(frames, page):
+        await kernel.preempt("isolate_balloon_page")
         # if (likely(trylock_page(page))) {
         if trylock_page(kernel, frames, page):
             # if (__is_movable_balloon_page(page) && (page_count(page) == 2)) {
@@ -92,9 +101,23 @@ async def isolate_balloon_page(kernel: Kernel, frames: PageFrames, vb: BalloonAo
                 frames.flags[page] |= P.PG_isolated
                 unlock_page(kernel, frames, page)
                 return True
+            # } else if (unlikely(!__is_movable_balloon_page(page))) {
+            if not __is_movable_balloon_page(frames, page):
+                # dump_page(page); __WARN();
+                kernel.warn("isolate_balloon_page", "page is no longer a movable balloon page",
+                            dump_page(frames, page))
             unlock_page(kernel, frames, page)
+        # /* The page is either under migration, or it's isolated already. */
         put_page(frames, page)  # drop the reference we took above
     return False
+
+
+def dump_page(frames: PageFrames, page: int) -> dict[str, Any]:
+    """What dump_page() prints of a page: pfn, flags, count and mapping."""
+    owner = frames.mapping[page]
+    return {"pfn": page, "flags": P.page_flag_names(int(frames.flags[page])),
+            "count": int(frames.refcount[page]),
+            "mapping": P.OWNER_NAMES[owner] if owner < len(P.OWNER_NAMES) else owner}
 
 
 async def putback_balloon_page(kernel: Kernel, frames: PageFrames, vb: BalloonAops,

@@ -34,6 +34,7 @@ class Checker(HandshakeRules, BalloonRules, LockRules, LoggedReports, SummaryChe
             schema.LOCK_CONTENDED: self._lock_contended,
             schema.WAIT_SLEEP: self._wait_sleep,
             schema.LOCKDEP: self._lockdep,
+            schema.KERNEL_WARNING: self._kernel_warning,
             schema.HUNG_TASK: self._watchdog,
             schema.SOFT_LOCKUP: self._watchdog,
             schema.VQ_ADD: self._vq_add,

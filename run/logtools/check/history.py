@@ -16,7 +16,8 @@ _HS_EVENTS: Final = frozenset((schema.VQ_ADD, schema.HOST_POP, schema.HOST_INFLA
                                schema.HOST_DEFLATE_DONE, schema.HOST_STATS, schema.VQ_ACK))
 _WIRE_EVENTS: Final = frozenset((schema.VQ_ADD, schema.HOST_INFLATE_DONE,
                                  schema.HOST_DEFLATE_DONE, schema.HOST_VIOLATION))
-_REPORTS: Final = frozenset((schema.LOCKDEP, schema.HUNG_TASK, schema.SOFT_LOCKUP))
+_REPORTS: Final = frozenset((schema.LOCKDEP, schema.KERNEL_WARNING, schema.HUNG_TASK,
+                              schema.SOFT_LOCKUP))
 
 
 def history(report: Report, records: Iterable[Record], v: Violation, ppp: int,

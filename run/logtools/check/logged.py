@@ -43,6 +43,13 @@ class LoggedReports(CheckerBase):
                         source="log", locks=[str(rec["lock"]), *map(str, rec["held_locks"])],
                         tasks=[str(rec["task"])])
 
+    def _kernel_warning(self, rec: Record) -> None:
+        dump = rec["dump_page"]
+        pfns = [int(dump["pfn"])] if isinstance(dump, Mapping) and "pfn" in dump else []
+        self._violation("warning", rec, guest_name(rec["actor"]),
+                        f"WARNING in {rec['where']}: {rec['detail']} ({dump})", source="log",
+                        pfns=pfns, tasks=[str(rec["task"])])
+
     def _watchdog(self, rec: Record) -> None:
         hung = rec["event"] == schema.HUNG_TASK
         what = rec["waiting_on"] if hung else rec["spinning_on"]

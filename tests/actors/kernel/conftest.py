@@ -54,10 +54,10 @@ def make_rig(*, strength: float = 0.0, seed: int = 0, level: str = "debug",
     return Rig(kernel, recorder, reports)
 
 
-def run_seeded(seed: int, body: Callable[[Rig], Awaitable[T]]) -> T:
+def run_seeded(seed: int, body: Callable[[Rig], Awaitable[T]], *, strength: float = 0.0) -> T:
     """``body(rig)`` on a fresh rig under trio's scheduler seeded with ``seed``, on virtual time:
     the seed alone decides the order of tasks runnable at the same instant."""
-    rig = make_rig()
+    rig = make_rig(strength=strength, seed=seed)
 
     async def main() -> T:
         with trio.fail_after(600):
@@ -67,11 +67,13 @@ def run_seeded(seed: int, body: Callable[[Rig], Awaitable[T]]) -> T:
     return trio.run(main, clock=determinism.virtual_clock())
 
 
-def outcomes(body: Callable[[Rig], Awaitable[T]], seeds: range = range(24)) -> dict[T, int]:
-    """What ``body`` returns under each seed of ``seeds``, by the first seed that gave it."""
+def outcomes(body: Callable[[Rig], Awaitable[T]], seeds: range = range(24), *,
+             strength: float = 0.0) -> dict[T, int]:
+    """What ``body`` returns under each seed of ``seeds``, by the first seed that gave it
+    (``strength``: the preemption points' perturbation, off by default)."""
     seen: dict[T, int] = {}
     for seed in seeds:
-        seen.setdefault(run_seeded(seed, body), seed)
+        seen.setdefault(run_seeded(seed, body, strength=strength), seed)
     return seen
 
 
