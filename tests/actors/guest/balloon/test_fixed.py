@@ -55,3 +55,16 @@ def test_64k_guest_pages_v9_splits_pages_and_oscillates_fixed_does_not() -> None
     assert fixed.violations == [] and fixed.reason == "completed"
     b = fixed.summary["balloon"]
     assert b["inflated"] == b["deflated"] > 0 and b["actual"] == b["target"] == 0
+
+
+def test_migrations_no_longer_pile_up_on_balloon_lock() -> None:
+    """race seed 124 (perturbation and faults on): v9's virtballoon_migratepage sleeps in
+    mutex_lock(&vb->balloon_lock) while another migration holds it across two tell_host round
+    trips that injected host stalls stretch, so compaction workers pile up and one is reported
+    hung; fixed's FIX(leak-spin) mutex_trylock gives up with -EAGAIN instead (the same
+    change as upstream 3.8). The seed is the schedule's: it moves when the substrate does."""
+    overrides = ["guest.preempt=0.05", "faults.enabled=true"]
+    v9 = first_failure(flight_run(scen.load("race", [*overrides, "guest.driver=v9"]), 124))
+    assert v9 is not None and v9["kind"] == "hung-task" and "compact_memory" in v9["detail"]
+    fixed = flight_run(scen.load("race", [*overrides, "guest.driver=fixed"]), 124)
+    assert first_failure(fixed) is None
