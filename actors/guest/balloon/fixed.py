@@ -43,6 +43,14 @@ FIX(64k-target): the balloon moves in whole guest pages (``PAGES_PER_PAGE`` 4 Ki
   again: the balloon oscillates for ever (64 KiB guest, ``race`` with any unaligned target;
   upstream kept this quirk). The correction rounds the target up to whole guest pages.
   Upstream: none in v3.8, whose ``towards_target`` is ``target - vb->num_pages`` as in v9.
+
+FIX(isolate-warn): the series' ``isolate_balloon_page`` takes a reference, then the page lock,
+  and WARNs (``dump_page(); __WARN();``) if the page is no longer a balloon page by then. That
+  is a legitimate race, not a bug: ``leak_balloon`` may take the page off the list and clear
+  its mapping between the compactor's lockless movable test and its ``trylock_page`` (``race``
+  with perturbation: 13 of 2000 seeds once the isolation runs in its C steps). The correction
+  drops the warning and keeps the rest (put the reference back, do not isolate). Upstream:
+  v3.8's ``balloon_page_isolate`` has no WARN there, the same correction.
 """
 
 from __future__ import annotations
@@ -59,6 +67,8 @@ from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
 
 class FixedBalloon(V9Balloon):
     """The seed patch with its defects corrected."""
+
+    warn_on_lost_page = False  # FIX(isolate-warn): a leaked page is not a bug, as in v3.8
 
     @context()
     async def fill_balloon(self, num: int) -> None:

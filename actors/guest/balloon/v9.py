@@ -8,6 +8,7 @@ points (``kernel.preempt``) mark where another CPU could interleave in the real 
 from __future__ import annotations
 
 import array
+from typing import ClassVar
 
 import numpy as np
 
@@ -31,6 +32,9 @@ class V9Balloon(VirtioBalloon):
 
     # gfp_t vb_gfp_mask = mapping_gfp_mask(vb->mapping);  (balloon_mapping_gfp_mask())
     gfp_mask = int(G.GFP_HIGHUSER_MOVABLE)
+    #: The series' isolate_balloon_page(): dump_page(); __WARN(); on a page that stopped being
+    #: a balloon page between its reference and its lock (part of the patch series as posted).
+    warn_on_lost_page: ClassVar[bool] = True
 
     def __init__(self, **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]

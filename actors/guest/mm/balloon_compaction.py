@@ -30,6 +30,12 @@ class BalloonAops(Protocol):
     @property
     def last_hs(self) -> dict[int, int]: ...
 
+    @property
+    def warn_on_lost_page(self) -> bool:
+        """Whether the balloon core WARNs when a page it took a reference to stopped being a
+        balloon page before it got the page lock (the v9 series does; 3.8 dropped it)."""
+        ...
+
     async def virtballoon_isolatepage(self, page: int, mode: int) -> None: ...
 
     async def virtballoon_migratepage(self, newpage: int, page: int, mode: int) -> int: ...
@@ -102,7 +108,7 @@ async def isolate_balloon_page(kernel: Kernel, frames: PageFrames, vb: BalloonAo
                 unlock_page(kernel, frames, page)
                 return True
             # } else if (unlikely(!__is_movable_balloon_page(page))) {
-            if not __is_movable_balloon_page(frames, page):
+            if vb.warn_on_lost_page and not __is_movable_balloon_page(frames, page):
                 # dump_page(page); __WARN();
                 kernel.warn("isolate_balloon_page", "page is no longer a movable balloon page",
                             dump_page(frames, page))

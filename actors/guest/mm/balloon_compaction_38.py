@@ -103,6 +103,9 @@ def balloon_page_free(frames: PageFrames, page: int) -> None:
 class BalloonDevInfo:
     """``struct balloon_dev_info`` (balloon_devinfo_alloc + balloon_mapping_alloc)."""
 
+    #: 3.8's balloon_page_isolate() has no WARN for a page lost before its lock.
+    warn_on_lost_page = False
+
     def __init__(self, kernel: Kernel, frames: PageFrames, pages: PageList,
                  a_ops: MigratePage) -> None:
         self.kernel = kernel
