@@ -218,6 +218,7 @@ class Guest:
         if self.meminfo.totalram != self.frames.nr_pages - in_balloon:
             problems.append(("memtotal", f"totalram {self.meminfo.totalram} != "
                                          f"{self.frames.nr_pages} - {in_balloon} ballooned"))
+        problems += self._counter_problems(in_balloon)
         if host_ballooned is not None:
             driver = {p * ppp + i for p in b.pages.pfns() for i in range(ppp)}
             driver |= {p * ppp + i for p in self.isolated_pfns() for i in range(ppp)}
@@ -229,6 +230,26 @@ class Guest:
                 problems.append(("host-vs-driver",
                                  f"host ballooned set ({len(host)}) != driver list + isolated "
                                  f"({len(driver)}); only driver: {only_d}, only host: {only_h}"))
+        return problems
+
+    def _counter_problems(self, in_balloon: int) -> list[tuple[str, str]]:
+        """The balloon's counters against the state they count (guest pages), at a quiescent
+        point: nothing isolated, so every isolation ended migrated or returned, and every
+        migrated old page has been released to the buddy allocator."""
+        b, vm = self.balloon, self.vmstat
+        assert b is not None
+        problems = []
+        if b.inflated - b.deflated != in_balloon:
+            problems.append(("counters", f"driver inflated {b.inflated} - deflated {b.deflated}"
+                                         f" != {in_balloon} pages in the balloon"))
+        isolated, migrated = vm.get("compact_balloon_isolated"), vm.get("compact_balloon_migrated")
+        returned, released = vm.get("compact_balloon_returned"), vm.get("compact_balloon_released")
+        if isolated != migrated + returned:
+            problems.append(("counters", f"compact_balloon_isolated {isolated} != migrated "
+                                         f"{migrated} + returned {returned}, nothing isolated"))
+        if migrated != released:
+            problems.append(("counters", f"compact_balloon_migrated {migrated} != released "
+                                         f"{released}, no migration in flight"))
         return problems
 
     def isolated_pfns(self) -> list[int]:

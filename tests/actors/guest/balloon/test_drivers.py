@@ -222,3 +222,24 @@ def test_unplug_deflates_everything_and_resets_the_device(driver: str) -> None:
     session = out.session
     assert session is not None
     assert "vballoon" not in session.guests[0].kernel.tasks  # the kthread has exited
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("page_size", ["4KiB", "16KiB", "64KiB"])
+def test_balloon_counters_agree_with_the_state_they_count(driver: str, page_size: str) -> None:
+    """At a quiescent point the driver's inflated - deflated equals the pages in the balloon and
+    the compaction counters balance (isolated = migrated + returned, migrated = released), for
+    every page size; a counter that drifts is reported (the check can fail)."""
+    out, _ = small_session(f"guest.driver={driver}", f"guest.page_size={page_size}",
+                           'host.policy.params.steps=[["2s", "25%"]]', "duration=7s")
+    assert out.summary["violations"] == []
+    session = out.session
+    assert session is not None
+    guest = session.guests[0]
+    assert guest.balloon is not None and session.quiescent(guest)
+    device = session.host.devices["guest0"]
+    assert guest.balloon_problems(device.memory.state) == []
+    guest.balloon.inflated += 1
+    guest.vmstat.inc("compact_balloon_released")
+    kinds = [kind for kind, _ in guest.balloon_problems(device.memory.state)]
+    assert kinds == ["counters", "counters"]
