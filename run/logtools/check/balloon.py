@@ -125,6 +125,7 @@ class BalloonRules(VirtioRules):
     # -- compaction's moves --------------------------------------------------------------------
     def _isolate(self, rec: Record) -> None:
         g = self._by_actor.get(rec["actor"]) or self._guest(rec)
+        g.isolations += 1
         p, worker = rec["pfn"], rec["worker"]
         if not 0 <= p < g.nr_pages:
             self._pages(g, rec, [p], False)
@@ -137,6 +138,7 @@ class BalloonRules(VirtioRules):
 
     def _putback(self, rec: Record) -> None:
         g = self._guest(rec)
+        g.putbacks += 1
         p, worker = rec["pfn"], rec["worker"]
         if not 0 <= p < g.nr_pages:
             self._pages(g, rec, [p], False)
@@ -179,6 +181,7 @@ class BalloonRules(VirtioRules):
 
     def _migrate(self, rec: Record) -> None:
         g = self._by_actor.get(rec["actor"]) or self._guest(rec)
+        g.migrations += 1
         old, new, hi, hd = rec["old"], rec["new"], rec["hs_inflate"], rec["hs_deflate"]
         worker = rec["worker"]
         if not (0 <= old < g.nr_pages and 0 <= new < g.nr_pages):

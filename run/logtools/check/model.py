@@ -85,10 +85,38 @@ class Guest:
     """One guest's state as rebuilt from the log."""
 
     __slots__ = (
-        "actual", "actual_due", "bad", "cnt", "compaction", "drv", "expected", "filled",
-        "hostcnt", "hs", "isolated_by", "last_target", "leaked", "locks", "migration",
-        "n_hosted", "name", "nbad", "nr_pages", "num_pages", "open_hs", "pending_fill",
-        "pending_leak", "ppp", "released", "spins", "totals", "virtio", "waiting",
+        "actual",
+        "actual_due",
+        "bad",
+        "cnt",
+        "compaction",
+        "drv",
+        "expected",
+        "filled",
+        "hostcnt",
+        "hs",
+        "isolated_by",
+        "isolations",
+        "last_target",
+        "leaked",
+        "locks",
+        "migration",
+        "migrations",
+        "n_hosted",
+        "name",
+        "nbad",
+        "nr_pages",
+        "num_pages",
+        "open_hs",
+        "pending_fill",
+        "pending_leak",
+        "ppp",
+        "putbacks",
+        "released",
+        "spins",
+        "totals",
+        "virtio",
+        "waiting",
     )
 
     def __init__(self, name: str, nr_pages: int, ppp: int, features: int) -> None:
@@ -117,6 +145,8 @@ class Guest:
         self.compaction: dict[str, Since] = {}  # open compaction runs by worker
         self.expected: Counter[str] = Counter()  # kinds found, whose logged copy is dropped
         self.filled = self.released = self.leaked = 0  # guest pages, for totalram
+        #: balloon.isolate / .migrate / .putback records seen (the compact_balloon_* counts)
+        self.isolations = self.migrations = self.putbacks = 0
         # locks (debug logs): lock -> its holder; task -> spinlocks held; task -> lock awaited
         self.locks: dict[str, Hold] = {}
         self.spins: dict[str, list[str]] = {}

@@ -143,6 +143,13 @@ class SummaryChecks(CheckerBase):
         if isinstance(owners, Mapping):
             owned = sum(int(v) for k, v in owners.items() if str(k).startswith("balloon"))
             self._compare(g, "pages owned by the balloon", owned, in_balloon)
+        vmstat = s.get("vmstat")
+        if isinstance(vmstat, Mapping):  # the counters against the records they count
+            for counter, seen in (("compact_balloon_isolated", g.isolations),
+                                  ("compact_balloon_migrated", g.migrations),
+                                  ("compact_balloon_released", g.migrations),
+                                  ("compact_balloon_returned", g.putbacks)):
+                self._compare(g, f"vmstat {counter}", vmstat.get(counter), seen)
 
     def _settled(self, g: Guest) -> bool:
         """The session ended with nothing of the balloon in flight: its counts are exact."""
@@ -169,7 +176,8 @@ class SummaryChecks(CheckerBase):
             "conservation: snapshots' free vs buddyinfo and guest size; the summary's page "
             "owners and free count",
             "session.end summary: host ballooned/inflated/deflated"
-            + (f"; driver list, isolated, actual, totalram, balloon-owned pages "
+            + (f"; driver list, isolated, actual, totalram, balloon-owned pages, "
+               f"compact_balloon_* counters "
                f"({', '.join(settled)} settled at the end)" if settled else
                "; the driver's counts not compared (the session ended mid-operation)"),
             f"pending work at the end (a violation beyond {self._hung:g} s, spinlocks "

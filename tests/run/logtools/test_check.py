@@ -713,3 +713,29 @@ def test_v9_overcommit_is_explained_from_the_log(tmp_path: Path) -> None:
     assert first is not None and first.kind == "imbalance" and first.source == "log"
     assert any(line.startswith("vb->balloon_lock: held by vballoon") for line in first.state)
     assert report.counts["lock-held-at-end"] == 1 and report.counts["hung-task"] == 1
+
+
+@pytest.mark.parametrize("counter", ["compact_balloon_isolated", "compact_balloon_migrated",
+                                     "compact_balloon_released", "compact_balloon_returned"])
+def test_compaction_counters_are_checked_against_the_records(tmp_path: Path,
+                                                              counter: str) -> None:
+    """A settled race log's compact_balloon_* counters equal the isolate, migrate and putback
+    records (released = migrated); one drifting by a page is a summary mismatch naming it."""
+    from run.session import scenario as scen
+    from run.session.session import run_session
+
+    log = tmp_path / "race.jsonl"
+    run_session(scen.load("race", ["duration=10s"]), log_path=log)
+    clean = check.check_log(log)
+    assert clean.exit_code == 0, clean.violations
+    assert any("compact_balloon_* counters (guest0 settled" in c for c in clean.checked)
+    lines = log.read_bytes().splitlines()
+    end = orjson.loads(lines[-1])
+    vmstat = end["summary"]["guests"]["guest0"]["vmstat"]  # each guest's own counters
+    assert vmstat[counter] > 0
+    vmstat[counter] += 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\n".join([*lines[:-1], orjson.dumps(end)]) + b"\n")
+    found = check.check_log(bad)
+    assert [v.kind for v in found.violations] == ["summary-mismatch"]
+    assert f"vmstat {counter}" in found.violations[0].detail
