@@ -24,6 +24,9 @@ class GuestConfig:
         "doc": "page allocator fallback: v4.13 (steal_suitable_fallback) or v3.6 (the series' "
                "kernels: small unmovable requests break movable pageblocks one after another)"})
     balloon: bool = field(default=True, metadata={"doc": "load the virtio_balloon driver"})
+    cpus: int = field(default=2, metadata={
+        "doc": "CPUs the guest's kernel tasks run on: at most this many execute (pay for their "
+               "code, spin, or stay atomic) at once"})
     preempt: float = field(default=0.0, metadata={
         "doc": "probability that a preemption point yields or delays (seeded perturbation)"})
     preempt_delay: float = field(default=1e-6, metadata={
@@ -52,6 +55,9 @@ class GuestConfig:
         if self.fallback not in FALLBACK_MODELS:
             problems.append(("fallback", f"must be one of {', '.join(FALLBACK_MODELS)}, "
                                          f"got {self.fallback!r}"))
+        if isinstance(self.cpus, bool) or not isinstance(self.cpus, int) or \
+                not 1 <= self.cpus <= 64:
+            problems.append(("cpus", f"must be a whole number from 1 to 64, got {self.cpus!r}"))
         if not 0.0 <= self.preempt <= 1.0:
             problems.append(("preempt", f"must be between 0 and 1, got {self.preempt}"))
         if self.unplug_at < 0:

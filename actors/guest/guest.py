@@ -71,7 +71,8 @@ class Guest:
         self.kernel = Kernel(log=logger(f"{name}.kernel"), costs=costs,
                              rng=rng(f"{name}.preempt"), report=report,
                              strength=config.preempt, max_delay=config.preempt_delay,
-                             name=name, clock=clock, choices=choices)
+                             name=name, clock=clock, choices=choices, cpus=config.cpus,
+                             race_rng=rng(f"{name}.races"))
         self.meminfo = MemInfo(totalram=self.frames.nr_pages)
         self.transport = transport
         self.balloon: VirtioBalloon | None = None

@@ -1,13 +1,14 @@
 """Hardirq state and interrupt context, as lockdep of 2012 tracks them (``irqflags.h``).
 
-The kernel keeps the interrupt flag per CPU; until kernel tasks run on CPUs the substrate
-keeps it per task (``KTask.hardirqs_enabled``), which is what lockdep reads anyway: the state
-of the CPU the task runs on. ``local_irq_disable``/``local_irq_enable`` set it,
-``local_irq_save``/``local_irq_restore`` save and restore it as a flags word (``X86_EFLAGS_IF``
-set when enabled), and ``SpinLock.spin_lock_irq``/``spin_lock_irqsave`` combine them with the
-lock. ``hardirq(kernel)`` runs the enclosed code as an interrupt handler (``irq_enter`` ...
-``irq_exit``): hardirqs disabled, as handlers of the era always run, and in hardirq context,
-so that the locks it takes are marked ``IN-HARDIRQ-W``.
+The kernel keeps the interrupt flag per CPU; the substrate keeps it per task
+(``KTask.hardirqs_enabled``), which is what lockdep reads anyway: the state of the CPU the task
+runs on -- a task with hardirqs off is atomic and so holds its CPU (``actors.kernel.cpus``).
+``local_irq_disable``/``local_irq_enable`` set it, ``local_irq_save``/``local_irq_restore``
+save and restore it as a flags word (``X86_EFLAGS_IF`` set when enabled), and
+``SpinLock.spin_lock_irq``/``spin_lock_irqsave`` combine them with the lock.
+``hardirq(kernel)`` runs the enclosed code as an interrupt handler (``irq_enter`` ...
+``irq_exit``): hardirqs disabled, as handlers of the era always run, and in hardirq context, so
+that the locks it takes are marked ``IN-HARDIRQ-W``.
 
 While hardirqs are disabled the task is atomic (``KTask.atomic`` counts one for it), so any
 sleeping primitive is reported like under a spinlock. Enabling them while holding locks marks
@@ -34,6 +35,10 @@ def _set_state(t: KTask, enabled: bool) -> None:
         return
     t.hardirqs_enabled = enabled
     t.atomic += -1 if enabled else 1
+    if not t.atomic and t.on_cpu:  # preemptible again: off the CPU until it runs
+        t.kernel.cpus.put(t)
+    elif t.atomic and not t.on_cpu:  # irqs off on the CPU its code runs on (actors.kernel.cpus)
+        t.kernel.cpus.pin(t)
     t.irq_tryusage = ENABLED_HARDIRQ if enabled else 0
     t.irq_usage = t.irq_tryusage | (USED_IN_HARDIRQ if t.hardirq_context else 0)
 

@@ -1,9 +1,10 @@
 """The per-guest kernel context shared by all of that guest's kernel tasks.
 
-A ``Kernel`` holds what every primitive needs and nothing else: the logger, the cost model,
-the seeded perturbation policy, lockdep, the task table, the clock, and the session's
-``report`` callback. Every lockdep or watchdog finding is both an error-level log record and a
-``report(kind, detail, **fields)`` call, so the session can count it as a violation.
+A ``Kernel`` holds what every primitive needs and nothing else: the logger, the cost model, the
+seeded perturbation policy, the seeded lock races, the CPUs, lockdep, the task table, the
+clock, and the session's ``report`` callback. Every lockdep or watchdog finding is both an
+error-level log record and a ``report(kind, detail, **fields)`` call, so the session can count
+it as a violation.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from actors.kernel.cpus import Cpus
 from actors.kernel.lockdep import ALL_USAGE, Lockdep, Logger, ReportFn
 from actors.kernel.preempt import Perturbation
 from actors.kernel.task import (
@@ -32,7 +34,7 @@ from actors.kernel.task import (
 )
 from actors.sim import schema
 from actors.sim.choices import Choices
-from actors.sim.clock import sleep
+from actors.sim.clock import advance, sleep
 from actors.sim.costs import CostModel
 from actors.sim.events import Event, new_event
 
@@ -66,6 +68,8 @@ class Kernel:
         clock: Callable[[], float] = anyio.current_time,
         name: str = "kernel",
         choices: Choices | None = None,
+        cpus: int = 2,
+        race_rng: random.Random | None = None,
     ) -> None:
         self.name = name
         self.log = log
@@ -77,6 +81,13 @@ class Kernel:
         )
         #: The session's choice points (fault sites consult it); None: no faults.
         self.choices = choices
+        #: Who runs first when a woken or spinning task and a running one race for a lock
+        #: released at this instant (``woken_first``): its own stream, so that the draws
+        #: shift nothing else.
+        self.race_rng = random.Random(f"{name}.races") if race_rng is None else race_rng
+        self.cpus = Cpus(cpus)
+        #: ``costs.lock_op``, read on every lock operation.
+        self.lock_cost = self.costs.lock_op
         self.now = clock
         self._report = report
         #: Every finding so far, in order (the callback sees the same).
@@ -94,7 +105,11 @@ class Kernel:
         self.page_owner: dict[int, KTask] = {}
         self.page_waiters: dict[int, list[tuple[KTask, Event]]] = {}
         #: Tasks polling a page lock in a retry loop (``cpu_relax(page=...)``), by PFN.
-        self.page_spinners: dict[int, list[Event]] = {}
+        self.page_spinners: dict[int, list[tuple[KTask, Event]]] = {}
+        #: Pages a released spinner re-tests first (``woken_first`` said so): PFN -> (spinner,
+        #: instant of the release). Until the spinner polls, at that instant, a trylock by
+        #: anyone else fails as if the spinner had set the bit first.
+        self.page_first: dict[int, tuple[KTask, float]] = {}
         self.page_unmarked = ALL_USAGE
         self.page_try_unmarked = ENABLED_HARDIRQ
 
@@ -137,6 +152,8 @@ class Kernel:
         """A task's scope ended: check held locks (on a clean exit) and unregister it."""
         if clean:
             self.lockdep.held_at_exit(t)
+        if t.on_cpu:
+            self.cpus.put(t)
         t.state = DEAD
         self.tasks.pop(t.name, None)
 
@@ -166,8 +183,36 @@ class Kernel:
         return await tg.start(body, name=t.name)
 
     # -- scheduling ----------------------------------------------------------------------------
+    async def schedule(self, t: KTask) -> None:
+        """A scheduling point: pay, on a CPU, the time ``t``'s code has cost since the last.
+
+        Code between two points runs at one virtual instant, and what it cost (``t.debt``,
+        charged by the primitives: ``costs.lock_op`` and the like) passes here, so every
+        window between two of the C's operations has the width of the work in it and other
+        tasks' timers fall inside it. An atomic task already holds its CPU; any other one
+        takes a CPU for the payment (queueing if all are held) and leaves it after.
+        """
+        debt = t.debt
+        if not debt:
+            return
+        t.debt = 0.0
+        if t.on_cpu:
+            await advance(debt)
+            return
+        cpus = self.cpus
+        await cpus.get(t)
+        try:
+            await advance(debt)
+        finally:
+            if not t.atomic:
+                cpus.put(t)
+
     async def preempt(self, site: str) -> None:
-        """A point where another CPU could interleave: maybe yield or delay (seeded)."""
+        """A point where another CPU could interleave: pay the task's CPU time, then maybe
+        yield or delay (seeded)."""
+        t = current_or_none()
+        if t is not None and t.debt:
+            await self.schedule(t)
         p = self.perturb
         if not p.active:
             return
@@ -178,8 +223,38 @@ class Kernel:
             self.log.debug(schema.PREEMPT, task=current_name(), site=site, delay=delay)
         await sleep(delay)
 
+    def woken_first(self, site: str) -> bool:
+        """A lock came free at this instant with a woken sleeper or a spinner about to
+        re-test it, and a running task wants it now: does the woken one test first?
+
+        On a real CPU the two are microseconds apart either way; here they meet at one
+        virtual instant, and this seeded choice (recorded and forceable like a preemption
+        point, site ``race:<lock>``) decides. None from the choice: the running task wins.
+        """
+        choices = self.choices
+        if choices is not None and choices.recording:
+            return choices.decide(site, self._race_draw, self.name) is not None
+        return self.race_rng.random() < 0.5
+
+    def _race_draw(self) -> float | None:
+        return 1.0 if self.race_rng.random() < 0.5 else None
+
+    async def wake(self, t: KTask) -> None:
+        """A task woken from a sleep re-tests what it slept for only once it is on a CPU
+        again: it waits for one, then pays the wake-up (``costs.wakeup``) on it. Meanwhile a
+        running task may take what it was woken for (``woken_first`` decides a tie)."""
+        held = t.on_cpu
+        cpus = self.cpus
+        if not held:
+            await cpus.get(t)
+        try:
+            await advance(self.costs.wakeup)
+        finally:
+            if not held and not t.atomic:
+                cpus.put(t)
+
     async def cpu_relax(self, *, page: int | None = None) -> None:
-        """One busy-wait iteration of a retry loop: costs virtual time, is not a sleep.
+        """One busy-wait iteration of a retry loop: costs virtual time on a CPU, is not a sleep.
 
         Back-to-back relaxes (nothing else took virtual time in between: the loop made no
         progress) double the next one, up to ``costs.spin_backoff_max``. What the loop polls
@@ -190,42 +265,56 @@ class Kernel:
 
         ``page``: the loop polls that page's lock (a ``trylock_page`` retry loop). A real CPU
         sees the bit clear within one poll, so the relax also ends when the page is unlocked:
-        the spinner is runnable at the instant of the release, and whether it or another task
-        takes the page next is the scheduler's (seeded) choice -- never a window of zero width
-        that the backoff sleeps through.
+        the spinner is runnable at the instant of the release, and whether it or a running
+        task takes the page first is a seeded choice (``woken_first``) -- never a window of
+        zero width that the backoff sleeps through.
         """
         t = current_or_none()
         step = self.costs.spin_relax
+        held = True
         if t is not None:
             t.ops += 1
-            if t.relax_end == self.now():
+            if t.relax_end == self.now():  # only the loop's own polls since the last relax
                 step = min(2 * t.relax_step, max(self.costs.spin_backoff_max, step))
             t.relax_step = step
-        if page is None:
-            await sleep(step)
-        else:
-            released = new_event()
-            self.page_spinners.setdefault(page, []).append(released)
-            with anyio.move_on_after(step):
-                await released.wait()
-            if released.is_set():  # the lock came free: the next poll is a fresh one
-                step = self.costs.spin_relax
-                if t is not None:
-                    t.relax_step, t.relax_end = step, -1.0
-                return
-            spinners = self.page_spinners.get(page)
-            if spinners is not None:
-                spinners.remove(released)
-                if not spinners:
-                    del self.page_spinners[page]
-        if t is not None:
-            t.relax_end = self.now()
+            if t.debt:
+                await self.schedule(t)
+            if self.page_first:
+                lift_page_first(self, t)  # polling again: it took no page it was first for
+            held = t.on_cpu
+            if not held:
+                await self.cpus.get(t)  # a spinning CPU is a busy CPU
+        try:
+            if page is None:
+                await sleep(step)
+            else:
+                assert t is not None, "cpu_relax(page=) polls a page lock: a kernel task's"
+                released = new_event()
+                entry = (t, released)
+                self.page_spinners.setdefault(page, []).append(entry)
+                with anyio.move_on_after(step):
+                    await released.wait()
+                if released.is_set():  # the lock came free: the next poll is a fresh one
+                    t.relax_step, t.relax_end = self.costs.spin_relax, -1.0
+                    return
+                spinners = self.page_spinners.get(page)
+                if spinners is not None:
+                    spinners.remove(entry)
+                    if not spinners:
+                        del self.page_spinners[page]
+            if t is not None:
+                t.relax_end = self.now()
+        finally:
+            if not held and t is not None and not t.atomic:
+                self.cpus.put(t)
 
     async def msleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of virtual time (a sleeping primitive: atomic context is a bug)."""
         t = current()
         if t.atomic:
             self.lockdep.might_sleep(t, "msleep", "msleep")
+        if t.debt:
+            await self.schedule(t)
         t.wait(SLEEPING, "msleep", self.now())
         try:
             await sleep(seconds)
@@ -243,6 +332,16 @@ class Kernel:
             yield t
         finally:
             t.run(self.now(), slept=True)
+
+
+def lift_page_first(kernel: Kernel, t: KTask) -> None:
+    """Drop the ``page_first`` entries that no longer hold: made at an earlier instant, or
+    ``t``'s own (the spinner is polling again, or taking a page, now)."""
+    now = kernel.now()
+    first = kernel.page_first
+    for pfn, (spinner, when) in list(first.items()):
+        if when != now or spinner is t:
+            del first[pfn]
 
 
 async def msleep(kernel: Kernel, seconds: float) -> None:

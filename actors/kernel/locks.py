@@ -56,7 +56,7 @@ from actors.kernel.irq import (
     local_irq_restore,
     local_irq_save,
 )
-from actors.kernel.kernel import Kernel
+from actors.kernel.kernel import Kernel, lift_page_first
 from actors.kernel.lockdep import ALL_USAGE
 from actors.kernel.task import (
     _CURRENT,
@@ -149,7 +149,8 @@ class _OwnedLock:
     the lock: handed over (the ticket spinlock) or woken to try again (the mutex).
     """
 
-    __slots__ = ("_site", "_waiters", "kernel", "lock_class", "name", "owner", "unmarked")
+    __slots__ = ("_race", "_site", "_waiters", "kernel", "lock_class", "name", "owner",
+                 "unmarked")
 
     KIND = MUTEX
 
@@ -160,6 +161,7 @@ class _OwnedLock:
         self.owner: KTask | None = None
         self._waiters: deque[Any] = deque()
         self._site = f"{self.KIND}_lock({name})"
+        self._race = f"race:{name}"
         #: The usage bits lockdep has not recorded for this lock's class (as far as this lock
         #: knows: bits only grow, so a stale cache costs one redundant call, never a miss).
         self.unmarked = ALL_USAGE
@@ -175,11 +177,10 @@ class _OwnedLock:
     def _contended(self, t: KTask) -> float:
         """Log the contention; the time the wait starts."""
         k = self.kernel
-        owner = self.owner
-        assert owner is not None
+        owner = self.owner  # None: free, with a woken waiter that re-tests first
         if k.debug:
             k.log.debug(schema.LOCK_CONTENDED, task=t.name, lock=self.name, kind=self.KIND,
-                        owner=owner.name)
+                        owner="-" if owner is None else owner.name)
         return k.now()
 
     def _trylock(self) -> bool:
@@ -193,6 +194,7 @@ class _OwnedLock:
             self.unmarked = self.kernel.lockdep.mark(t, self.lock_class, self.name,
                                                      t.irq_tryusage)
         t.ops += 1
+        t.debt += self.kernel.lock_cost
         self._take(t)
         return True
 
@@ -202,6 +204,8 @@ class _OwnedLock:
         self.owner = t
         if self.KIND == SPIN:
             t.atomic += 1
+            if not t.on_cpu:  # a spin_trylock at the instant its segment began
+                k.cpus.pin(t)
         if k.debug:
             t.held.append((self, self.lock_class, self.KIND, k.now()))
             k.log.debug(schema.LOCK_ACQUIRE, task=t.name, lock=self.name, kind=self.KIND,
@@ -218,8 +222,11 @@ class _OwnedLock:
             raise self._bad_unlock(t)
         held = t.held
         t0 = held.pop()[3] if held[-1][0] is self else _pop_held(t, self)
+        t.debt += k.lock_cost
         if self.KIND == SPIN:
             t.atomic -= 1
+            if not t.atomic and t.on_cpu:  # preemptible again: off the CPU until it runs
+                k.cpus.put(t)
         if k.debug:
             k.log.debug(schema.LOCK_RELEASE, task=t.name, lock=self.name, kind=self.KIND,
                         held=k.now() - t0)
@@ -260,22 +267,20 @@ class Mutex(_OwnedLock):
         t = _CURRENT.get() or _missing()
         if t.atomic:
             k.lockdep.might_sleep(t, self.name, "mutex_lock")
+        if t.debt:
+            await k.schedule(t)
         if k.perturb.active:
             await k.preempt(self._site)
         if t.held or t.irq_usage & self.unmarked:
             self._validate(t, nested)
         t.ops += 1
-        if self.owner is None:
-            if not self._waiters:
-                self._take(t)
-                return
-            # Free, but a sleeper was woken and has not run yet: both race for it, and
-            # which runs first is the seeded scheduler's choice (the releaser re-locking at
-            # once must not win by running on: the window has width on a real CPU).
-            await sleep(0.0)
-            if self.owner is None:
-                self._take(t)  # stolen: the woken sleeper will find it taken
-                return
+        t.debt += k.lock_cost
+        # Free, perhaps with a sleeper woken and not yet run: both race for it, and which
+        # tests first is a seeded choice (the releaser re-locking at once must not always
+        # win by running on: the window has width on a real CPU).
+        if self.owner is None and (not self._waiters or not k.woken_first(self._race)):
+            self._take(t)  # stolen, if a sleeper was woken: it will find it taken
+            return
         await self._sleep(t)
 
     async def _sleep(self, t: KTask) -> None:
@@ -290,6 +295,7 @@ class Mutex(_OwnedLock):
         try:
             while True:
                 await entry.ev.wait()
+                await self.kernel.wake(t)
                 if self.owner is None:
                     break
                 entry.ev = new_event()  # stolen by a running task: sleep again, still first
@@ -329,11 +335,16 @@ class SpinLock(_OwnedLock):
         """Take the lock, busy-waiting (virtual time passes) while another task holds it."""
         k = self.kernel
         t = _CURRENT.get() or _missing()
+        if t.debt:
+            await k.schedule(t)
         if k.perturb.active:
             await k.preempt(self._site)
+        if not t.on_cpu:  # taken, or spun for, on a CPU, kept while the lock is held
+            await k.cpus.get(t)
         if t.held or t.irq_usage & self.unmarked:
             self._validate(t, nested)
         t.ops += 1
+        t.debt += k.lock_cost
         if self.owner is None:
             self._take(t)
             return
@@ -357,6 +368,8 @@ class SpinLock(_OwnedLock):
                 self._release()
             else:
                 self._waiters.remove(entry)
+            if not t.atomic and t.on_cpu:
+                k.cpus.put(t)
             raise
         finally:
             t.run(k.now(), slept=False)
@@ -414,12 +427,15 @@ def trylock_page(kernel: Kernel, frames: Frames, pfn: int) -> bool:
     """Set PG_locked if clear; never sleeps (so no lockdep ordering, no recursion)."""
     flags = frames.flags
     f = flags[pfn]
+    t = _CURRENT.get() or _missing()
+    t.ops += 1
+    t.debt += kernel.lock_cost
+    if kernel.page_first and _spinner_first(kernel, t, pfn):
+        return False  # a released spinner re-tested the bit first and set it
     if f & PG_LOCKED:
         return False
     flags[pfn] = f | PG_LOCKED
-    t = _CURRENT.get() or _missing()
     kernel.page_owner[pfn] = t
-    t.ops += 1
     if kernel.page_try_unmarked:  # the one bit a trylock marks, until class page has it
         _page_mark(kernel, t, pfn, t.irq_tryusage)
     if kernel.debug:
@@ -440,14 +456,23 @@ async def lock_page(kernel: Kernel, frames: Frames, pfn: int, *, nested: bool = 
             _page_mark(kernel, t, pfn, t.irq_usage)
     elif kernel.page_try_unmarked:  # not atomic: hardirqs on, the usage is HARDIRQ-ON-W
         _page_mark(kernel, t, pfn, t.irq_usage)
+    if t.debt:
+        await kernel.schedule(t)
     if kernel.perturb.active:
         await kernel.preempt("lock_page")
     if t.held:
         kernel.lockdep.acquire(t, pfn, PAGE, f"page:{pfn}", nested=nested)
     t.ops += 1
+    t.debt += kernel.lock_cost
     flags = frames.flags
-    if pfn in kernel.page_waiters and not flags[pfn] & PG_LOCKED:
-        await sleep(0.0)  # a woken sleeper is about to re-test: who runs first is the seed's
+    while kernel.page_first and _spinner_first(kernel, t, pfn):
+        await sleep(0.0)  # a released spinner tests the bit first: let it (it is runnable)
+    if (pfn in kernel.page_waiters and not flags[pfn] & PG_LOCKED
+            and any(ev.is_set() for _, ev in kernel.page_waiters[pfn])
+            and kernel.woken_first("race:page")):
+        # a woken sleeper re-tests the bit first and takes the page: sleep behind it
+        await _lock_page_slow(kernel, frames, t, pfn)
+        return
     f = flags[pfn]
     if not f & PG_LOCKED:
         flags[pfn] = f | PG_LOCKED
@@ -480,6 +505,7 @@ async def _lock_page_slow(kernel: Kernel, frames: Frames, t: KTask, pfn: int) ->
             entry = (t, ev)
             kernel.page_waiters.setdefault(pfn, []).append(entry)
             await ev.wait()
+            await kernel.wake(t)
             _page_dequeue(kernel, pfn, entry)  # wake_bit_function's list_del_init, once we run
             f = flags[pfn]
             if not f & PG_LOCKED:
@@ -517,12 +543,23 @@ def unlock_page(kernel: Kernel, frames: Frames, pfn: int) -> None:
         kernel.log.debug(schema.LOCK_RELEASE, task=t.name, lock=f"page:{pfn}", kind=PAGE,
                          held=kernel.now() - t0)
     del kernel.page_owner[pfn]
+    t.debt += kernel.lock_cost
     flags[pfn] &= ~PG_LOCKED  # clear_bit_unlock(PG_locked, &page->flags)
     if pfn in kernel.page_waiters:  # wake_up_page(page, PG_locked)
         _wake_page(kernel, pfn)
     if pfn in kernel.page_spinners:  # a CPU polling the bit sees it clear
-        for released in kernel.page_spinners.pop(pfn):
+        spinners = kernel.page_spinners.pop(pfn)
+        for _, released in spinners:
             released.set()
+        if kernel.woken_first("race:page"):  # ... and re-tests it before anyone else
+            kernel.page_first[pfn] = (spinners[0][0], kernel.now())
+
+
+def _spinner_first(kernel: Kernel, t: KTask, pfn: int) -> bool:
+    """Whether a released spinner other than ``t`` tests ``pfn``'s bit first, at this
+    instant (``Kernel.page_first``); stale entries, and ``t``'s own, are dropped."""
+    lift_page_first(kernel, t)
+    return pfn in kernel.page_first
 
 
 def _wake_page(kernel: Kernel, pfn: int) -> None:
@@ -569,9 +606,12 @@ class WaitQueue:
         t = _CURRENT.get() or _missing()
         if t.atomic:
             k.lockdep.might_sleep(t, self.name, primitive)
+        if t.debt:
+            await k.schedule(t)
         if k.perturb.active:
             await k.preempt(self._site)
         t.ops += 1
+        t.debt += k.lock_cost
         if condition():
             return
         t.wait(state, self.name, k.now())
@@ -586,6 +626,7 @@ class WaitQueue:
                 finally:
                     if not ev.is_set():
                         self._waiters.remove(ev)
+                await k.wake(t)  # woken: re-checks the condition once on a CPU
         finally:
             t.run(k.now(), slept=True)
 

@@ -65,6 +65,14 @@ class ContextChecker(Protocol):
     ) -> None: ...
 
 
+class CpuSet(Protocol):
+    """What a task needs of its guest's CPUs (``actors.kernel.cpus.Cpus`` is one)."""
+
+    def pin(self, t: KTask) -> None: ...
+
+    def put(self, t: KTask) -> None: ...
+
+
 class TaskOwner(Protocol):
     """The kernel a task runs in, as tasks and locks see it (``Kernel`` is one).
 
@@ -72,6 +80,9 @@ class TaskOwner(Protocol):
     """
 
     now: Callable[[], float]
+
+    @property
+    def cpus(self) -> CpuSet: ...
 
     @property
     def lockdep(self) -> ContextChecker: ...
@@ -92,6 +103,7 @@ class KTask:
 
     __slots__ = (
         "atomic",
+        "debt",
         "episode",
         "hardirq_context",
         "hardirqs_enabled",
@@ -101,6 +113,7 @@ class KTask:
         "kernel",
         "last_sleep",
         "name",
+        "on_cpu",
         "ops",
         "relax_end",
         "relax_step",
@@ -124,8 +137,8 @@ class KTask:
         #: Spinlocks held, plus one while hardirqs are disabled: non-zero means atomic
         #: context (the kernel's ``preempt_count() || irqs_disabled()``).
         self.atomic = 0
-        #: The irq state of the CPU the task runs on (per task here: the stand-in for
-        #: per-CPU state until tasks run on CPUs): hardirqs on, and interrupt nesting depth.
+        #: The irq state of the CPU the task runs on (kept per task: an atomic task never
+        #: leaves its CPU, so the two agree): hardirqs on, and interrupt nesting depth.
         self.hardirqs_enabled = True
         self.hardirq_context = 0
         #: Usage bits an acquisition in this state marks (lockdep's mark_irqflags), for a
@@ -137,6 +150,11 @@ class KTask:
         self.episode = 0
         #: Lock operations so far: the soft-lockup watchdog's evidence that the task is on-CPU.
         self.ops = 0
+        #: Virtual seconds of CPU time the task's code has cost since its last scheduling
+        #: point, paid at the next one (``Kernel.schedule``), on a CPU.
+        self.debt = 0.0
+        #: Whether the task holds one of its guest's CPUs (``actors.kernel.cpus``).
+        self.on_cpu = False
         #: Busy-wait backoff (``Kernel.cpu_relax``): when the last relax ended, and its length.
         self.relax_end = -1.0
         self.relax_step = 0.0
@@ -158,6 +176,8 @@ class KTask:
         self.waiting_on = what
         self.since = now
         self.episode += 1
+        if self.on_cpu and state != SPINNING:  # a sleeper leaves its CPU (a spinner keeps it)
+            self.kernel.cpus.put(self)
 
     def run(self, now: float, *, slept: bool) -> None:
         """Back on the CPU; ``slept`` marks a voluntary sleep (resets the soft-lockup clock)."""

@@ -19,11 +19,22 @@ import sniffio
 
 _SLEEP: ContextVar[Callable[[float], Awaitable[None]]] = ContextVar(
     "vballoon_sleep", default=anyio.sleep)
+_ADVANCE: ContextVar[Callable[[float], Awaitable[None]]] = ContextVar(
+    "vballoon_advance", default=anyio.sleep)
 
 
 def sleep(seconds: float) -> Awaitable[None]:
     """``anyio.sleep(seconds)``, through the run clock's own timer where it has one."""
     return _SLEEP.get()(seconds)
+
+
+def advance(seconds: float) -> Awaitable[None]:
+    """Let ``seconds`` of the calling task's CPU time pass: ``sleep(seconds)`` in effect.
+
+    The run clock may do it without a scheduler pass when provably nothing else can run in
+    between (``VirtualClock.advance``); the schedule is the same either way.
+    """
+    return _ADVANCE.get()(seconds)
 
 
 class SessionClock:
@@ -47,6 +58,7 @@ class SessionClock:
             fast_sleep = getattr(clock, "sleep", None)
             if fast_sleep is not None:
                 _SLEEP.set(fast_sleep)  # inherited by every task started from here on
+                _ADVANCE.set(getattr(clock, "advance", fast_sleep))
         self.epoch = self._now()
         self.last = 0.0
 

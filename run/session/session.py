@@ -408,7 +408,8 @@ def run_session(
                 # Ctrl-C (and the stop signals forwarded to it) only at a checkpoint: raised
                 # anywhere else it could land inside a C call back into Python (orjson's
                 # default hook) and come out as some other exception.
-                trio.run(session.main, clock=determinism.virtual_clock(),
+                clock = determinism.virtual_clock()
+                trio.run(session.main, clock=clock, instruments=[clock],
                          restrict_keyboard_interrupt_to_checkpoints=True)
             else:
                 anyio.run(session.main, backend=backend)

@@ -50,7 +50,8 @@ def make_rig(*, strength: float = 0.0, seed: int = 0, level: str = "debug",
 
     kernel = Kernel(log=log.logger("guest0.kernel"), costs=costs or CostModel(),
                     rng=random.Random(seed), report=report, strength=strength,
-                    max_delay=max_delay, name="guest0")
+                    max_delay=max_delay, name="guest0",
+                    race_rng=random.Random(f"races:{seed}"))
     return Rig(kernel, recorder, reports)
 
 
@@ -64,7 +65,8 @@ def run_seeded(seed: int, body: Callable[[Rig], Awaitable[T]], *, strength: floa
             return await body(rig)
 
     determinism.seed_scheduler(seed)
-    return trio.run(main, clock=determinism.virtual_clock())
+    clock = determinism.virtual_clock()
+    return trio.run(main, clock=clock, instruments=[clock])
 
 
 def outcomes(body: Callable[[Rig], Awaitable[T]], seeds: range = range(24), *,

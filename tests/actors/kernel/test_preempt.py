@@ -11,6 +11,7 @@ import trio.testing
 
 from actors.kernel import Mutex, Perturbation, SpinLock, WaitQueue
 from actors.sim import schema
+from actors.sim.costs import CostModel
 from run.session import determinism
 from tests.actors.kernel.conftest import Rig, make_rig
 
@@ -57,8 +58,10 @@ def test_different_seeds_different_interleavings() -> None:
     assert _interleaving(11) != _interleaving(12)
 
 
-async def test_strength_zero_never_yields(rig: Rig, autojump_clock: trio.abc.Clock) -> None:
-    """At strength 0, preempt and uncontended lock operations never checkpoint nor take time."""
+async def test_strength_zero_never_yields(autojump_clock: trio.abc.Clock) -> None:
+    """At strength 0 and with free lock operations, preempt and uncontended lock operations
+    never checkpoint nor take time."""
+    rig = make_rig(costs=CostModel(lock_op=0.0))
     k = rig.kernel
     m, s, q = Mutex(k, "m"), SpinLock(k, "s"), WaitQueue(k, "q")
     state = k.rng.getstate()
@@ -72,6 +75,25 @@ async def test_strength_zero_never_yields(rig: Rig, autojump_clock: trio.abc.Clo
             await q.wait_event(lambda: True)
     assert anyio.current_time() == 0.0
     assert k.rng.getstate() == state  # not even a random draw
+    assert rig.records(schema.PREEMPT) == []
+
+
+async def test_lock_operations_cost_time_paid_at_the_next_point(
+        rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """Each lock operation charges costs.lock_op to its task, paid at its next scheduling
+    point: 100 rounds of five operations leave the last one owed."""
+    k = rig.kernel
+    m, s, q = Mutex(k, "m"), SpinLock(k, "s"), WaitQueue(k, "q")
+    with trio.fail_after(10), k.task("t") as t:
+        for _ in range(100):
+            await k.preempt("anywhere")
+            await m.mutex_lock()
+            await s.spin_lock()
+            s.spin_unlock()
+            m.mutex_unlock()
+            await q.wait_event(lambda: True)
+        assert t.debt == pytest.approx(k.costs.lock_op)  # wait_event's own, not yet paid
+    assert anyio.current_time() == pytest.approx(499 * k.costs.lock_op, rel=1e-9)
     assert rig.records(schema.PREEMPT) == []
 
 
@@ -130,7 +152,9 @@ def test_decide_can_be_overridden_to_force_choices() -> None:
                                    "leak_balloon:after-list_first_entry"]
         return trio.current_time()
 
-    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == 1.0
+    # two forced 0.5 s delays, and the lock and unlock paid at the second point
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == \
+        pytest.approx(1.0 + 2 * CostModel().lock_op, abs=1e-15)
 
 
 def test_bad_strength_rejected() -> None:
