@@ -34,6 +34,7 @@ from actors.guest.workload import (
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import current_name
 from actors.kernel.watchdog import start_watchdogs
+from actors.sim import schema
 from actors.sim.choices import Choices
 from actors.sim.clock import sleep
 from actors.sim.costs import CostModel
@@ -189,6 +190,17 @@ class Guest:
                 await c.compact_zone(9, "kcompactd0", "kcompactd")
 
     # -- views for snapshots and the summary ---------------------------------------------------
+    def counters(self) -> dict[str, dict[str, int] | None]:
+        """The balloon's counters a ``mem.snapshot`` carries (units: ``schema.MEM_SNAPSHOT``),
+        so ``vballoon check`` can hold each against the records it counts at every quiescent
+        point, not only at the end; read in one go, with no await between them."""
+        b, vm = self.balloon, self.vmstat
+        driver = None
+        if b is not None:
+            summary = b.summary()
+            driver = {k: summary[k] for k in schema.SNAPSHOT_BALLOON}
+        return {"balloon": driver, "vmstat": {k: vm.get(k) for k in schema.SNAPSHOT_VMSTAT}}
+
     def owner_counts(self) -> dict[str, int]:
         """Pages per owner, counted from the page-frame array (independent of the zone's books)."""
         mapping = self.frames.mapping

@@ -90,11 +90,23 @@ THP_FAULT: Final = _event(
     ("app", "ok"),
     "A transparent huge page fault: ok=True got an order-9 block, False fell back to 4 KiB.",
 )
+#: The driver's counters a ``mem.snapshot`` carries (the summary's ``balloon`` keys), each in
+#: its unit: guest pages (4, 16 or 64 KiB each) but ``actual``, vb->num_pages in 4 KiB units.
+SNAPSHOT_BALLOON: Final = ("pages_in_list", "isolated", "actual", "inflated", "deflated")
+#: The /proc/vmstat counters a ``mem.snapshot`` carries, all counting guest pages.
+SNAPSHOT_VMSTAT: Final = ("balloon_inflate", "balloon_deflate", "balloon_migrate",
+                          "compact_balloon_isolated", "compact_balloon_migrated",
+                          "compact_balloon_released", "compact_balloon_returned")
 MEM_SNAPSHOT: Final = _event(
     "mem.snapshot",
     "info",
-    ("free", "buddyinfo", "frag9"),
-    "Periodic view of guest memory: free pages, buddyinfo, order-9 fragmentation index.",
+    ("free", "buddyinfo", "frag9", "balloon", "vmstat"),
+    "Periodic view of guest memory: free pages, buddyinfo, order-9 fragmentation index; "
+    "`balloon` the driver's counters (null without a driver): pages_in_list (vb->pages), "
+    "isolated (by compaction), inflated and deflated (pages it ever filled, leaked) in guest "
+    "pages, actual (vb->num_pages) in 4 KiB units; `vmstat` the balloon_inflate/_deflate/"
+    "_migrate and compact_balloon_isolated/_migrated/_released/_returned counters, each "
+    "counting guest pages.",
 )
 
 

@@ -212,7 +212,7 @@ class Session:
                 s = guest.zone
                 self.log.logger(guest.name).info(
                     schema.MEM_SNAPSHOT, free=s.free_pages, buddyinfo=views.buddyinfo(s),
-                    frag9=views.fragmentation_index(s, 9))
+                    frag9=views.fragmentation_index(s, 9), **guest.counters())
             self.check()
             if self.on_snapshot is not None:
                 self.on_snapshot(self)

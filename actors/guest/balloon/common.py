@@ -264,6 +264,14 @@ class VirtioBalloon:
         await streams.send(self.vdev.to_device, ConfigWrite(actual))
 
     # -- towards_target and update_balloon_size (v3.6, v9 and v3.8 alike) ---------------------
+    @staticmethod
+    def settles_at(target: int, ppp: int) -> int:
+        """The balloon size (4 KiB units) towards_target() steers to for a host ``target``, not
+        C: ``towards_target() == settles_at(target, ppp) - num_pages`` in every variant. Here
+        the target itself; ``vballoon check`` reads it to know when a driver has nothing to do
+        (its log does not say when a leak round starts taking pages off the list)."""
+        return target
+
     def towards_target(self) -> int:
         """towards_target(): target - vb->num_pages (v9: atomic_read(&vb->num_pages))."""
         return self.read_num_pages() - self.num_pages.atomic_read()

@@ -133,8 +133,12 @@ class FixedBalloon(V9Balloon):
         """FAST PATH (not in the C): the trylock above would fail."""
         return self.balloon_lock.mutex_is_locked()
 
+    @staticmethod
+    def settles_at(target: int, ppp: int) -> int:
+        """FIX(64k-target): the target rounded up to whole guest pages, ALIGN(target, ppp)."""
+        return -(-target // ppp) * ppp
+
     def towards_target(self) -> int:
         """towards_target() with FIX(64k-target): the target in whole guest pages."""
-        ppp = self.PAGES_PER_PAGE
-        target = -(-self.read_num_pages() // ppp) * ppp  # FIX(64k-target): ALIGN(target, ppp)
+        target = self.settles_at(self.read_num_pages(), self.PAGES_PER_PAGE)
         return target - self.num_pages.atomic_read()

@@ -47,9 +47,19 @@ What it checks, and the ``kind`` each problem is counted under:
   free == sum(buddyinfo[order] << order) and free + ballooned pages <= guest pages; at
   ``session.end``, the summary's page owners add up to the guest's pages and its free count
   agrees with its buddyinfo. ``summary-mismatch``: the summary's host ballooned count and
-  inflate/deflate totals equal the rebuilt ones and, when the session ended settled (nothing
-  in flight, no compaction running, actual == target), so do the driver's list, isolated
-  count, ``actual``, totalram and the pages the balloon owns.
+  inflate/deflate totals equal the rebuilt ones and, when the session ended settled (see
+  ``counters``), so do totalram, the pages the balloon owns and the counters below.
+- ``counters``: at every settled point -- each ``mem.snapshot`` of a guest that is quiescent
+  (as above), with no compaction run open (isolations, putbacks and the release of migrated
+  pages happen inside one), ``actual`` written and the balloon at the size its driver's
+  towards_target() steers to (``fixed`` rounds the target up to whole guest pages), or the
+  device removed -- and at the end, the driver's counters and /proc/vmstat's equal what the
+  records rebuild: pages on ``vb->pages`` and isolated, ``actual`` (vb->num_pages, 4 KiB
+  units), pages inflated and deflated (= balloon_inflate, balloon_deflate: fill and leak
+  records), balloon_migrate = compact_balloon_migrated = compact_balloon_released (migrate
+  records), compact_balloon_isolated and _returned (isolate, putback records); all but
+  ``actual`` in guest pages, for any page size. A drift is reported once, naming the counter,
+  both values and the unit, then taken as it is (a later point reports only a new one).
 - Locks, from ``lock.*`` and ``wait.sleep`` records (``--level debug``): ``mutual-exclusion``
   (acquired while another task holds it), ``bad-unlock``, ``self-deadlock`` (waits for a lock
   it holds), ``sleep-in-atomic`` (sleeps, or blocks on a mutex or page lock, holding a

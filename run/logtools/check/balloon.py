@@ -122,6 +122,14 @@ class BalloonRules(VirtioRules):
             if s == ISOLATED and new != LISTED:
                 g.isolated_by.pop(p, None)
 
+    def _remove(self, rec: Record) -> None:
+        """virtballoon_remove: from ``start`` the driver leaks everything, whatever the target
+        (and takes pages off its list before each leak record); ``done``, it has no target."""
+        phase = str(rec["phase"])
+        if phase not in ("start", "done"):
+            raise ValueError(f"phase {phase!r}")
+        self._guest(rec).removal = phase
+
     # -- compaction's moves --------------------------------------------------------------------
     def _isolate(self, rec: Record) -> None:
         g = self._by_actor.get(rec["actor"]) or self._guest(rec)

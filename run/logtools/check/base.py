@@ -4,16 +4,16 @@ guest, filing a violation with the state of its pages and locks, the quiescent-p
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from actors.guest.balloon import DRIVERS, VirtioBalloon
 from protocol.conformance import Rule
 from protocol.pfns import show_pfns as show
 from protocol.pfns import wire_to_guest_pfns
 
 from .model import (
     ISOLATED,
-    LEAKED,
     LISTED,
     PHASE_NAMES,
     STATE_NAMES,
@@ -22,6 +22,17 @@ from .model import (
     guest_name,
 )
 from .report import MAX_KEPT, Report, Violation
+
+Settle = Callable[[int, int], int]
+
+
+def settle_rule(driver: object) -> Settle:
+    """Where a driver variant's towards_target() steers for a host target (its own rule: the
+    one fact about a driver the check needs that the log does not carry); a variant this
+    build does not know steers to the target itself."""
+    cls = DRIVERS.get(str(driver))
+    return cls.settles_at if cls is not None else VirtioBalloon.settles_at
+
 
 #: The monitor's page states as the check's reports name them.
 VIRTIO_NAMES: dict[str, str] = {"not-in-balloon": "not in the balloon",
@@ -44,7 +55,9 @@ class CheckerBase:
         self._by_actor: dict[str, Guest] = {}
         self.ppp = 1
         self._nr_pages = 0
-        self._shapes: dict[str, tuple[int, int]] = {}  # guest name -> (pages, PAGES_PER_PAGE)
+        self._settles_at: Settle = settle_rule(None)
+        #: guest name -> (pages, PAGES_PER_PAGE, its driver's settle rule), from [[guests]]
+        self._shapes: dict[str, tuple[int, int, Settle]] = {}
         self._features = 0  # negotiated, for the conformance monitors
         self._hung = 120.0
         self._soft = 20.0
@@ -60,8 +73,10 @@ class CheckerBase:
             name = guest_name(actor)
             g = self._guests.get(name)
             if g is None:
-                nr_pages, ppp = self._shapes.get(name, (self._nr_pages, self.ppp))
-                g = self._guests[name] = Guest(name, nr_pages, ppp, self._features)
+                nr_pages, ppp, settles_at = self._shapes.get(
+                    name, (self._nr_pages, self.ppp, self._settles_at))
+                g = self._guests[name] = Guest(name, nr_pages, ppp, self._features,
+                                               settles_at)
             self._by_actor[actor] = g
         return g
 
@@ -141,9 +156,8 @@ class CheckerBase:
     def _quiescent(self, g: Guest, rec: Record) -> None:
         """At a quiescent point: host set == driver list + isolated, and the counts agree."""
         cnt = g.cnt
-        if (g.open_hs or g.migration is not None or g.pending_fill is not None
-                or g.pending_leak is not None or cnt[LEAKED]
-                or (not g.nbad and (cnt[LISTED] + cnt[ISOLATED]) * g.ppp == g.num_pages)):
+        if not g.quiet() or (not g.nbad
+                             and (cnt[LISTED] + cnt[ISOLATED]) * g.ppp == g.num_pages):
             return  # not quiescent, or all is well
         if g.nbad:
             pages: list[int] = []

@@ -11,6 +11,7 @@ from protocol.balloon import BalloonFeature, feature_mask, select_features
 from run.logtools.logread import BadRecord
 
 from .balloon import BalloonRules
+from .base import settle_rule
 from .handshakes import HandshakeRules
 from .locks import LockRules
 from .logged import LoggedReports
@@ -52,6 +53,7 @@ class Checker(HandshakeRules, BalloonRules, LockRules, LoggedReports, SummaryChe
             schema.BALLOON_ISOLATE: self._isolate,
             schema.BALLOON_PUTBACK: self._putback,
             schema.BALLOON_PUTBACK_LRU: self._putback_lru,
+            schema.BALLOON_REMOVE: self._remove,
             schema.BALLOON_MIGRATE: self._migrate,
             schema.COMPACT_START: self._compact_start,
             schema.COMPACT_END: self._compact_end,
@@ -132,10 +134,12 @@ class Checker(HandshakeRules, BalloonRules, LockRules, LoggedReports, SummaryChe
             page_size = int(guest["page_size"])
             self._nr_pages = int(guest["memory"]) // page_size
             self.ppp = max(1, page_size // 4096)
-            for spec in sc.get("guests") or ():  # [[guests]]: each its own size and page size
+            self._settles_at = settle_rule(guest.get("driver"))
+            for spec in sc.get("guests") or ():  # [[guests]]: each its own size and driver
                 size = int(spec["page_size"])
                 self._shapes[str(spec["name"])] = (int(spec["memory"]) // size,
-                                                   max(1, size // 4096))
+                                                   max(1, size // 4096),
+                                                   settle_rule(spec.get("driver")))
             offered = feature_mask(*(BalloonFeature[f] for f in host["features"]))
             accepted = feature_mask(*(BalloonFeature[f] for f in guest["features"]))
             features = select_features(offered, accepted)

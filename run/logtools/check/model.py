@@ -7,7 +7,7 @@ feeds (:mod:`.virtio`), so the spec's page rules exist once, in :mod:`protocol.c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -90,6 +90,7 @@ class Guest:
         "bad",
         "cnt",
         "compaction",
+        "drift",
         "drv",
         "expected",
         "filled",
@@ -113,16 +114,21 @@ class Guest:
         "ppp",
         "putbacks",
         "released",
+        "removal",
+        "settles_at",
         "spins",
         "totals",
         "virtio",
         "waiting",
     )
 
-    def __init__(self, name: str, nr_pages: int, ppp: int, features: int) -> None:
+    def __init__(self, name: str, nr_pages: int, ppp: int, features: int,
+                 settles_at: Callable[[int, int], int]) -> None:
         self.name = name
         self.nr_pages = nr_pages
         self.ppp = ppp
+        #: Where the driver's towards_target() steers for a host target (its variant's rule)
+        self.settles_at = settles_at
         self.drv = bytearray(nr_pages)  # driver state per guest page
         # Virtio state per guest page, as the spec sees it: the live monitor, fed from the log
         self.virtio = Conformance(features, ppp)
@@ -147,6 +153,9 @@ class Guest:
         self.filled = self.released = self.leaked = 0  # guest pages, for totalram
         #: balloon.isolate / .migrate / .putback records seen (the compact_balloon_* counts)
         self.isolations = self.migrations = self.putbacks = 0
+        #: Counter -> logged minus rebuilt, as last reported (each drift is reported once)
+        self.drift: dict[str, int] = {}
+        self.removal = ""  # balloon.remove's last phase: "start" (leaking all), "done"
         # locks (debug logs): lock -> its holder; task -> spinlocks held; task -> lock awaited
         self.locks: dict[str, Hold] = {}
         self.spins: dict[str, list[str]] = {}
@@ -171,6 +180,16 @@ class Guest:
         """Nothing in flight: the host's set and the driver's list + isolated must agree."""
         return (not self.open_hs and self.pending_fill is None and self.pending_leak is None
                 and not self.cnt[LEAKED] and self.migration is None)
+
+    def settled(self) -> bool:
+        """Quiet, and nothing else of the balloon under way: no compaction run (isolation,
+        putback and the release of migrated pages happen inside one), ``actual`` written, and
+        the driver at the size its target steers to (a leak round takes pages off the list
+        before its record) or removed: every counter is exact, and the records rebuild it."""
+        return (self.quiet() and not self.compaction and not self.isolated_by
+                and self.actual_due is None and self.actual == self.num_pages
+                and (self.removal == "done" or (not self.removal
+                     and self.num_pages == self.settles_at(self.last_target, self.ppp))))
 
     def wire(self, pages: Iterable[int]) -> list[int]:
         """Wire PFNs (4 KiB units) of guest pages."""

@@ -62,6 +62,8 @@ class Report:
     by_source: dict[str, Counter[str]] = field(default_factory=dict)
     pending: list[Pending] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    #: Settled points (``mem.snapshot`` records and the end) whose counters were compared.
+    counter_points: int = 0
     notes: list[str] = field(default_factory=list)
     #: The records that led to the first violation (its pages', locks', handshakes' story).
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -90,5 +92,6 @@ class Report:
             "violations": [v.as_dict() for v in self.violations[:100]],
             "pending": [p.as_dict() for p in self.pending],
             "checked": self.checked,
+            "counter_points": self.counter_points,
             "notes": self.notes,
         }

@@ -4,8 +4,8 @@ when that is a violation: older than the kernel's own hung-task measure of "neve
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from protocol.pfns import show_pfns as show
 from run.logtools.logread import LogError
@@ -13,6 +13,34 @@ from run.logtools.logread import LogError
 from .base import CheckerBase
 from .model import ISOLATED, LEAKED, LISTED, PHASE_NAMES, STATSQ, Guest, Record
 from .report import Pending, Report
+
+#: One counter: its section and key in a ``mem.snapshot`` and the summary, what the check calls
+#: it, what the records rebuild it to, and whether it counts 4 KiB units or guest pages.
+CounterSpec = tuple[str, str, str, Callable[[Guest], int], bool]
+
+
+def _vmstat(key: str, rebuild: Callable[[Guest], int]) -> CounterSpec:
+    """A /proc/vmstat counter of balloon pages (guest pages, whatever their size)."""
+    return ("vmstat", key, f"vmstat {key}", rebuild, False)
+
+
+#: The balloon's counters a ``mem.snapshot`` (and the ``session.end`` summary) carries.
+COUNTERS: Final[tuple[CounterSpec, ...]] = (
+    ("balloon", "pages_in_list", "driver pages on the list", lambda g: g.cnt[LISTED], False),
+    ("balloon", "isolated", "driver isolated pages", lambda g: g.cnt[ISOLATED], False),
+    ("balloon", "actual", "driver actual (num_pages)", lambda g: g.num_pages, True),
+    ("balloon", "inflated", "driver pages inflated", lambda g: g.filled, False),
+    ("balloon", "deflated", "driver pages deflated", lambda g: g.leaked, False),
+    _vmstat("balloon_inflate", lambda g: g.filled),
+    _vmstat("balloon_deflate", lambda g: g.leaked),
+    _vmstat("balloon_migrate", lambda g: g.migrations),
+    _vmstat("compact_balloon_isolated", lambda g: g.isolations),
+    _vmstat("compact_balloon_migrated", lambda g: g.migrations),
+    # released = migrated: an old page counts once __free_page() gave it back, which is
+    # before its compaction run ends (settled() waits for that)
+    _vmstat("compact_balloon_released", lambda g: g.migrations),
+    _vmstat("compact_balloon_returned", lambda g: g.putbacks),
+)
 
 
 class SummaryChecks(CheckerBase):
@@ -30,6 +58,30 @@ class SummaryChecks(CheckerBase):
             self._violation("conservation", rec, g.name,
                             f"snapshot: {free} free + {ballooned} ballooned pages > "
                             f"{g.nr_pages} guest pages")
+        balloon, vmstat = rec["balloon"], rec["vmstat"]
+        if g.settled():  # a quiescent point: every counter exact
+            self._counters(g, rec, {"balloon": balloon or {}, "vmstat": vmstat},
+                           "counters", f"mem.snapshot (seq {rec['seq']})")
+
+    def _counters(self, g: Guest, rec: Record | None, sections: Mapping[str, Any], kind: str,
+                  where: str) -> None:
+        """Each counter of :data:`COUNTERS` the record carries against what the records
+        rebuild, at a settled point (a snapshot, the end): one violation per drift, which is
+        then taken as it is, so that later points report only a new one."""
+        drift = g.drift
+        self.report.counter_points += 1
+        for section, key, what, rebuild, kib4 in COUNTERS:
+            values = sections.get(section)
+            logged = values.get(key) if isinstance(values, Mapping) else None
+            if logged is None:
+                continue
+            rebuilt, known = rebuild(g), drift.get(what, 0)
+            if int(logged) - rebuilt != known:
+                unit = "4 KiB units" if kib4 else f"guest pages of {4 * g.ppp} KiB"
+                before = f"; off by {known:+} at an earlier point" if known else ""
+                self._violation(kind, rec, g.name, f"{where}: {what} = {logged}, rebuilt from "
+                                f"the log: {rebuilt} ({unit}{before})")
+                drift[what] = int(logged) - rebuilt
 
     def finish(self) -> Report:
         """End-of-log checks (pending work, the summary) and the report."""
@@ -130,31 +182,13 @@ class SummaryChecks(CheckerBase):
             self._compare(g, "host deflated (4 KiB pages)", dev.get("deflated"), g.totals[1])
             self._compare(g, "host target", dev.get("target"), g.last_target)
         balloon = s.get("balloon")
-        if not isinstance(balloon, Mapping) or not self._settled(g):
+        if not isinstance(balloon, Mapping) or not g.settled():
             return
-        in_balloon = g.cnt[LISTED] + g.cnt[ISOLATED]
-        self._compare(g, "driver pages on the list", balloon.get("pages_in_list"),
-                      g.cnt[LISTED])
-        self._compare(g, "driver isolated pages", balloon.get("isolated"), g.cnt[ISOLATED])
-        self._compare(g, "driver actual (num_pages)", balloon.get("actual"), g.num_pages)
-        self._compare(g, "driver pages inflated", balloon.get("inflated"), g.filled)
-        self._compare(g, "driver pages deflated", balloon.get("deflated"), g.leaked)
+        self._counters(g, None, s, "summary-mismatch", "session.end summary")
         self._compare(g, "totalram", balloon.get("totalram"), g.nr_pages - g.filled + g.released)
         if isinstance(owners, Mapping):
             owned = sum(int(v) for k, v in owners.items() if str(k).startswith("balloon"))
-            self._compare(g, "pages owned by the balloon", owned, in_balloon)
-        vmstat = s.get("vmstat")
-        if isinstance(vmstat, Mapping):  # the counters against the records they count
-            for counter, seen in (("compact_balloon_isolated", g.isolations),
-                                  ("compact_balloon_migrated", g.migrations),
-                                  ("compact_balloon_released", g.migrations),
-                                  ("compact_balloon_returned", g.putbacks)):
-                self._compare(g, f"vmstat {counter}", vmstat.get(counter), seen)
-
-    def _settled(self, g: Guest) -> bool:
-        """The session ended with nothing of the balloon in flight: its counts are exact."""
-        return (g.quiet() and not g.compaction and not g.isolated_by and g.actual_due is None
-                and g.actual == g.num_pages == g.last_target)
+            self._compare(g, "pages owned by the balloon", owned, g.cnt[LISTED] + g.cnt[ISOLATED])
 
     def _compare(self, g: Guest, what: str, logged: object, rebuilt: int) -> None:
         if logged is not None and logged != rebuilt:
@@ -163,7 +197,7 @@ class SummaryChecks(CheckerBase):
 
     def _describe_checks(self) -> None:
         guests = [g for g in self._guests.values() if g.nr_pages]
-        settled = [g.name for g in guests if self._settled(g)]
+        settled = [g.name for g in guests if g.settled()]
         self.report.checked = [
             "handshakes: add, pop, done, ack in order, on one queue, device acting only on "
             "the PFNs named",
@@ -175,9 +209,10 @@ class SummaryChecks(CheckerBase):
             "config.actual == the driver's balloon size at every write",
             "conservation: snapshots' free vs buddyinfo and guest size; the summary's page "
             "owners and free count",
+            f"the driver's and vmstat's balloon counters vs the records they count, at "
+            f"{self.report.counter_points} settled point(s) (mem.snapshot records and the end)",
             "session.end summary: host ballooned/inflated/deflated"
-            + (f"; driver list, isolated, actual, totalram, balloon-owned pages, "
-               f"compact_balloon_* counters "
+            + (f"; totalram, balloon-owned pages and the counters above "
                f"({', '.join(settled)} settled at the end)" if settled else
                "; the driver's counts not compared (the session ended mid-operation)"),
             f"pending work at the end (a violation beyond {self._hung:g} s, spinlocks "
