@@ -2,6 +2,14 @@
 
 The session creates a ``Guest`` and starts it in its task group; the guest starts its own
 actors (allocator first, since every other actor is its client) and reports ready.
+
+Interrupts are kernel tasks that wait for their event and run the handler inside
+``hardirq(kernel)``: the balloon's virtqueue and config interrupts (``irq/virtio-balloon``,
+the driver's) and the disk's end-I/O completions (``irq/end_io``, here), which arrive at
+``workload.endio_rate`` per second (a Poisson process on the guest's ``endio`` stream) while
+the apps hold page cache, each completing writeback of one of their page-cache pages
+(``end_page_writeback`` of a page reclaim marked: ``rotate_reclaimable_page``,
+:mod:`actors.guest.mm.swap`).
 """
 
 from __future__ import annotations
@@ -24,13 +32,16 @@ from actors.guest.mm.compaction import CompactionConfig, CompactionState, Compac
 from actors.guest.mm.mmzone import Zone
 from actors.guest.mm.pages import PageFrames
 from actors.guest.mm.rmap import Rmap
+from actors.guest.mm.swap import LruRotate
 from actors.guest.workload import (
+    PAGECACHE,
     App,
     HighOrderStats,
     WorkloadConfig,
     run_app,
     run_highorder_passes,
 )
+from actors.kernel.irq import hardirq
 from actors.kernel.kernel import Kernel
 from actors.kernel.task import current_name
 from actors.kernel.watchdog import start_watchdogs
@@ -92,6 +103,7 @@ class Guest:
             for i in range(workload.apps)
         ]
         self._logger = logger
+        self._endio_rng = rng(f"{name}.endio")
         self.compaction = compaction or CompactionConfig()
         self.compaction_state = CompactionState.for_zone(self.zone)  # shared by compactors
         self._compactors = 0
@@ -116,6 +128,8 @@ class Guest:
                                         self.vmstat, self.costs,
                                         self._logger(f"{self.name}.{app.name}"), self.kernel,
                                         direct)
+            if self.apps and self.workload.endio_rate > 0:
+                self.kernel.spawn(tg, "irq/end_io", self._end_io)
             if self.workload.highorder_at and self.workload.highorder_count:
                 client = self.allocator.client(f"{self.name}.highorder")
                 direct = self.compactor(client) if self.compaction.direct else None
@@ -139,6 +153,35 @@ class Guest:
         with self.kernel.sleeping("unplug_at"):
             await sleep(self.config.unplug_at)
         await balloon.virtballoon_remove()
+
+    async def _end_io(self) -> None:
+        """The disk's end-I/O interrupts: each, in hardirq context, ends the writeback of a
+        page-cache page reclaim marked (end_page_writeback: TestClearPageReclaim, then
+        rotate_reclaimable_page). Two draws of the ``endio`` stream each: when, and which page."""
+        k, rng = self.kernel, self._endio_rng
+        rate = self.workload.endio_rate
+        rotate = LruRotate(k, self.frames, self.compaction_state.zone_lru_lock(k), self.vmstat)
+        while True:
+            with k.sleeping("irq/end_io"):  # no interrupt pending
+                await sleep(rng.expovariate(rate))
+            page = self._written_back_page(rng)
+            if page < 0:  # no page cache: no writeback to complete
+                continue
+            with hardirq(k):
+                await rotate.rotate_reclaimable_page(page)
+
+    def _written_back_page(self, rng: random.Random) -> int:
+        """A page-cache page of the apps, uniformly (the one whose writeback ends), or -1."""
+        held = [app.held[PAGECACHE] for app in self.apps]
+        total = sum(map(len, held))
+        if not total:
+            return -1
+        i = rng.randrange(total)
+        for pages in held:
+            if i < len(pages):
+                return pages[i]
+            i -= len(pages)
+        return -1
 
     def touched(self, pfns: array.array[int]) -> None:
         """The guest wrote these pages other than by allocating them (a migration's copy):

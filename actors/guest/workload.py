@@ -65,6 +65,11 @@ class WorkloadConfig:
     highorder_order: int = field(default=9, metadata={"doc": "order of those allocations"})
     highorder_count: int = field(default=32, metadata={
         "doc": "allocations attempted per pass (each may direct-compact); freed after the pass"})
+    endio_rate: float = field(default=40.0, metadata={
+        "doc": "end-I/O interrupts per second while the apps hold page cache: each completes "
+               "writeback of a page-cache page and rotates it to the LRU tail "
+               "(rotate_reclaimable_page: zone->lru_lock in hardirq context, once per 14); "
+               "0: none"})
 
     def validate(self) -> list[tuple[str, str]]:
         """(key, problem) pairs for values outside their meaningful range."""
@@ -87,6 +92,8 @@ class WorkloadConfig:
             problems.append(("highorder_order", "must be between 1 and 10"))
         if self.highorder_count < 0:
             problems.append(("highorder_count", "must be >= 0"))
+        if self.endio_rate < 0:
+            problems.append(("endio_rate", f"must be >= 0 (0: none), got {self.endio_rate}"))
         for i, t in enumerate(self.highorder_at):
             try:
                 parse_duration(t)

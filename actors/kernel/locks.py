@@ -26,7 +26,13 @@
   and the woken sleeper re-tests the bit and, if it lost, queues again at the tail
   (``__wait_on_bit_lock``'s exclusive wait).
 - ``WaitQueue``: ``wait_event`` (uninterruptible), ``wait_event_interruptible``, ``wake_up``,
-  which wakes every (non-exclusive) sleeper to re-check its condition.
+  which wakes every (non-exclusive) sleeper to re-check its condition. A condition that reads
+  shared state without a lock names its read (``reads="towards_target"``): every evaluation,
+  the first and each after a wake-up, is then preceded by a preemption point of that name.
+- ``IrqsaveSpinLock``: a ``SpinLock`` whose ``spin_lock``/``spin_unlock`` are
+  ``spin_lock_irqsave``/``spin_unlock_irqrestore``, the saved flags kept with the lock (its
+  one holder's local): a correction that turns every plain ``spin_lock`` of a lock into the
+  irqsave form without rewriting the translated call sites.
 - ``Atomic``: ``atomic_t`` as a plain int (atomic because the scheduler is cooperative).
 
 Acquisitions that may block (``mutex_lock``, ``spin_lock``, ``lock_page``, ``wait_event``) are
@@ -389,8 +395,19 @@ class SpinLock(_OwnedLock):
         else:
             self.owner = None
 
+    async def _cpu_first(self) -> None:
+        """Pay what the code before cost and be on a CPU *before* turning hardirqs off: a
+        task with hardirqs off holds its CPU, and must not take one the others hold."""
+        k = self.kernel
+        t = _CURRENT.get() or _missing()
+        if t.debt:
+            await k.schedule(t)
+        if not t.on_cpu:
+            await k.cpus.get(t)
+
     async def spin_lock_irq(self, *, nested: bool = False) -> None:
         """``spin_lock_irq``: disable hardirqs, then take the lock."""
+        await self._cpu_first()
         local_irq_disable(self.kernel)
         await self.spin_lock(nested=nested)
 
@@ -402,6 +419,7 @@ class SpinLock(_OwnedLock):
     async def spin_lock_irqsave(self, *, nested: bool = False) -> int:
         """``spin_lock_irqsave(lock, flags)``: save and disable hardirqs, take the lock;
         the flags to give ``spin_unlock_irqrestore``."""
+        await self._cpu_first()
         flags = local_irq_save(self.kernel)
         await self.spin_lock(nested=nested)
         return flags
@@ -414,6 +432,34 @@ class SpinLock(_OwnedLock):
     def spin_is_contended(self) -> bool:
         """Whether another task waits for the lock (compaction's should_release_lock)."""
         return bool(self._waiters)
+
+
+class IrqsaveSpinLock(SpinLock):
+    """A spinlock every acquisition of which is ``spin_lock_irqsave`` (see module doc).
+
+    The flags live on the lock, as the C keeps them in the holder's local ``flags``: only the
+    owner reads them, so a release in another function than the acquisition (a helper that
+    drops and re-takes its caller's lock) restores what that acquisition saved.
+    """
+
+    __slots__ = ("_flags",)
+
+    def __init__(self, kernel: Kernel, name: str, lock_class: str | None = None) -> None:
+        super().__init__(kernel, name, lock_class)
+        self._flags = 0
+
+    async def spin_lock(self, *, nested: bool = False) -> None:
+        """``spin_lock_irqsave(lock, flags)``, the flags kept for ``spin_unlock``."""
+        await self._cpu_first()
+        flags = local_irq_save(self.kernel)
+        await SpinLock.spin_lock(self, nested=nested)
+        self._flags = flags
+
+    def spin_unlock(self) -> None:
+        """``spin_unlock_irqrestore(lock, flags)`` with the flags its acquisition saved."""
+        flags = self._flags
+        self._unlock()
+        local_irq_restore(self.kernel, flags)
 
 
 # -- page lock ---------------------------------------------------------------------------------
@@ -593,15 +639,20 @@ class WaitQueue:
         self._waiters: list[Event] = []
         self._site = f"wait_event({name})"
 
-    async def wait_event(self, condition: Callable[[], bool]) -> None:
-        """Sleep uninterruptibly (hung-task watched) until ``condition()`` is true."""
-        await self._wait(condition, BLOCKED, "wait_event")
+    async def wait_event(self, condition: Callable[[], bool], *,
+                         reads: str | None = None) -> None:
+        """Sleep uninterruptibly (hung-task watched) until ``condition()`` is true;
+        ``reads``: the preemption point before each evaluation (a lockless read)."""
+        await self._wait(condition, BLOCKED, "wait_event", reads)
 
-    async def wait_event_interruptible(self, condition: Callable[[], bool]) -> None:
-        """Sleep interruptibly (not hung-task watched) until ``condition()`` is true."""
-        await self._wait(condition, SLEEPING, "wait_event_interruptible")
+    async def wait_event_interruptible(self, condition: Callable[[], bool], *,
+                                       reads: str | None = None) -> None:
+        """Sleep interruptibly (not hung-task watched) until ``condition()`` is true;
+        ``reads`` as for ``wait_event``."""
+        await self._wait(condition, SLEEPING, "wait_event_interruptible", reads)
 
-    async def _wait(self, condition: Callable[[], bool], state: State, primitive: str) -> None:
+    async def _wait(self, condition: Callable[[], bool], state: State, primitive: str,
+                    reads: str | None) -> None:
         k = self.kernel
         t = _CURRENT.get() or _missing()
         if t.atomic:
@@ -610,13 +661,15 @@ class WaitQueue:
             await k.schedule(t)
         if k.perturb.active:
             await k.preempt(self._site)
+            if reads is not None:
+                await k.preempt(reads)
         t.ops += 1
         t.debt += k.lock_cost
         if condition():
             return
         t.wait(state, self.name, k.now())
         try:
-            while not condition():
+            while True:
                 ev = new_event()
                 self._waiters.append(ev)
                 if k.debug:
@@ -627,6 +680,11 @@ class WaitQueue:
                     if not ev.is_set():
                         self._waiters.remove(ev)
                 await k.wake(t)  # woken: re-checks the condition once on a CPU
+                # the condition is read again, and another CPU may act first
+                if reads is not None and k.perturb.active:
+                    await k.preempt(reads)
+                if condition():
+                    break
         finally:
             t.run(k.now(), slept=True)
 
@@ -706,6 +764,7 @@ __all__ = [
     "Atomic",
     "BadUnlockError",
     "Frames",
+    "IrqsaveSpinLock",
     "Mutex",
     "SpinLock",
     "WaitQueue",

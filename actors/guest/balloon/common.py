@@ -12,6 +12,18 @@ Modelling notes that apply to every variant:
   C ``if (!page)`` branch where the batch came back short.
 - Kicks, config writes and interrupts are messages on the transport (``actors.transport``); the
   rings are shared memory, so the host's conformance monitor sees adds as they happen.
+- The virtqueue and config-change callbacks run in hardirq context (``interrupts``: the
+  ``vring_interrupt``/``vp_interrupt`` handlers of 3.x), so a sleeping primitive there is
+  reported and a lock taken there is ``IN-HARDIRQ-W``.
+- Every read of shared state outside the lock that protects it is a preemption point named by
+  its C function, placed before the read (a wait condition that reads it: before each
+  evaluation, ``reads=``): ``towards_target`` (the host's config target, in the kthread's
+  wait condition), ``balloon`` (``vb->need_stats_update``, set by the stats interrupt),
+  ``tell_host`` (``virtqueue_get_buf``'s read of the used ring the device writes, in the wait
+  condition), ``stats_handle_request`` (the same for the stats queue) and
+  ``update_balloon_stats`` (``si_meminfo`` and the event counters, read without their
+  locks). ``vb->num_pages`` has none: only the kthread writes it (fill and leak run there,
+  ``remove_common`` after ``kthread_stop``), so its reads are not shared.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from actors.guest.mm.balloon_compaction import BalloonAops
 from actors.guest.mm.compaction import Compactor
 from actors.guest.mm.pages import PageFrames, PageList
 from actors.guest.mm.vmstat import VmStat
+from actors.kernel.irq import hardirq
 from actors.kernel.kernel import Kernel
 from actors.kernel.locks import Atomic, WaitQueue
 from actors.sim import schema, streams
@@ -179,7 +192,7 @@ class VirtioBalloon:
         # /* When host has read buffer, this completes via balloon_ack */
         # wait_event(vb->acked, virtqueue_get_buf(vq, &len));
         driver = transport.vqs[vq].driver
-        await self.acked.wait_event(lambda: driver.get_buf() is not None)
+        await self.acked.wait_event(lambda: driver.get_buf() is not None, reads="tell_host")
         self.log.info(schema.VQ_ACK, queue=QUEUE_NAMES[vq], hs=hs)
 
     def balloon_ack(self) -> None:
@@ -236,11 +249,14 @@ class VirtioBalloon:
 
     async def _stats_handle_request_body(self) -> bool:
         """The v3.6 body; False where the C code takes its early ``return``."""
+        k = self.kernel
         # vb->need_stats_update = 0;
         self.need_stats_update = 0
         # update_balloon_stats(vb);
+        await k.preempt("update_balloon_stats")  # si_meminfo(), all_vm_events(): lockless
         self.update_balloon_stats()
         # vq = vb->stats_vq; if (!virtqueue_get_buf(vq, &len)) return;
+        await k.preempt("stats_handle_request")  # the used ring the device writes
         if self.vdev.vqs[STATSQ].driver.get_buf() is None:
             return False
         # sg_init_one(&sg, vb->stats, sizeof(vb->stats));
@@ -334,7 +350,9 @@ class VirtioBalloon:
             while not self.should_stop:  # while (!kthread_should_stop()) {
                 # wait_event_interruptible(vb->config_change, (diff = towards_target(vb)) != 0
                 #     || vb->need_stats_update || kthread_should_stop() || freezing(current));
-                await self.config_change.wait_event_interruptible(woken)
+                await self.config_change.wait_event_interruptible(woken, reads="towards_target")
+                # if (vb->need_stats_update)   (set by the stats interrupt, no lock)
+                await self.kernel.preempt("balloon")
                 if self.need_stats_update:
                     await self.stats_handle_request()
                 if diff > 0:
@@ -387,8 +405,10 @@ class VirtioBalloon:
 
     async def interrupts(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                          ) -> None:
-        """vring_interrupt / virtio config interrupt: dispatch to the driver's callbacks."""
-        with self.kernel.task("irq/virtio-balloon"):
+        """vring_interrupt / virtio config interrupt: dispatch to the driver's callbacks, each
+        in hardirq context (irq_enter() ... irq_exit()), as the kernel runs them."""
+        k = self.kernel
+        with k.task("irq/virtio-balloon"):
             task_status.started()
             inbox = self.vdev.driver_inbox
             async with inbox:
@@ -398,12 +418,14 @@ class VirtioBalloon:
                     except anyio.EndOfStream:
                         break
                     if isinstance(msg, Interrupt):
-                        if msg.queue == STATSQ:
-                            self.stats_request()
-                        else:
-                            self.balloon_ack()
+                        with hardirq(k):
+                            if msg.queue == STATSQ:
+                                self.stats_request()
+                            else:
+                                self.balloon_ack()
                     elif isinstance(msg, ConfigChanged):
-                        self.virtballoon_changed()
+                        with hardirq(k):
+                            self.virtballoon_changed()
 
     # -- views ---------------------------------------------------------------------------------
     def isolated(self) -> int:

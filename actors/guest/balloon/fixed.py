@@ -51,6 +51,20 @@ FIX(isolate-warn): the series' ``isolate_balloon_page`` takes a reference, then 
   with perturbation: 13 of 2000 seeds once the isolation runs in its C steps). The correction
   drops the warning and keeps the rest (put the reference back, do not isolate). Upstream:
   v3.8's ``balloon_page_isolate`` has no WARN there, the same correction.
+
+FIX(pages-lock-irq): v9 takes ``vb->pages_lock`` with plain ``spin_lock``, hardirqs enabled
+  (``fill_balloon``, ``leak_balloon``, ``virtballoon_putbackpage``, ...), and the series'
+  compaction takes it too, in ``virtballoon_isolatepage``, called by 3.6's
+  ``isolate_migratepages_range`` with ``zone->lru_lock`` held and hardirqs off. End-I/O
+  completions take ``zone->lru_lock`` in hardirq context (``rotate_reclaimable_page``), so:
+  CPU0 holds ``pages_lock`` (leak_balloon), CPU1 holds ``lru_lock`` and spins on
+  ``pages_lock`` (compaction), an I/O interrupt on CPU0 spins on ``lru_lock``: deadlock.
+  Lockdep's ``HARDIRQ-safe -> HARDIRQ-unsafe lock order detected`` (zone->lru_lock ->
+  vb->pages_lock) in any v9 session where compaction isolates a balloon page and the guest
+  has page cache under writeback (``tests/actors/guest/balloon/test_fixed.py``). The
+  correction takes ``pages_lock`` with ``spin_lock_irqsave`` at every site (an
+  ``IrqsaveSpinLock``: v9's call sites unchanged). Upstream: 3.8's balloon_compaction.c takes
+  ``pages_lock`` with ``spin_lock_irqsave`` everywhere, the same correction.
 """
 
 from __future__ import annotations
@@ -61,7 +75,7 @@ from actors.guest.balloon.common import INFLATEQ
 from actors.guest.balloon.v9 import V9Balloon
 from actors.guest.mm.balloon_compaction import BALLOON_MIGRATION_RETURN, EAGAIN
 from actors.kernel.lockdep import context
-from actors.kernel.locks import trylock_page
+from actors.kernel.locks import IrqsaveSpinLock, trylock_page
 from protocol.balloon import VIRTIO_BALLOON_ARRAY_PFNS_MAX
 
 
@@ -69,6 +83,11 @@ class FixedBalloon(V9Balloon):
     """The seed patch with its defects corrected."""
 
     warn_on_lost_page = False  # FIX(isolate-warn): a leaked page is not a bug, as in v3.8
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)
+        # FIX(pages-lock-irq): spin_lock_irqsave(&vb->pages_lock, flags) at every site
+        self.pages_lock = IrqsaveSpinLock(self.kernel, "vb->pages_lock")
 
     @context()
     async def fill_balloon(self, num: int) -> None:

@@ -8,9 +8,13 @@ drains through ``balloon_page_enqueue``/``balloon_page_dequeue``; ``num_pages`` 
 integers, so the two behave alike). The mapping's a_ops have only ``migratepage``; compaction
 runs 3.8's hooks (:class:`~actors.guest.mm.compaction_38.Compactor38`).
 
-Where 3.8 has a window the model would otherwise close, there is a preemption point: between
-``leak_balloon``'s ``mutex_unlock`` and its ``release_pages_by_pfn(vb->pfns, ...)``, which
-reads the shared ``vb->pfns`` without ``balloon_lock``.
+Where 3.8 reads shared state outside the lock that protects it there is a preemption point,
+named by its C function, before the read: besides the shared ones of ``common.py``
+(``towards_target``, ...), ``release_pages_by_pfn`` (between ``leak_balloon``'s
+``mutex_unlock`` and its ``release_pages_by_pfn(vb->pfns, ...)``, which reads the shared
+``vb->pfns`` without ``balloon_lock``) and mm's (``balloon_page_dequeue`` at each element of
+its lockless walk, ``balloon_page_isolate``, ``balloon_page_movable``,
+``putback_movable_pages``). ``pages_lock`` is taken with ``spin_lock_irqsave``, as merged.
 """
 
 from __future__ import annotations
@@ -160,13 +164,13 @@ class V38Balloon(VirtioBalloon):
             return -EAGAIN
         # /* balloon's page migration 1st step  -- inflate "newpage" */
         # spin_lock_irqsave(&vb_dev_info->pages_lock, flags);
-        await vb_dev_info.pages_lock.spin_lock()
+        flags = await vb_dev_info.pages_lock.spin_lock_irqsave()
         # balloon_page_insert(newpage, mapping, &vb_dev_info->pages);
         balloon_page_insert(frames, newpage, vb_dev_info.pages)
         # vb_dev_info->isolated_pages--;
         vb_dev_info.isolated_pages -= 1
         # spin_unlock_irqrestore(&vb_dev_info->pages_lock, flags);
-        vb_dev_info.pages_lock.spin_unlock()
+        vb_dev_info.pages_lock.spin_unlock_irqrestore(flags)
         # vb->num_pfns = VIRTIO_BALLOON_PAGES_PER_PAGE;
         self.num_pfns = ppp
         # set_page_pfns(vb->pfns, newpage);

@@ -2,7 +2,19 @@
 
 Function by function, with the C lines each block models in comments. Nothing here is fixed:
 its value is that it behaves like the patch (corrections live in ``fixed.py``). Preemption
-points (``kernel.preempt``) mark where another CPU could interleave in the real kernel.
+points (``kernel.preempt``) mark where another CPU could interleave in the real kernel: every
+blocking lock operation, and every read of shared state outside the lock that protects it
+(named by its C function, before the read): besides the shared ones of ``common.py``,
+``__wait_on_isolated_pages`` (its wait condition reads ``num_isolated_pages`` and
+``num_pages`` after dropping ``pages_lock``). The list reads of ``leak_balloon`` are under
+``pages_lock`` and have none.
+
+``vb->pages_lock`` is a plain ``spin_lock`` everywhere, hardirqs on: compaction (3.6's
+scanner) calls ``virtballoon_isolatepage`` with ``zone->lru_lock`` held, which end-I/O
+completions take in hardirq context, so lockdep reports ``HARDIRQ-safe -> HARDIRQ-unsafe lock
+order`` (``zone->lru_lock`` -> ``vb->pages_lock``): an interrupt on the CPU holding
+``pages_lock`` can spin on ``lru_lock`` held by a compactor spinning on ``pages_lock``
+(FIX(pages-lock-irq) in ``fixed.py``; 3.8 takes it with ``spin_lock_irqsave``).
 """
 
 from __future__ import annotations
@@ -195,7 +207,8 @@ class V9Balloon(VirtioBalloon):
         #             leak_target <= __pages_at_balloon_list(vb)));
         await self.config_change.wait_event(
             lambda: (not self.num_isolated_pages.atomic_read()
-                     or leak_target <= self._pages_at_balloon_list()))
+                     or leak_target <= self._pages_at_balloon_list()),
+            reads="__wait_on_isolated_pages")  # the counters, read without pages_lock
         # spin_lock(&vb->pages_lock);
         await self.pages_lock.spin_lock()
 

@@ -6,6 +6,11 @@ recognised by its ``page->mapping`` being the balloon's special address space (h
 ``isolate_balloon_page`` / ``balloon_page_migrate`` / ``putback_balloon_page``; those call the
 driver's ``a_ops`` callbacks (``virtballoon_isolatepage`` / ``_migratepage`` /
 ``_putbackpage``) with the page lock held, in the compaction worker's own task.
+
+Preemption points precede each read of shared state outside the lock that protects it
+(``isolate_balloon_page``: the reference on the caller's lockless test, the page lock, and the
+``page_count`` re-check, which the page lock does not protect); ``putback_balloon_page`` and
+``balloon_page_migrate`` read the mapping under the page lock and have none.
 """
 
 from __future__ import annotations
@@ -90,9 +95,10 @@ async def isolate_balloon_page(kernel: Kernel, frames: PageFrames, vb: BalloonAo
 
     Its C steps are separate, with a scheduling point between each, as another CPU can act
     between them: the caller's lockless ``balloon_page_movable()`` test,
-    ``get_page_unless_zero``, ``trylock_page`` and the re-check under the page lock, whose
-    ``dump_page(); __WARN();`` branch (the page stopped being a balloon page meanwhile: leaked
-    by the driver) is reachable.
+    ``get_page_unless_zero``, ``trylock_page`` and the re-check under the page lock (the lock
+    does not protect ``page_count``: other compactors take references without it). The
+    re-check's ``dump_page(); __WARN();`` branch (the page stopped being a balloon page
+    meanwhile: leaked by the driver) is reachable.
     """
     await kernel.preempt("isolate_balloon_page")  # after the lockless movable test
     # if (likely(get_page_unless_zero(page))) {
@@ -100,6 +106,7 @@ async def isolate_balloon_page(kernel: Kernel, frames: PageFrames, vb: BalloonAo
         await kernel.preempt("isolate_balloon_page")
         # if (likely(trylock_page(page))) {
         if trylock_page(kernel, frames, page):
+            await kernel.preempt("isolate_balloon_page")  # page_count(): not the lock's
             # if (__is_movable_balloon_page(page) && (page_count(page) == 2)) {
             if __is_movable_balloon_page(frames, page) and frames.refcount[page] == 2:
                 # __isolate_balloon_page(page): mapping->a_ops->invalidatepage(page, 0)

@@ -17,8 +17,13 @@ Where the merged code parts from the v9 series (:mod:`actors.guest.mm.balloon_co
 :class:`BalloonDevInfo` is also what mm calls for a 3.8 balloon (it implements
 :class:`~actors.guest.mm.balloon_compaction.BalloonAops`): mm never imports the driver, the
 driver hands its ``balloon_dev_info`` over as the mapping's owner, as 3.8 does with
-``mapping->private_data``. ``spin_lock_irqsave`` is modelled as ``spin_lock``: this substrate
-has no interrupt state.
+``mapping->private_data``. ``pages_lock`` is taken with ``spin_lock_irqsave`` everywhere, as
+the C does: compaction takes it under ``zone->lru_lock``, a lock interrupts take.
+
+Preemption points before lockless reads: ``balloon_page_dequeue`` at every element of its
+walk without ``pages_lock``; ``balloon_page_isolate`` before the reference it takes on the
+caller's lockless movable test and before its ``page_count`` re-check (the page lock does not
+protect the count: other compactors take references without it).
 """
 
 from __future__ import annotations
@@ -131,11 +136,11 @@ class BalloonDevInfo:
         if not trylock_page(k, frames, page):
             raise BalloonError(f"balloon_page_enqueue: trylock_page({page}) failed")
         # spin_lock_irqsave(&b_dev_info->pages_lock, flags);
-        await self.pages_lock.spin_lock()
+        flags = await self.pages_lock.spin_lock_irqsave()
         # balloon_page_insert(page, b_dev_info->mapping, &b_dev_info->pages);
         balloon_page_insert(frames, page, self.pages)
         # spin_unlock_irqrestore(&b_dev_info->pages_lock, flags);
-        self.pages_lock.spin_unlock()
+        self.pages_lock.spin_unlock_irqrestore(flags)
         # unlock_page(page);
         unlock_page(k, frames, page)
         # return page;
@@ -162,7 +167,7 @@ class BalloonDevInfo:
             # if (trylock_page(page)) {
             if trylock_page(k, frames, cur):
                 # spin_lock_irqsave(&b_dev_info->pages_lock, flags);
-                await self.pages_lock.spin_lock()
+                flags = await self.pages_lock.spin_lock_irqsave()
                 # get_page(page);
                 frames.refcount[cur] += 1
                 # balloon_page_delete(page);
@@ -171,7 +176,7 @@ class BalloonDevInfo:
                                        f"{cur} (taken off the list under the walk)")
                 balloon_page_delete(frames, cur, pages)
                 # spin_unlock_irqrestore(&b_dev_info->pages_lock, flags);
-                self.pages_lock.spin_unlock()
+                self.pages_lock.spin_unlock_irqrestore(flags)
                 # unlock_page(page);
                 unlock_page(k, frames, cur)
                 # dequeued_page = true; break;
@@ -181,15 +186,15 @@ class BalloonDevInfo:
         # if (!dequeued_page) {
         if page < 0:
             # spin_lock_irqsave(&b_dev_info->pages_lock, flags);
-            await self.pages_lock.spin_lock()
+            flags = await self.pages_lock.spin_lock_irqsave()
             # if (unlikely(list_empty(&b_dev_info->pages) && !b_dev_info->isolated_pages))
             #         BUG();
             if pages.list_empty() and not self.isolated_pages:
-                self.pages_lock.spin_unlock()
+                self.pages_lock.spin_unlock_irqrestore(flags)
                 raise BalloonError("balloon_page_dequeue: list empty and nothing isolated: "
                                    "balloon pages lost")
             # spin_unlock_irqrestore(&b_dev_info->pages_lock, flags);
-            self.pages_lock.spin_unlock()
+            self.pages_lock.spin_unlock_irqrestore(flags)
         # return page;
         return page
 
@@ -197,24 +202,24 @@ class BalloonDevInfo:
     async def virtballoon_isolatepage(self, page: int, mode: int) -> None:
         """__isolate_balloon_page(): off the list, counted isolated (under pages_lock)."""
         # spin_lock_irqsave(&b_dev_info->pages_lock, flags);
-        await self.pages_lock.spin_lock()
+        flags = await self.pages_lock.spin_lock_irqsave()
         # list_del(&page->lru);
         self.pages.list_del(page)
         # b_dev_info->isolated_pages++;
         self.isolated_pages += 1
         # spin_unlock_irqrestore(&b_dev_info->pages_lock, flags);
-        self.pages_lock.spin_unlock()
+        self.pages_lock.spin_unlock_irqrestore(flags)
 
     async def virtballoon_putbackpage(self, page: int) -> None:
         """__putback_balloon_page(): back on the list, uncounted (under pages_lock)."""
         # spin_lock_irqsave(&b_dev_info->pages_lock, flags);
-        await self.pages_lock.spin_lock()
+        flags = await self.pages_lock.spin_lock_irqsave()
         # list_add(&page->lru, &b_dev_info->pages);
         self.pages.list_add(page)
         # b_dev_info->isolated_pages--;
         self.isolated_pages -= 1
         # spin_unlock_irqrestore(&b_dev_info->pages_lock, flags);
-        self.pages_lock.spin_unlock()
+        self.pages_lock.spin_unlock_irqrestore(flags)
 
     async def virtballoon_migratepage(self, newpage: int, page: int, mode: int) -> int:
         """__migrate_balloon_page(): page->mapping->a_ops->migratepage(...)."""
@@ -229,13 +234,16 @@ async def balloon_page_isolate(kernel: Kernel, frames: PageFrames, b_dev_info: B
                                page: int) -> bool:
     """balloon_page_isolate(): __isolate_lru_page() counterpart for a ballooned page.
 
-    Each step the C takes is separate here: another CPU may act between the reference, the
-    page lock and the re-check (a preemption point after each)."""
+    Each step the C takes is separate here: another CPU may act between the caller's lockless
+    test and the reference, the reference and the page lock, the lock and the re-check of the
+    count (a preemption point before each)."""
+    await kernel.preempt("balloon_page_isolate")  # after the caller's lockless movable test
     # if (likely(get_page_unless_zero(page))) {
     if get_page_unless_zero(frames, page):
         await kernel.preempt("balloon_page_isolate")
         # if (likely(trylock_page(page))) {
         if trylock_page(kernel, frames, page):
+            await kernel.preempt("balloon_page_isolate")  # page_count(): not the lock's
             # if (__is_movable_balloon_page(page) && page_count(page) == 2) {
             if __is_movable_balloon_page(frames, page) and frames.refcount[page] == 2:
                 # __isolate_balloon_page(page);

@@ -11,6 +11,23 @@ taking free pages goes through the allocator actor (the zone lock). The isolated
 ``migrate_pages`` (mm/migrate.c: :mod:`actors.guest.mm.migrate`, a mixin of the compactor):
 LRU pages are copied, balloon pages go through ``balloon_page_migrate`` (the driver inflates
 the new page and deflates the old one).
+
+``zone->lru_lock`` is one ``SpinLock`` per zone (``CompactionState.zone_lru_lock``), taken
+where 3.6 and 3.8 take it: by the migrate scanner (``spin_lock_irqsave``, dropped when
+contended by ``compact_checklock_irqsave``) and, in hardirq context, by the end-I/O
+completions that rotate written-back pages (:mod:`actors.guest.mm.swap`). The model's LRU
+adds and removes (allocation, freeing, migration) do not take it: it has no LRU lists.
+:class:`Compactor` is the v9 series' compactor: 3.6's ``isolate_migratepages_range``, which
+holds the lock across the whole scan, so the series isolates balloon pages under it, hardirqs
+off, whatever ``locked`` says (3.8's tests ``locked``: :mod:`actors.guest.mm.compaction_38`).
+
+Preemption points: a read of shared state outside the lock that protects it is one, named by
+its C function and placed before the read: ``compact_finished`` and ``compaction_suitable``
+(the zone's free counts, read without ``zone->lock``) and ``balloon_page_movable`` (the
+lockless movable test, before it for each page that looks like a balloon page: the model
+looks at the flags first, without a point, since a page that is no balloon page is skipped
+whatever another CPU does, unless it is freed and ballooned within the window). The LRU
+isolation test is under ``zone->lru_lock`` and has none.
 """
 
 from __future__ import annotations
@@ -38,6 +55,7 @@ from actors.sim.costs import CostModel
 from actors.sim.units import UnitError, parse_duration
 
 COMPACT_CLUSTER_MAX = 32
+SWAP_CLUSTER_MAX = 32
 PAGEBLOCK = G.pageblock_nr_pages
 
 COMPACT_COMPLETE = "complete"  # the scanners met
@@ -81,13 +99,19 @@ class CompactionState:
 
     skip: bytearray
     mids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-    #: ``zone->lru_lock``, made by the first compactor that takes it (only 3.8's
-    #: isolation does: :mod:`actors.guest.mm.compaction_38`); None until then.
+    #: ``zone->lru_lock``, made by its first taker (``zone_lru_lock``); None until then.
     lru_lock: SpinLock | None = None
 
     @classmethod
     def for_zone(cls, zone: Zone) -> CompactionState:
         return cls(bytearray(zone.frames.nr_pages // PAGEBLOCK))
+
+    def zone_lru_lock(self, kernel: Kernel) -> SpinLock:
+        """``zone->lru_lock``: one per zone, shared by every compactor and the end-I/O
+        interrupt (spin_lock_init(&zone->lru_lock) at the first use)."""
+        if self.lru_lock is None:
+            self.lru_lock = SpinLock(kernel, "zone->lru_lock")
+        return self.lru_lock
 
 
 @dataclass
@@ -125,6 +149,7 @@ class Compactor(Migrator):
         self.config = config
         self.shared = shared if shared is not None else CompactionState.for_zone(zone)
         self.skip = self.shared.skip
+        self.lru_lock = self.shared.zone_lru_lock(kernel)
         self.touched = touched
         #: Free order->=9 blocks when this compactor's last run ended.
         self.last_free_order9 = 0
@@ -142,15 +167,20 @@ class Compactor(Migrator):
                             worker=worker)
         self.log.info(schema.COMPACT_START, worker=worker, order=order, trigger=trigger)
         # compaction_suitable(): below the order-0 watermark there is nothing to migrate into
+        if not full:
+            await self.kernel.preempt("compaction_suitable")  # zone_page_state(), lockless
         result = COMPACT_COMPLETE if full or self.compaction_suitable(order) else COMPACT_SKIPPED
         while result != COMPACT_SKIPPED:
             # compact_finished()
             if cc.free_pfn <= cc.migrate_pfn:
                 result = COMPACT_COMPLETE
                 break
-            if not full and self.zone.find_free_block_at_least(order):
-                result = COMPACT_SUCCESS
-                break
+            if not full:
+                # zone->free_area[order].nr_free, read without zone->lock
+                await self.kernel.preempt("compact_finished")
+                if self.zone.find_free_block_at_least(order):
+                    result = COMPACT_SUCCESS
+                    break
             isolated = await self.isolate_migratepages(cc)
             if self.kernel.debug:
                 self.log.debug(schema.COMPACT_SCAN, worker=worker, migrate_pfn=cc.migrate_pfn,
@@ -177,10 +207,38 @@ class Compactor(Migrator):
                       balloon_migrated=cc.balloon_migrated, free_order9=self.last_free_order9)
         return result
 
+    # -- zone->lru_lock (mm/compaction.c of 3.6 and 3.8 alike) -------------------------------
+    def should_release_lock(self, lock: SpinLock) -> bool:
+        """should_release_lock(): need_resched() || spin_is_contended(lock). The model has no
+        need_resched(): a contended lock is the only reason."""
+        return lock.spin_is_contended()
+
+    async def compact_checklock_irqsave(self, lock: SpinLock, flags: int, locked: bool
+                                        ) -> int:
+        """compact_checklock_irqsave() for sync compaction (every compaction of the model):
+        the lock is held on return; the flags its ``spin_lock_irqsave`` saved."""
+        # if (should_release_lock(lock)) {
+        if self.should_release_lock(lock):
+            # if (locked) { spin_unlock_irqrestore(lock, *flags); locked = false; }
+            if locked:
+                lock.spin_unlock_irqrestore(flags)
+                locked = False
+            # cond_resched();
+            await self.kernel.preempt("compact_checklock_irqsave")
+        # if (!locked) spin_lock_irqsave(lock, *flags);
+        if not locked:
+            flags = await lock.spin_lock_irqsave()
+        # return true;
+        return flags
+
     # -- migrate scanner -----------------------------------------------------------------------
     async def isolate_migratepages(self, cc: CompactControl) -> list[int]:
-        """isolate_migratepages(): scan one pageblock (or up to 32 pages) from migrate_pfn."""
-        f, vm = self.frames, self.vmstat
+        """isolate_migratepages_range() of 3.6 with the v9 series' balloon hunk, over one
+        pageblock from migrate_pfn (or up to COMPACT_CLUSTER_MAX pages): ``zone->lru_lock``
+        held across the scan, dropped every SWAP_CLUSTER_MAX pages and when contended, so a
+        balloon page is isolated with it held and hardirqs off. Free blocks and THPs are
+        stepped over whole; the skip hints are the model's (3.7's), not 3.6's."""
+        k, f, vm, lru_lock = self.kernel, self.frames, self.vmstat, self.lru_lock
         flags, mapping, refcount, order_of = f.flags, f.mapping, f.refcount, f.order
         rmap_owner = self.rmap.owner
         pfn = cc.migrate_pfn
@@ -192,7 +250,26 @@ class Compactor(Migrator):
         isolated: list[int] = []
         lru, balloon_owner = P.PG_lru, P.OWNER_BALLOON
         scanned = 0
+        # /* Time to isolate some pages for migration */
+        # cond_resched();
+        await k.preempt("isolate_migratepages_range")
+        # spin_lock_irqsave(&zone->lru_lock, flags); locked = true;
+        irqflags = await lru_lock.spin_lock_irqsave()
+        locked = True
+        # for (; low_pfn < end_pfn; low_pfn++) {
         while pfn < block_end and len(isolated) < COMPACT_CLUSTER_MAX:
+            # /* give a chance to irqs before checking need_resched() */
+            # if (!((low_pfn+1) % SWAP_CLUSTER_MAX)) {
+            #         spin_unlock_irqrestore(&zone->lru_lock, flags); locked = false; }
+            if not (pfn + 1) % SWAP_CLUSTER_MAX:
+                lru_lock.spin_unlock_irqrestore(irqflags)
+                locked = False
+            # /* Check if it is ok to still hold the lock */
+            # locked = compact_checklock_irqsave(&zone->lru_lock, &flags, locked, cc);
+            # if (!locked) break;      (sync: never; its common case inline, not C)
+            if not locked or self.should_release_lock(lru_lock):
+                irqflags = await self.compact_checklock_irqsave(lru_lock, irqflags, locked)
+                locked = True
             fl = flags[pfn]
             scanned += 1
             if fl & P.PG_buddy:  # a free block: skip it whole
@@ -202,21 +279,28 @@ class Compactor(Migrator):
                 pfn += 1 << order_of[pfn]
                 continue
             if fl & lru and refcount[pfn] == 1 and rmap_owner[pfn]:
-                # isolate_lru_page(): take it off the LRU with a reference of our own
+                # __isolate_lru_page(); del_page_from_lru_list(): off the LRU, our reference
                 flags[pfn] = (fl & ~lru) | P.PG_isolated
                 refcount[pfn] = 2
                 isolated.append(pfn)
-            elif (fl & P.PG_balloon and self.balloon is not None
-                  and mapping[pfn] == balloon_owner
-                  # balloon_page_movable(page) && isolate_balloon_page(page)
-                  and await isolate_balloon_page(self.kernel, f, self.balloon, pfn)):
-                isolated.append(pfn)
-                vm.inc("compact_balloon_isolated")
-                mid = self._mids[pfn] = next(self.shared.mids)
-                self.log.info(schema.BALLOON_ISOLATE, worker=cc.worker, mid=mid, pfn=pfn)
+            elif fl & P.PG_balloon and self.balloon is not None:
+                # } else if (unlikely(balloon_page_movable(page))) {   (no `locked` test)
+                #         if (!isolate_balloon_page(page)) continue;
+                if k.perturb.active:
+                    await k.preempt("balloon_page_movable")  # the lockless read, below
+                if (flags[pfn] & P.PG_balloon and mapping[pfn] == balloon_owner
+                        and await isolate_balloon_page(k, f, self.balloon, pfn)):
+                    isolated.append(pfn)
+                    vm.inc("compact_balloon_isolated")
+                    mid = self._mids[pfn] = next(self.shared.mids)
+                    self.log.info(schema.BALLOON_ISOLATE, worker=cc.worker, mid=mid, pfn=pfn)
             pfn += 1
+        # acct_isolated(zone, locked, cc);
         vm.inc("compact_migrate_scanned", scanned)
         vm.inc("compact_isolated", len(isolated))
+        # if (locked) spin_unlock_irqrestore(&zone->lru_lock, flags);
+        if locked:
+            lru_lock.spin_unlock_irqrestore(irqflags)
         if not isolated and pfn >= block_end and not cc.ignore_skip_hint:
             self.skip[pb] = 1  # update_pageblock_skip()
         cc.migrate_pfn = pfn

@@ -5,10 +5,10 @@
 :class:`Compactor38` is the compactor a 3.8 balloon runs with (the driver names it: mm never
 imports a driver). It differs from the v9 series' hooks where the merged C does:
 - a balloon page is isolated only while the scanner holds ``zone->lru_lock``, which it takes
-  for an LRU page met earlier in the same scan and drops when contended (the
-  ``locked && balloon_page_isolate(page)`` test); ``zone->lru_lock`` is modelled minimally:
-  one ``SpinLock`` per zone that only these scanners take (the model's LRU adds and removes do
-  not take it, and there is no interrupt state, so ``_irqsave`` is a plain spin_lock);
+  (``spin_lock_irqsave``, through ``compact_checklock_irqsave``) for an LRU page met earlier
+  in the same scan and drops when contended (the ``locked && balloon_page_isolate(page)``
+  test); the lock is the zone's one, shared with the v9 scanner and the end-I/O interrupt
+  (:mod:`actors.guest.mm.compaction`, :mod:`actors.guest.mm.swap`);
 - ``__unmap_and_move`` tests ``balloon_page_movable`` on a page it has locked and holds a
   second reference to, so the test fails and the page takes the common path:
   ``move_to_new_page`` calls the mapping's ``migratepage`` and, as the driver's
@@ -16,12 +16,16 @@ imports a driver). It differs from the v9 series' hooks where the merged C does:
   NULL``: the new page stays on the balloon list but is no longer movable;
 - ``putback_movable_pages`` makes the same test on an isolated page (refcount 2), fails it, and
   puts the balloon page on the LRU (``putback_lru_page``).
+
+Preemption points before lockless reads (the rule of :mod:`actors.guest.mm.compaction`):
+``balloon_page_movable`` in the scanner and ``putback_movable_pages`` before theirs; the test
+in ``__unmap_and_move`` has none, as its outcome is fixed by the page lock the caller holds
+(``page_flags_cleared`` sees PG_locked).
 """
 
 from __future__ import annotations
 
 import array
-from typing import Any
 
 from actors.guest.mm import pages as P
 from actors.guest.mm.balloon_compaction import EAGAIN, ENOMEM, clear_balloon_mapping
@@ -34,49 +38,26 @@ from actors.guest.mm.balloon_compaction_38 import (
     balloon_page_movable,
     balloon_page_putback,
 )
-from actors.guest.mm.compaction import COMPACT_CLUSTER_MAX, PAGEBLOCK, CompactControl, Compactor
-from actors.kernel.locks import SpinLock, lock_page, trylock_page, unlock_page
+from actors.guest.mm.compaction import (
+    COMPACT_CLUSTER_MAX,
+    PAGEBLOCK,
+    SWAP_CLUSTER_MAX,
+    CompactControl,
+    Compactor,
+)
+from actors.kernel.locks import lock_page, trylock_page, unlock_page
 from actors.sim import schema
-
-SWAP_CLUSTER_MAX = 32
 
 
 class Compactor38(Compactor):
     """compact_zone() with the balloon hooks of 3.8."""
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        if self.shared.lru_lock is None:
-            # spin_lock_init(&zone->lru_lock);
-            self.shared.lru_lock = SpinLock(self.kernel, "zone->lru_lock")
-        self.lru_lock: SpinLock = self.shared.lru_lock
-
-    # -- mm/compaction.c -----------------------------------------------------------------------
-    def should_release_lock(self, lock: SpinLock) -> bool:
-        """should_release_lock(): need_resched() || spin_is_contended(lock). The model has no
-        need_resched(): a contended lock is the only reason."""
-        return lock.spin_is_contended()
-
-    async def compact_checklock_irqsave(self, lock: SpinLock, locked: bool) -> bool:
-        """compact_checklock_irqsave() for sync compaction: True, the lock held."""
-        # if (should_release_lock(lock)) {
-        if self.should_release_lock(lock):
-            # if (locked) { spin_unlock_irqrestore(lock, *flags); locked = false; }
-            if locked:
-                lock.spin_unlock()
-                locked = False
-            # cond_resched();   (every compaction of the model is sync)
-            await self.kernel.preempt("compact_checklock_irqsave")
-        # if (!locked) spin_lock_irqsave(lock, *flags);
-        if not locked:
-            await lock.spin_lock()
-        return True
-
+    # -- mm/compaction.c (should_release_lock, compact_checklock_irqsave: as in 3.6) ----------
     async def isolate_migratepages(self, cc: CompactControl) -> list[int]:
         """isolate_migratepages_range() over one pageblock from ``cc.migrate_pfn`` (or up to
         COMPACT_CLUSTER_MAX pages). Free blocks are stepped over whole, as the model's v9
         scanner does, instead of page by page (their tails match nothing)."""
-        f, vm, lru_lock = self.frames, self.vmstat, self.lru_lock
+        k, f, vm, lru_lock = self.kernel, self.frames, self.vmstat, self.lru_lock
         flags, refcount, order_of = f.flags, f.refcount, f.order
         rmap_owner = self.rmap.owner
         low_pfn = cc.migrate_pfn
@@ -84,6 +65,7 @@ class Compactor38(Compactor):
         pb = low_pfn // PAGEBLOCK
         isolated: list[int] = []
         locked = False
+        irqflags = 0  # unsigned long flags;
         nr_scanned = 0
         # /* If isolation recently failed, do not retry */
         # if (!isolation_suitable(cc, page)) goto next_pageblock;
@@ -91,7 +73,7 @@ class Compactor38(Compactor):
             cc.migrate_pfn = end_pfn
             return []
         # cond_resched(); for (; low_pfn < end_pfn; low_pfn++) {
-        await self.kernel.preempt("isolate_migratepages_range")
+        await k.preempt("isolate_migratepages_range")
         while low_pfn < end_pfn:
             # /* give a chance to irqs before checking need_resched() */
             # if (locked && !((low_pfn+1) % SWAP_CLUSTER_MAX)) {
@@ -99,7 +81,7 @@ class Compactor38(Compactor):
             #                 spin_unlock_irqrestore(&zone->lru_lock, flags); locked = false;
             if (locked and not (low_pfn + 1) % SWAP_CLUSTER_MAX
                     and self.should_release_lock(lru_lock)):
-                lru_lock.spin_unlock()
+                lru_lock.spin_unlock_irqrestore(irqflags)
                 locked = False
             nr_scanned += 1
             fl = flags[low_pfn]
@@ -111,6 +93,8 @@ class Compactor38(Compactor):
             if not fl & P.PG_lru:
                 # if (unlikely(balloon_page_movable(page))) {
                 #         if (locked && balloon_page_isolate(page)) {
+                if fl & P.PG_balloon and k.perturb.active:
+                    await k.preempt("balloon_page_movable")  # the lockless read, below
                 if (balloon_page_movable(f, low_pfn, rmap_owner[low_pfn] != 0) and locked
                         and self.balloon is not None
                         and await balloon_page_isolate(self.kernel, f, self.balloon,
@@ -137,7 +121,8 @@ class Compactor38(Compactor):
                 continue
             # /* Check if it is ok to still hold the lock */
             # locked = compact_checklock_irqsave(&zone->lru_lock, &flags, locked, cc);
-            locked = await self.compact_checklock_irqsave(lru_lock, locked)
+            irqflags = await self.compact_checklock_irqsave(lru_lock, irqflags, locked)
+            locked = True  # (sync compaction: if (!locked || ...) break; never breaks)
             # /* Recheck PageLRU and PageTransHuge under lock */
             fl = flags[low_pfn]
             if not fl & P.PG_lru:
@@ -160,7 +145,7 @@ class Compactor38(Compactor):
             low_pfn += 1
         # if (locked) spin_unlock_irqrestore(&zone->lru_lock, flags);
         if locked:
-            lru_lock.spin_unlock()
+            lru_lock.spin_unlock_irqrestore(irqflags)
         vm.inc("compact_migrate_scanned", nr_scanned)
         vm.inc("compact_isolated", len(isolated))
         # /* Update the pageblock-skip if the whole pageblock was scanned */
@@ -192,7 +177,8 @@ class Compactor38(Compactor):
             await lock_page(k, f, old)
         if self._injected_migrate_failure(old):
             rc = -EAGAIN
-        # if (unlikely(balloon_page_movable(page))) {   never: locked, refcount 2
+        # if (unlikely(balloon_page_movable(page))) {   never: locked, refcount 2 (no
+        #         preemption point: our own page lock fixes the outcome)
         elif balloon_page_movable(f, old, False):
             rc = await balloon_page_migrate(k, f, self.balloon, new, old)
         else:
@@ -244,6 +230,7 @@ class Compactor38(Compactor):
         mid = self._mids.pop(old, 0)
         # list_del(&page->lru); dec_zone_page_state(page, NR_ISOLATED_ANON + ...);
         # if (unlikely(balloon_page_movable(page))) balloon_page_putback(page);
+        await self.kernel.preempt("putback_movable_pages")  # the lockless test, below
         if balloon_page_movable(f, old, self.rmap.owner[old] != 0):
             if await balloon_page_putback(self.kernel, f, self.balloon, old):
                 self.vmstat.inc("compact_balloon_returned")

@@ -5,6 +5,14 @@ Compaction isolates pages and hands them here with the free pages its free scann
 LRU pages are migrated by copying (virtual time) and rewriting the rmap slot that maps them;
 balloon pages go through ``balloon_page_migrate`` (mm/balloon_compaction.c), which calls the
 driver's ``migratepage`` callback -- the only way mm reaches a driver.
+
+Preemption points: ``migrate_pages`` before each balloon page's attempt (``cond_resched``)
+and before an LRU batch's copy. The balloon path reads its page's state under the page lock
+(``__is_movable_balloon_page``: the mapping changes only under it), so it has no other. One
+exception to the rule that every lockless read is a point: the model migrates LRU pages as a
+batch, whose one point and copy time stand for each page's ``page_count(page) == 1`` test
+("freed from under us") in ``unmap_and_move``; the apps' unmaps land before or after the
+batch, not between two of its pages (the LRU is not what this model studies).
 """
 
 from __future__ import annotations

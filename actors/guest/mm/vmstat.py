@@ -98,6 +98,7 @@ def _check_order(order: int) -> None:
 VMSTAT_NAMES: Final[tuple[str, ...]] = (
     "pgalloc",
     "pgfree",
+    "pgrotated",
     "alloc_fail",
     "allocstall",
     "thp_fault_alloc",

@@ -7,6 +7,7 @@ import pytest
 import trio
 
 from actors.kernel import (
+    IrqsaveSpinLock,
     Mutex,
     SpinLock,
     hardirq,
@@ -255,3 +256,27 @@ async def test_enabling_irqs_marks_held_locks(rig: Rig, autojump_clock: trio.abc
     (kind, detail, fields), = rig.reports
     assert kind == "irq-inconsistent" and fields["usage"] == ["IN-HARDIRQ-W", "HARDIRQ-ON-W"]
     assert "p (hardirqs enabled) takes L (L)" in detail
+
+
+async def test_irqsave_spinlock_saves_at_lock_and_restores_at_unlock(
+        rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """IrqsaveSpinLock's plain-looking spin_lock/spin_unlock are irqsave/irqrestore: hardirqs
+    off while held (no HARDIRQ-ON-W), the saved state restored by whichever function releases
+    it, and nested under an irq-off section it leaves hardirqs off."""
+    k = rig.kernel
+    lock = IrqsaveSpinLock(k, "vb->pages_lock")
+    with trio.fail_after(10), k.task("vballoon") as t:
+        await lock.spin_lock()
+        assert irqs_disabled() and t.atomic == 2
+        lock.spin_unlock()
+        assert not irqs_disabled() and t.atomic == 0
+        flags = local_irq_save(k)
+        await lock.spin_lock()
+        lock.spin_unlock()
+        assert irqs_disabled()
+        local_irq_restore(k, flags)
+    assert k.lockdep.usage.get("vb->pages_lock", 0) == 0
+    with trio.fail_after(10), k.task("irq/x"), hardirq(k):
+        await lock.spin_lock()
+        lock.spin_unlock()
+    assert rig.reports == [] and k.lockdep.usage["vb->pages_lock"] == USED_IN_HARDIRQ

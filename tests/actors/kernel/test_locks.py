@@ -9,6 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 import trio
+import trio.testing
 
 from actors.kernel import (
     PG_LOCKED,
@@ -344,6 +345,40 @@ async def test_wait_event_wakes_only_when_condition_true(rig: Rig,
     assert [r["woken"] for r in rig.records(schema.WAIT_WAKE)] == [1, 1]
     assert len(rig.records(schema.WAIT_SLEEP)) == 2  # slept, re-checked, slept again
     assert s.last_sleep == 3.0 + k.costs.wakeup  # woken at 3, on its CPU after the wake-up
+
+
+def test_wait_event_reads_site_precedes_every_evaluation() -> None:
+    """A condition declared a lockless read (``reads=``) gets its preemption point before
+    the first evaluation and before each after a wake-up; the entry point stays."""
+    rig = make_rig(strength=1.0)
+    k = rig.kernel
+    q = WaitQueue(k, "vb->config_change")
+    flag = [False]
+    sites: list[str] = []
+    preempt = k.preempt
+
+    async def recorded(site: str) -> None:
+        sites.append(site)
+        await preempt(site)
+
+    k.preempt = recorded  # type: ignore[method-assign]
+
+    async def waiter() -> None:
+        await q.wait_event_interruptible(lambda: flag[0], reads="towards_target")
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            k.spawn(tg, "vballoon", waiter)
+            with k.task("irq"):
+                await anyio.sleep(1.0)
+                q.wake_up()  # still false: sleeps again
+                await anyio.sleep(1.0)
+                flag[0] = True
+                q.wake_up()
+
+    trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert sites == ["wait_event(vb->config_change)", "towards_target", "towards_target",
+                     "towards_target"]
 
 
 async def test_wait_event_true_condition_does_not_sleep(rig: Rig,

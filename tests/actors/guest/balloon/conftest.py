@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,23 @@ def small_session(*overrides: str, name: str = "inflate-deflate", seed: int = 1,
     rec = FlightRecorder()
     out = run_session(sc, seed=seed, log_path=log_path, level=level, recorder=rec)
     return out, list(rec.records)
+
+
+def findings(violations: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The violations as (kind, what): the new lock dependency of an irq-order report, else
+    the start of the detail."""
+    out = []
+    for v in violations:
+        m = re.search(r"new lock dependency (\S+ -> \S+);", v["detail"])
+        out.append((v["kind"], m.group(1) if m else v["detail"][:60]))
+    return out
+
+
+def expected_findings(driver: str) -> list[tuple[str, str]]:
+    """What a session of ``driver`` that compacts balloon pages while page cache is written
+    back reports: for v9, its one irq-safety defect, HARDIRQ-safe zone->lru_lock before
+    HARDIRQ-unsafe vb->pages_lock (FIX(pages-lock-irq)); for the other variants, nothing."""
+    return [("irq-order", "zone->lru_lock -> vb->pages_lock")] if driver == "v9" else []
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

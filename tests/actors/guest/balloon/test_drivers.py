@@ -19,7 +19,7 @@ from run.session import scenario as scen
 from run.session.logs import SessionLog
 from run.session.session import Session, run_session
 
-from .conftest import read_log, small_session
+from .conftest import expected_findings, findings, read_log, small_session
 
 DRIVERS = tuple(balloon.DRIVERS)
 
@@ -27,10 +27,11 @@ DRIVERS = tuple(balloon.DRIVERS)
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_inflate_deflate_round_trip(driver: str) -> None:
     """Inflate to 50 % then back to 0: actual == target, host set empty, MemTotal restored,
-    no violations, for every driver variant."""
+    no violations but v9's irq-safety finding (expected_findings), for every driver variant."""
     out, records = small_session(f"guest.driver={driver}")
     s = out.summary
-    assert out.reason == "completed" and s["violations"] == []
+    assert out.reason == "completed"
+    assert findings(s["violations"]) == expected_findings(driver)
     half = (64 << 20) // 4096 // 2
     assert s["balloon"]["inflated"] == half and s["balloon"]["deflated"] == half
     assert s["balloon"]["target"] == s["balloon"]["actual"] == 0
@@ -202,11 +203,13 @@ def test_v9_fill_fast_path_stops_where_the_loop_hits_bug_on() -> None:
 def test_unplug_deflates_everything_and_resets_the_device(driver: str) -> None:
     """`guest.unplug_at` runs virtballoon_remove while the balloon is inflated: the kthread
     stops, remove_common leaks every page back (told to the host), writes actual 0 and resets
-    the device, which raises no config interrupt afterwards; no violation, for every variant."""
+    the device, which raises no config interrupt afterwards; no violation (but v9's
+    expected_findings), for every variant."""
     out, records = small_session(f"guest.driver={driver}", "guest.unplug_at=6s",
                                  'host.policy.params.steps=[["2s", "50%"], ["8s", "25%"]]')
     s = out.summary
-    assert out.reason == "completed" and s["violations"] == []
+    assert out.reason == "completed"
+    assert findings(s["violations"]) == expected_findings(driver)
     half = (64 << 20) // 4096 // 2
     removes = [r for r in records if r["event"] == schema.BALLOON_REMOVE]
     assert [(r["phase"], r["num_pages"]) for r in removes] == [("start", half), ("done", 0)]

@@ -200,11 +200,13 @@ class LruRig:
             config=CompactionConfig())
 
     def run(self, body: Callable[[LruRig], Awaitable[None]]) -> None:
-        """Run ``body(rig)`` on virtual time with the allocator actor serving it."""
+        """Run ``body(rig)`` on virtual time with the allocator actor serving it, as a kernel
+        task (compaction takes zone->lru_lock: kernel code)."""
         async def main() -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.allocator.run)
-                await body(self)
+                with self.compactor.kernel.task("compact_memory"):
+                    await body(self)
                 nursery.cancel_scope.cancel()
 
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -1,0 +1,109 @@
+"""Every window the C has: each read of shared state outside the lock that protects it is a
+preemption point named by its C function (the module docs of the drivers and of mm list them).
+A session with every point firing visits each variant's sites; a window that only the new
+points open is reachable, and with them both outcomes are."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, cast
+
+import anyio
+import pytest
+
+from actors.guest.balloon.common import MemInfo, VirtioBalloon
+from actors.guest.mm.pages import PageFrames
+from actors.guest.mm.vmstat import VmStat
+from actors.kernel import hardirq
+from actors.sim.clock import sleep
+from actors.sim.costs import CostModel
+from actors.sim.transport import Transport
+from run.session import scenario as scen
+from run.session.logs import FlightRecorder
+from run.session.session import run_session
+from tests.actors.kernel.conftest import Rig, outcomes
+
+from ..mm.compaction_helpers import SMALL_STORM
+
+#: The sites every variant shares (balloon/common.py) and each variant's own, with the mm
+#: core it runs with (the legacy driver runs the v9 compactor too, with no balloon pages).
+COMMON = {"towards_target", "balloon", "tell_host", "stats_handle_request",
+          "update_balloon_stats", "compact_finished", "compaction_suitable",
+          "isolate_migratepages_range"}
+V9_MM = {"balloon_page_movable", "isolate_balloon_page", "__wait_on_isolated_pages"}
+SITES = {
+    "legacy": COMMON,
+    "v9": COMMON | V9_MM,
+    "fixed": COMMON | V9_MM,
+    "v3.8": COMMON | {"balloon_page_movable", "balloon_page_isolate", "balloon_page_dequeue",
+                      "putback_movable_pages", "release_pages_by_pfn"},
+}
+
+#: 6 s of the small storm: inflate at 1 s, a high-order pass (direct compaction: the order-9
+#: sites) at 3 s, compact_memory and the deflate together at 4 s (leak_balloon meets
+#: isolated pages).
+TINY = [*SMALL_STORM, "duration=6s", 'compaction.at=["4s"]', 'workload.highorder_at=["3s"]',
+        'host.policy.params.steps=[["1s", "25%"], ["4s", "0%"]]', "guest.preempt=1.0"]
+
+
+@pytest.mark.parametrize("driver", list(SITES))
+def test_each_variant_visits_its_preemption_sites(driver: str) -> None:
+    """With every preemption point firing (strength 1.0, choices recorded), the tiny storm
+    visits every site of the variant's list."""
+    sc = scen.load("compact-storm", [*TINY, f"guest.driver={driver}"])
+    out = run_session(sc, seed=1, recorder=FlightRecorder(capacity=16), record=True)
+    assert out.session is not None
+    visited = Counter(c.site.split(":", 1)[1] for c in out.session.choices.recorded)
+    assert SITES[driver] <= set(visited), sorted(SITES[driver] - set(visited))
+
+
+class _Chaser(VirtioBalloon):
+    """The base driver's kthread with fill and leak recorded (and done in one step)."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.calls: list[tuple[str, int]] = []
+
+    async def fill_balloon(self, num: int) -> None:
+        self.calls.append(("fill", num))
+        self.num_pages.atomic_add(num)
+
+    async def leak_balloon(self, num: int) -> None:
+        self.calls.append(("leak", num))
+        self.num_pages.atomic_sub(num)
+
+
+async def _target_flickers(rig: Rig) -> tuple[tuple[str, int], ...]:
+    """The host raises the target to 10 pages and interrupts, then puts it back to 0 half a
+    microsecond later: what the kthread did about it."""
+    k = rig.kernel
+    frames = PageFrames(512)
+    b = _Chaser(kernel=k, frames=frames, allocator=cast(Any, None),
+                transport=Transport("guest0", features=0), meminfo=MemInfo(512),
+                vmstat=VmStat(), costs=CostModel(), log=cast(Any, k.log), freeram=lambda: 0)
+
+    async def host() -> None:
+        await sleep(1e-3)
+        b.vdev.config = b.vdev.config.with_num_pages(10)
+        with hardirq(k):
+            b.virtballoon_changed()
+        await sleep(5e-7)
+        b.vdev.config = b.vdev.config.with_num_pages(0)  # no interrupt: re-read when it runs
+        await sleep(1e-3)
+        await b.kthread_stop()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(b.balloon)
+        k.spawn(tg, "host", host)
+    return tuple(b.calls)
+
+
+def test_the_kthread_rereads_the_target_after_its_wake_up() -> None:
+    """towards_target() reads the config target without a lock, in the kthread's wait
+    condition, re-evaluated after each wake-up: with the preemption point before that read,
+    a target that flickers up and back within a microsecond is seen (fill, then leak) or
+    missed (nothing to do), by seed. Without it the woken kthread re-reads in the instant of
+    the interrupt and always chases the flicker."""
+    seen = outcomes(_target_flickers, range(32), strength=0.8)
+    assert (("fill", 10), ("leak", 10)) in seen and () in seen, seen
+    assert set(seen) == {(("fill", 10), ("leak", 10)), ()}, seen
