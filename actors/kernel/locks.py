@@ -193,14 +193,14 @@ class _OwnedLock:
         """``mutex_trylock``/``spin_trylock`` (the methods are this function, saving a call
         on a hot path): take the lock if free; a trylock never waits, so it adds no lockdep
         ordering, though locks taken while holding it are ordered after it."""
+        t = _CURRENT.get() or _missing()
+        t.ops += 1
+        t.debt += self.kernel.lock_cost  # an atomic operation, whether it takes the lock or not
         if self.owner is not None:
             return False
-        t = _CURRENT.get() or _missing()
         if t.irq_tryusage & self.unmarked:  # a trylock marks HARDIRQ-ON-W, never IN-HARDIRQ
             self.unmarked = self.kernel.lockdep.mark(t, self.lock_class, self.name,
                                                      t.irq_tryusage)
-        t.ops += 1
-        t.debt += self.kernel.lock_cost
         self._take(t)
         return True
 

@@ -170,3 +170,10 @@ def balloon_page_migrate_fails(frames: PageFrames, vb: BalloonAops, page: int) -
     """FAST PATH (not in the C): whether ``balloon_page_migrate`` would return -EAGAIN at
     once, having done nothing but lock and unlock the new page (the caller accounts that)."""
     return not __is_movable_balloon_page(frames, page) or vb.migratepage_gives_up()
+
+
+def balloon_page_migrate_fail_ops(frames: PageFrames, page: int) -> int:
+    """FAST PATH (not in the C): the lock operations of a ``balloon_page_migrate`` that
+    ``balloon_page_migrate_fails``: trylock and unlock of the new page, and the driver's
+    failed ``mutex_trylock`` when the page was still movable (so it was asked)."""
+    return 3 if __is_movable_balloon_page(frames, page) else 2

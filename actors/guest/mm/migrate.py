@@ -31,6 +31,7 @@ from actors.guest.mm.balloon_compaction import (
     ENOMEM,
     BalloonAops,
     balloon_page_migrate,
+    balloon_page_migrate_fail_ops,
     balloon_page_migrate_fails,
     putback_balloon_page,
 )
@@ -240,13 +241,18 @@ class Migrator:
         accounting. Against a busy ``balloon_lock`` every page of every pass fails this way,
         thousands of times a run; this skips the coroutines. Same draws, same log."""
         assert self.balloon is not None
-        f = self.frames
-        if f.flags[old] & P.PG_locked or not self._balloon_migrate_fails(old):
+        f, k = self.frames, self.kernel
+        if (f.flags[old] & P.PG_locked or old in k.page_first
+                or not self._balloon_migrate_fails(old)):
             return False
         t = current()
+        lock = k.lock_cost
         t.ops += 1  # trylock_page(page) ... unlock_page(page)
+        t.debt += 2 * lock
         if not self._injected_migrate_failure(old):
-            t.ops += 1  # balloon_page_migrate(): trylock_page(newpage)
+            ops = balloon_page_migrate_fail_ops(f, old)  # balloon_page_migrate()'s
+            t.ops += ops - 1  # trylocks (the unlock of the new page counts no op)
+            t.debt += ops * lock
         return True
 
     def _balloon_migrate_fails(self, old: int) -> bool:

@@ -823,7 +823,9 @@ def race_log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     from run.session.session import run_session
 
     log = tmp_path_factory.mktemp("counters") / f"race-{request.param}.jsonl"
-    run_session(scen.load("race", [*COUNTER_RACE, f"guest.page_size={request.param}"]), seed=1,
+    # seed 4: at 64 KiB most seeds put every isolated page back (no free target page is
+    # found in time); this one migrates a few, so every counter moves
+    run_session(scen.load("race", [*COUNTER_RACE, f"guest.page_size={request.param}"]), seed=4,
                 log_path=log)
     return log
 

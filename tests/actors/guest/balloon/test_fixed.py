@@ -17,8 +17,8 @@ from run.session.session import run_session
 
 CHOICES = Path(__file__).parent / "choices"
 
-#: The pinned races of the other FIXes are recorded without end-I/O interrupts (the files
-#: predate them): with them, v9's first failure is FIX(pages-lock-irq)'s irq-order report at
+#: The pinned races of the other FIXes run without end-I/O interrupts (race's default, said
+#: again here): with them, v9's first failure is FIX(pages-lock-irq)'s irq-order report at
 #: the first balloon isolation, before the defect each file pins.
 NO_END_IO = "workload.endio_rate=0"
 
@@ -77,13 +77,14 @@ def test_migrations_no_longer_pile_up_on_balloon_lock() -> None:
 
 
 def test_pages_lock_taken_under_lru_lock_is_irq_safe_only_in_fixed() -> None:
-    """FIX(pages-lock-irq): race seed 0, no faults, no perturbation. In v9 the first balloon
+    """FIX(pages-lock-irq): race seed 0 with end-I/O interrupts (race has none by default),
+    no faults, no perturbation. In v9 the first balloon
     page compaction isolates -- virtballoon_isolatepage's spin_lock(&vb->pages_lock), under
     the zone->lru_lock 3.6's scanner holds -- makes HARDIRQ-safe zone->lru_lock (the end-I/O
     interrupts took it in hardirq context) precede HARDIRQ-unsafe vb->pages_lock (fill_balloon
     takes it with hardirqs on). Without the interrupts lru_lock is not HARDIRQ-safe and
     nothing is reported; fixed, pages_lock irqsave everywhere, passes with them."""
-    base = ["faults.enabled=false", "guest.preempt=0"]
+    base = ["faults.enabled=false", "guest.preempt=0", "workload.endio_rate=40"]
     v9 = flight_run(scen.load("race", [*base, "guest.driver=v9"]), 0)
     failure = first_failure(v9)
     assert failure is not None and failure["kind"] == "irq-order"
