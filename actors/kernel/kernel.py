@@ -34,7 +34,7 @@ from actors.kernel.task import (
 )
 from actors.sim import schema
 from actors.sim.choices import Choices
-from actors.sim.clock import advance, sleep
+from actors.sim.clock import advance, move_on_after, sleep, try_advance_fn
 from actors.sim.costs import CostModel
 from actors.sim.events import Event, new_event
 
@@ -86,6 +86,7 @@ class Kernel:
         #: shift nothing else.
         self.race_rng = random.Random(f"{name}.races") if race_rng is None else race_rng
         self.cpus = Cpus(cpus)
+        self._try_advance: Callable[[float], bool] | None = None
         #: ``costs.lock_op``, read on every lock operation.
         self.lock_cost = self.costs.lock_op
         self.now = clock
@@ -184,13 +185,13 @@ class Kernel:
 
     # -- scheduling ----------------------------------------------------------------------------
     async def schedule(self, t: KTask) -> None:
-        """A scheduling point: pay, on a CPU, the time ``t``'s code has cost since the last.
+        """Pay, on a CPU, the time ``t``'s code has cost since its last payment.
 
-        Code between two points runs at one virtual instant, and what it cost (``t.debt``,
-        charged by the primitives: ``costs.lock_op`` and the like) passes here, so every
-        window between two of the C's operations has the width of the work in it and other
-        tasks' timers fall inside it. An atomic task already holds its CPU; any other one
-        takes a CPU for the payment (queueing if all are held) and leaves it after.
+        Code between two scheduling points runs at one virtual instant, and what it cost
+        (``t.debt``, charged by the primitives: ``costs.lock_op`` and the like) is paid
+        here, so the window a preemption point opens has the width of the work before it.
+        An atomic task already holds its CPU; any other takes one (queueing if all are
+        held) for the payment and leaves it after.
         """
         debt = t.debt
         if not debt:
@@ -207,18 +208,31 @@ class Kernel:
             if not t.atomic:
                 cpus.put(t)
 
+    def settle(self, t: KTask) -> None:
+        """A scheduling point the perturbation leaves closed: pay ``t``'s debt here if that
+        needs no scheduler pass (a CPU is free, or held, and nothing else can run before it
+        is paid: ``try_advance``), else carry it to the task's next suspension -- a wait,
+        a sleep, a relax or an open preemption point -- which pays it. Time is conserved
+        either way, and a closed point never costs a pass of the scheduler."""
+        if t.on_cpu or self.cpus.free > 0:
+            fn = self._try_advance
+            if fn is None:  # bound on first use, inside the run whose clock it is
+                fn = self._try_advance = try_advance_fn()
+            if fn(t.debt):
+                t.debt = 0.0
+
     async def preempt(self, site: str) -> None:
-        """A point where another CPU could interleave: pay the task's CPU time, then maybe
-        yield or delay (seeded)."""
+        """A point where another CPU could interleave: maybe yield or delay (seeded); an
+        open point pays the task's CPU time first, a closed one settles it (``settle``)."""
         t = current_or_none()
+        p = self.perturb
+        delay = p.decide(site) if p.active else None
+        if delay is None:
+            if t is not None and t.debt:
+                self.settle(t)
+            return
         if t is not None and t.debt:
             await self.schedule(t)
-        p = self.perturb
-        if not p.active:
-            return
-        delay = p.decide(site)
-        if delay is None:
-            return
         if self.debug:
             self.log.debug(schema.PREEMPT, task=current_name(), site=site, delay=delay)
         await sleep(delay)
@@ -247,8 +261,9 @@ class Kernel:
         cpus = self.cpus
         if not held:
             await cpus.get(t)
+        debt, t.debt = t.debt, 0.0  # what it did before it slept, carried (``settle``)
         try:
-            await advance(self.costs.wakeup)
+            await advance(self.costs.wakeup + debt)
         finally:
             if not held and not t.atomic:
                 cpus.put(t)
@@ -272,30 +287,32 @@ class Kernel:
         t = current_or_none()
         step = self.costs.spin_relax
         held = True
+        debt = 0.0
         if t is not None:
             t.ops += 1
             if t.relax_end == self.now():  # only the loop's own polls since the last relax
                 step = min(2 * t.relax_step, max(self.costs.spin_backoff_max, step))
             t.relax_step = step
-            if t.debt:
-                await self.schedule(t)
+            debt, t.debt = t.debt, 0.0  # the loop's polls are CPU time of the spin too
             if self.page_first:
                 lift_page_first(self, t)  # polling again: it took no page it was first for
             held = t.on_cpu
             if not held:
                 await self.cpus.get(t)  # a spinning CPU is a busy CPU
+        start = self.now()
         try:
             if page is None:
-                await sleep(step)
+                await sleep(step + debt)
             else:
                 assert t is not None, "cpu_relax(page=) polls a page lock: a kernel task's"
                 released = new_event()
                 entry = (t, released)
                 self.page_spinners.setdefault(page, []).append(entry)
-                with anyio.move_on_after(step):
+                with move_on_after(step + debt):
                     await released.wait()
                 if released.is_set():  # the lock came free: the next poll is a fresh one
                     t.relax_step, t.relax_end = self.costs.spin_relax, -1.0
+                    t.debt += max(0.0, debt - (self.now() - start))  # unpaid: carried
                     return
                 spinners = self.page_spinners.get(page)
                 if spinners is not None:
@@ -313,11 +330,10 @@ class Kernel:
         t = current()
         if t.atomic:
             self.lockdep.might_sleep(t, "msleep", "msleep")
-        if t.debt:
-            await self.schedule(t)
+        debt, t.debt = t.debt, 0.0  # the code before it, paid with the sleep (``settle``)
         t.wait(SLEEPING, "msleep", self.now())
         try:
-            await sleep(seconds)
+            await sleep(seconds + debt)
         finally:
             t.run(self.now(), slept=True)
 

@@ -274,7 +274,7 @@ class Mutex(_OwnedLock):
         if t.atomic:
             k.lockdep.might_sleep(t, self.name, "mutex_lock")
         if t.debt:
-            await k.schedule(t)
+            k.settle(t)
         if k.perturb.active:
             await k.preempt(self._site)
         if t.held or t.irq_usage & self.unmarked:
@@ -342,7 +342,7 @@ class SpinLock(_OwnedLock):
         k = self.kernel
         t = _CURRENT.get() or _missing()
         if t.debt:
-            await k.schedule(t)
+            k.settle(t)
         if k.perturb.active:
             await k.preempt(self._site)
         if not t.on_cpu:  # taken, or spun for, on a CPU, kept while the lock is held
@@ -368,7 +368,8 @@ class SpinLock(_OwnedLock):
         t.wait(SPINNING, self.name, start)
         try:
             await ev.wait()
-            await sleep(k.costs.spin_relax)  # the cpu_relax() that sees our ticket
+            debt, t.debt = t.debt, 0.0  # carried into the spin (``Kernel.settle``)
+            await sleep(k.costs.spin_relax + debt)  # the cpu_relax() that sees our ticket
         except BaseException:
             if self.owner is t:  # handed to us as we were cancelled: pass it on
                 self._release()
@@ -401,7 +402,7 @@ class SpinLock(_OwnedLock):
         k = self.kernel
         t = _CURRENT.get() or _missing()
         if t.debt:
-            await k.schedule(t)
+            k.settle(t)
         if not t.on_cpu:
             await k.cpus.get(t)
 
@@ -503,7 +504,7 @@ async def lock_page(kernel: Kernel, frames: Frames, pfn: int, *, nested: bool = 
     elif kernel.page_try_unmarked:  # not atomic: hardirqs on, the usage is HARDIRQ-ON-W
         _page_mark(kernel, t, pfn, t.irq_usage)
     if t.debt:
-        await kernel.schedule(t)
+        kernel.settle(t)
     if kernel.perturb.active:
         await kernel.preempt("lock_page")
     if t.held:
@@ -658,7 +659,7 @@ class WaitQueue:
         if t.atomic:
             k.lockdep.might_sleep(t, self.name, primitive)
         if t.debt:
-            await k.schedule(t)
+            k.settle(t)
         if k.perturb.active:
             await k.preempt(self._site)
             if reads is not None:

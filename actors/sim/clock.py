@@ -28,6 +28,35 @@ def sleep(seconds: float) -> Awaitable[None]:
     return _SLEEP.get()(seconds)
 
 
+_NOTE_DEADLINE: ContextVar[Callable[[float], None] | None] = ContextVar(
+    "vballoon_note_deadline", default=None)
+
+
+def move_on_after(seconds: float) -> anyio.CancelScope:
+    """``anyio.move_on_after(seconds)``, made known to the run clock (which must not let
+    ``advance`` jump past a deadline it has not seen)."""
+    scope = anyio.move_on_after(seconds)
+    note = _NOTE_DEADLINE.get()
+    if note is not None:
+        note(scope.deadline)
+    return scope
+
+
+def _never(seconds: float) -> bool:
+    return False
+
+
+_TRY_ADVANCE: ContextVar[Callable[[float], bool]] = ContextVar(
+    "vballoon_try_advance", default=_never)
+
+
+def try_advance_fn() -> Callable[[float], bool]:
+    """The run clock's ``try_advance(seconds)``: let ``seconds`` pass at once if provably
+    nothing else can run meanwhile, else False and no time passed (a hot path binds it once
+    per run; outside a run with such a clock it always says False)."""
+    return _TRY_ADVANCE.get()
+
+
 def advance(seconds: float) -> Awaitable[None]:
     """Let ``seconds`` of the calling task's CPU time pass: ``sleep(seconds)`` in effect.
 
@@ -59,6 +88,8 @@ class SessionClock:
             if fast_sleep is not None:
                 _SLEEP.set(fast_sleep)  # inherited by every task started from here on
                 _ADVANCE.set(getattr(clock, "advance", fast_sleep))
+                _NOTE_DEADLINE.set(getattr(clock, "note_deadline", None))
+                _TRY_ADVANCE.set(getattr(clock, "try_advance", _never))
         self.epoch = self._now()
         self.last = 0.0
 

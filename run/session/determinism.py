@@ -104,7 +104,7 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
     scheduled and not yet stepped, which ``advance`` needs; without it, advance is sleep.
     """
 
-    __slots__ = ("_now", "_pending", "_seq", "_timers")
+    __slots__ = ("_deadline", "_hints", "_now", "_pending", "_seq", "_timers")
 
     def __init__(self) -> None:
         self._now = 0.0
@@ -114,6 +114,11 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
         #: Tasks made runnable and not yet run (trio's run queue and the rest of the current
         #: batch); -1 until the run starts with this clock as an instrument.
         self._pending = -1
+        #: trio's next deadline (cancel scopes) as of the last idle pass, which is when trio
+        #: tells a clock; -inf until then. Deadlines created since are the actors', and they
+        #: make them through ``actors.sim.clock.move_on_after``, which notes them here.
+        self._deadline = -math.inf
+        self._hints: list[float] = []
 
     # -- instrument hooks: every task made runnable runs exactly once after -----------------
     def before_run(self) -> None:
@@ -133,16 +138,29 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
         before the wake-up: the sleeper would be the only task of the pass that wakes it, a
         batch of one that the seeded shuffle draws nothing for. Time then just moves on.
         """
-        if self._pending == 0 and seconds > 0:
-            wake = self._now + seconds
-            timers = self._timers
-            while timers and timers[0][2] is None:  # cancelled sleeps
-                heapq.heappop(timers)
-            if ((not timers or wake < timers[0][0]) and wake > self._now
-                    and seconds < trio.lowlevel.current_statistics().seconds_to_next_deadline):
-                self._now = wake
-                return
-        await self.sleep(seconds)
+        if not self.try_advance(seconds):
+            await self.sleep(seconds)
+
+    def try_advance(self, seconds: float) -> bool:
+        """``advance``'s shortcut alone: move time on and True, or False if it cannot."""
+        if self._pending != 0 or not seconds > 0:
+            return False
+        now = self._now
+        wake = now + seconds
+        timers, hints = self._timers, self._hints
+        while timers and timers[0][2] is None:  # cancelled sleeps
+            heapq.heappop(timers)
+        while hints and hints[0] <= now:  # passed, or expired already
+            heapq.heappop(hints)
+        if ((not timers or wake < timers[0][0]) and (not hints or wake < hints[0])
+                and now < wake < self._deadline):
+            self._now = wake
+            return True
+        return False
+
+    def note_deadline(self, when: float) -> None:
+        """A cancel scope with deadline ``when`` was made: ``advance`` must not jump past it."""
+        heapq.heappush(self._hints, when)
 
     def start_clock(self) -> None:
         return None
@@ -151,6 +169,11 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
         return self._now
 
     def deadline_to_sleep_time(self, deadline: float) -> float:
+        if deadline < self._now:
+            raise DeterminismUnavailable(
+                f"a trio deadline ({deadline}) fell before virtual time {self._now} unseen: "
+                f"actors must make timeouts with actors.sim.clock.move_on_after")
+        self._deadline = deadline
         timers = self._timers
         while timers and timers[0][2] is None:  # cancelled sleeps
             heapq.heappop(timers)

@@ -63,16 +63,17 @@ def test_64k_guest_pages_v9_splits_pages_and_oscillates_fixed_does_not() -> None
 
 
 def test_migrations_no_longer_pile_up_on_balloon_lock() -> None:
-    """race seed 440 (perturbation and faults on, no end-I/O interrupts: NO_END_IO): v9's
+    """race seed 174 (perturbation and faults on, no end-I/O interrupts: NO_END_IO): v9's
     virtballoon_migratepage sleeps in mutex_lock(&vb->balloon_lock) while another migration
     holds it across two tell_host round trips that injected host stalls stretch, so compaction
     workers pile up and one is reported hung; fixed's FIX(leak-spin) mutex_trylock gives up
     with -EAGAIN instead (the same change as upstream 3.8). The seed is the schedule's: it
-    moves when the substrate does (it was 124 before the irq windows)."""
+    moves when the substrate does (124 before the irq windows, 440 before guest CPUs and
+    per-operation costs)."""
     overrides = ["guest.preempt=0.05", "faults.enabled=true", NO_END_IO]
-    v9 = first_failure(flight_run(scen.load("race", [*overrides, "guest.driver=v9"]), 440))
+    v9 = first_failure(flight_run(scen.load("race", [*overrides, "guest.driver=v9"]), 174))
     assert v9 is not None and v9["kind"] == "hung-task" and "compact_memory" in v9["detail"]
-    fixed = flight_run(scen.load("race", [*overrides, "guest.driver=fixed"]), 440)
+    fixed = flight_run(scen.load("race", [*overrides, "guest.driver=fixed"]), 174)
     assert first_failure(fixed) is None
 
 
