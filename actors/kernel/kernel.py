@@ -330,10 +330,10 @@ class Kernel:
         t = current()
         if t.atomic:
             self.lockdep.might_sleep(t, "msleep", "msleep")
-        debt, t.debt = t.debt, 0.0  # the code before it, paid with the sleep (``settle``)
+        await self.schedule(t)  # the code before it, on a CPU (carried: ``settle``)
         t.wait(SLEEPING, "msleep", self.now())
         try:
-            await sleep(seconds + debt)
+            await sleep(seconds)
         finally:
             t.run(self.now(), slept=True)
 

@@ -115,14 +115,16 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
         #: batch); -1 until the run starts with this clock as an instrument.
         self._pending = -1
         #: trio's next deadline (cancel scopes) as of the last idle pass, which is when trio
-        #: tells a clock; -inf until then. Deadlines created since are the actors', and they
-        #: make them through ``actors.sim.clock.move_on_after``, which notes them here.
+        #: tells a clock (-inf until the run starts). Deadlines made since are the actors',
+        #: made with ``actors.sim.clock.move_on_after``, which notes them here; one made
+        #: otherwise and jumped past is caught loudly at the next idle pass.
         self._deadline = -math.inf
         self._hints: list[float] = []
 
     # -- instrument hooks: every task made runnable runs exactly once after -----------------
     def before_run(self) -> None:
         self._pending = 0
+        self._deadline = math.inf  # none yet; one made unnoted is caught at the next idle pass
 
     def task_scheduled(self, task: trio.lowlevel.Task) -> None:
         self._pending += 1

@@ -12,6 +12,7 @@ import trio
 
 from actors.kernel import Kernel, KernelReport
 from actors.sim import schema
+from actors.sim.choices import Choices
 from actors.sim.clock import SessionClock
 from actors.sim.costs import CostModel
 from run.session import determinism
@@ -38,7 +39,8 @@ class Rig:
 
 
 def make_rig(*, strength: float = 0.0, seed: int = 0, level: str = "debug",
-             costs: CostModel | None = None, max_delay: float = 1e-6) -> Rig:
+             costs: CostModel | None = None, max_delay: float = 1e-6, cpus: int = 2,
+             choices: Choices | None = None) -> Rig:
     """A kernel logging to a flight recorder and collecting reports, for one test."""
     recorder = FlightRecorder()
     log = SessionLog(clock=SessionClock(), level=level, sinks=[recorder],
@@ -51,7 +53,7 @@ def make_rig(*, strength: float = 0.0, seed: int = 0, level: str = "debug",
     kernel = Kernel(log=log.logger("guest0.kernel"), costs=costs or CostModel(),
                     rng=random.Random(seed), report=report, strength=strength,
                     max_delay=max_delay, name="guest0",
-                    race_rng=random.Random(f"races:{seed}"))
+                    race_rng=random.Random(f"races:{seed}"), cpus=cpus, choices=choices)
     return Rig(kernel, recorder, reports)
 
 

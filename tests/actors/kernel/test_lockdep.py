@@ -171,9 +171,9 @@ async def test_mutex_self_deadlock_reported_as_recursion(rig: Rig,
         async with anyio.create_task_group() as tg:
             t = k.spawn(tg, "vballoon", twice)
             await anyio.sleep(5)
-            # blocked once the first mutex_lock's cost was paid, at the second one
-            assert (t.state, t.waiting_on, t.since) == ("blocked", "vb->balloon_lock",
-                                                        k.costs.lock_op)
+            # blocked at once: the first mutex_lock's cost is carried, to be paid on waking
+            assert (t.state, t.waiting_on, t.since) == ("blocked", "vb->balloon_lock", 0.0)
+            assert t.debt == pytest.approx(2 * k.costs.lock_op)
             tg.cancel_scope.cancel()
     (kind, detail, fields), = rig.reports
     assert kind == "recursion" and fields["lock"] == "vb->balloon_lock"

@@ -9,8 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from actors.kernel import Mutex, Perturbation, SpinLock, WaitQueue
+from actors.kernel import Kernel, Mutex, Perturbation, SpinLock, WaitQueue
 from actors.sim import schema
+from actors.sim.clock import SessionClock
 from actors.sim.costs import CostModel
 from run.session import determinism
 from tests.actors.kernel.conftest import Rig, make_rig
@@ -78,23 +79,51 @@ async def test_strength_zero_never_yields(autojump_clock: trio.abc.Clock) -> Non
     assert rig.records(schema.PREEMPT) == []
 
 
-async def test_lock_operations_cost_time_paid_at_the_next_point(
-        rig: Rig, autojump_clock: trio.abc.Clock) -> None:
-    """Each lock operation charges costs.lock_op to its task, paid at its next scheduling
-    point: 100 rounds of five operations leave the last one owed."""
-    k = rig.kernel
+async def _rounds(k: Kernel, n: int) -> None:
     m, s, q = Mutex(k, "m"), SpinLock(k, "s"), WaitQueue(k, "q")
+    for _ in range(n):
+        await k.preempt("anywhere")
+        await m.mutex_lock()
+        await s.spin_lock()
+        s.spin_unlock()
+        m.mutex_unlock()
+        await q.wait_event(lambda: True)
+
+
+async def test_closed_points_carry_the_cost_to_the_next_suspension(
+        rig: Rig, autojump_clock: trio.abc.Clock) -> None:
+    """Each lock operation charges costs.lock_op to its task. Points the perturbation leaves
+    closed never cost a scheduler pass: on a clock that cannot move time without one (trio's
+    MockClock), the debt is carried, and the next suspension (msleep here) pays all of it."""
+    k = rig.kernel
     with trio.fail_after(10), k.task("t") as t:
-        for _ in range(100):
-            await k.preempt("anywhere")
-            await m.mutex_lock()
-            await s.spin_lock()
-            s.spin_unlock()
-            m.mutex_unlock()
-            await q.wait_event(lambda: True)
-        assert t.debt == pytest.approx(k.costs.lock_op)  # wait_event's own, not yet paid
-    assert anyio.current_time() == pytest.approx(499 * k.costs.lock_op, rel=1e-9)
-    assert rig.records(schema.PREEMPT) == []
+        with trio.testing.assert_no_checkpoints():
+            await _rounds(k, 100)
+        assert t.debt == pytest.approx(500 * k.costs.lock_op)
+        assert anyio.current_time() == 0.0
+        await k.msleep(1.0)
+        assert t.debt == 0.0
+    assert anyio.current_time() == pytest.approx(1.0 + 500 * k.costs.lock_op, abs=1e-12)
+
+
+def test_a_task_alone_pays_at_every_point_without_a_pass() -> None:
+    """Under the session's VirtualClock a task that nothing else can preempt pays its debt at
+    each closed point (the clock just moves on), so time is exact at every point: 100 rounds
+    of five lock operations leave only wait_event's own owed, and no pass was made."""
+    rig = make_rig()
+    k = rig.kernel
+
+    async def main() -> tuple[float, float]:
+        SessionClock().start()  # binds the clock's advance for this run, as a session does
+        await trio.lowlevel.checkpoint()  # trio's own system task takes its first step
+        with k.task("t") as t, trio.testing.assert_no_checkpoints():
+            await _rounds(k, 100)
+        return trio.current_time(), t.debt
+
+    clock = determinism.virtual_clock()
+    now, debt = trio.run(main, clock=clock, instruments=[clock])
+    assert now == pytest.approx(499 * CostModel().lock_op, rel=1e-9)
+    assert debt == pytest.approx(CostModel().lock_op)
 
 
 async def test_full_strength_preempts_every_point(autojump_clock: trio.abc.Clock) -> None:

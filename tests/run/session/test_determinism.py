@@ -164,3 +164,37 @@ def test_log_is_independent_of_the_hash_seed(tmp_path: Path) -> None:
         logs.append(strip_wall(records(log)))
     assert len(logs[0]) > 1000
     assert logs[0] == logs[1]
+
+
+def test_advancing_without_a_pass_is_the_sleep_it_replaces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """VirtualClock.advance moves time on without a scheduler pass only where the sleep it
+    replaces would wake the task alone: the race log is the same record for record with
+    every advance forced through the sleep (a test that fails if the shortcut were taken
+    with another task runnable or a timer due first)."""
+    from run.session import scenario as scen
+    from run.session.session import run_session
+
+    sc = scen.load("race", ["guest.driver=v9", "guest.preempt=0.05", "faults.enabled=true",
+                            "duration=4s"])
+    taken = 0
+    shortcut = determinism.VirtualClock.try_advance
+
+    def counting(self: determinism.VirtualClock, seconds: float) -> bool:
+        nonlocal taken
+        moved = shortcut(self, seconds)
+        taken += moved
+        return moved
+
+    monkeypatch.setattr(determinism.VirtualClock, "try_advance", counting)
+    fast = tmp_path / "fast.jsonl"
+    run_session(sc, seed=3, log_path=fast)
+
+    async def always_sleep(self: determinism.VirtualClock, seconds: float) -> None:
+        await self.sleep(seconds)
+
+    monkeypatch.setattr(determinism.VirtualClock, "advance", always_sleep)
+    slow = tmp_path / "slow.jsonl"
+    run_session(sc, seed=3, log_path=slow)
+    assert taken > 1000
+    assert strip_wall(records(fast)) == strip_wall(records(slow))
