@@ -208,6 +208,13 @@ class Kernel:
             if not t.atomic:
                 cpus.put(t)
 
+    def charge(self, seconds: float) -> None:
+        """Charge ``seconds`` of CPU time to the current kernel task (paid like a lock's:
+        ``schedule``/``settle``); nothing outside a kernel task."""
+        t = current_or_none()
+        if t is not None:
+            t.debt += seconds
+
     def settle(self, t: KTask) -> None:
         """A scheduling point the perturbation leaves closed: pay ``t``'s debt here if that
         needs no scheduler pass (a CPU is free, or held, and nothing else can run before it

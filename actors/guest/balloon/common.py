@@ -42,7 +42,7 @@ from actors.guest.mm import pages as P
 from actors.guest.mm.allocator import AllocatorClient
 from actors.guest.mm.balloon_compaction import BalloonAops
 from actors.guest.mm.compaction import Compactor
-from actors.guest.mm.pages import PageFrames, PageList
+from actors.guest.mm.pages import CostedPageList, PageFrames
 from actors.guest.mm.vmstat import VmStat
 from actors.kernel.irq import hardirq
 from actors.kernel.kernel import Kernel
@@ -119,7 +119,7 @@ class VirtioBalloon:
         self.config_change = WaitQueue(kernel, "vb->config_change")
         self.acked = WaitQueue(kernel, "vb->acked")
         self.num_pages = Atomic(0)  # v3.6: unsigned int; v9: atomic_t (same ops here)
-        self.pages = PageList(frames)
+        self.pages = CostedPageList(frames, kernel.charge, costs.list_op + costs.page_flag_op)
         self.num_pfns = 0
         self.pfns = array.array("I", bytes(4 * VIRTIO_BALLOON_ARRAY_PFNS_MAX))
         self.need_stats_update = 0
@@ -152,12 +152,14 @@ class VirtioBalloon:
         base = self.page_to_balloon_pfn(page)
         for i in range(self.PAGES_PER_PAGE):
             pfns[at + i] = base + i
+        self.kernel.charge(self.PAGES_PER_PAGE * self.costs.pfn_copy)
 
     def _set_pfns_batch(self, pfns: array.array[int], at: int, pages: Sequence[int]) -> None:
         """set_page_pfns() for many pages at once, into consecutive slots from ``at``."""
         ppp = self.PAGES_PER_PAGE
         if ppp == 1:
             pfns[at:at + len(pages)] = array.array("I", pages)
+            self.kernel.charge(len(pages) * self.costs.pfn_copy)
             return
         for page in pages:
             self.set_page_pfns(pfns, at, page)

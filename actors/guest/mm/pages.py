@@ -27,7 +27,7 @@ The links of a page that is on no list are stale (the kernel poisons them); neve
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 import numpy as np
@@ -523,3 +523,41 @@ class PageList:
             raise PageListError(f"{self!r}: walk ended at {prev}, last is {self.last}")
         if count != self.nr:
             raise PageListError(f"{self!r}: walked {count} entries, nr is {self.nr}")
+
+
+class CostedPageList(PageList):
+    """A ``PageList`` whose operations cost the calling kernel task CPU time (``charge``,
+    ``per_page`` seconds for each page linked or unlinked): the balloon's ``vb->pages``,
+    whose every list operation goes with a page-flag or mapping update in the driver, so
+    ``per_page`` is ``costs.list_op + costs.page_flag_op``. The buddy allocator's lists stay
+    plain: its costs are the allocator's own (``costs.alloc_page``, ``free_page``)."""
+
+    __slots__ = ("_charge", "_per_page")
+
+    def __init__(self, frames: PageFrames, charge: Callable[[float], None],
+                 per_page: float) -> None:
+        super().__init__(frames)
+        self._charge = charge
+        self._per_page = per_page
+
+    def list_add(self, pfn: int) -> None:
+        self._charge(self._per_page)
+        super().list_add(pfn)
+
+    def list_add_tail(self, pfn: int) -> None:
+        self._charge(self._per_page)
+        super().list_add_tail(pfn)
+
+    def list_add_many(self, pfns: Sequence[int]) -> None:
+        self._charge(self._per_page * len(pfns))
+        super().list_add_many(pfns)
+
+    def list_del(self, pfn: int) -> None:
+        self._charge(self._per_page)
+        super().list_del(pfn)
+
+    def list_del_first_many(self, n: int, stop_flags: array[int] | None = None,
+                            stop_mask: int = 0) -> array[int]:
+        out = super().list_del_first_many(n, stop_flags, stop_mask)
+        self._charge(self._per_page * len(out))
+        return out
