@@ -173,13 +173,14 @@ class Session:
             self._scope.cancel()
 
     def check(self, *, full: bool = False) -> None:
-        """Cheap cross-checks every snapshot; the full buddy walk at the end (small guests)."""
+        """Every snapshot: conservation, and at a quiescent point the balloon against the
+        host and its counters against the state they count; the buddy walk at the end."""
         for guest in self.guests:
             problem = guest.conservation_problem()
             if problem:
                 self.violation("conservation", f"{guest.name}: {problem}")
             full_walk = full and guest.frames.nr_pages <= 1 << 20  # a buddy walk per page
-            if full and guest.balloon is not None and self.quiescent(guest):
+            if guest.balloon is not None and self.quiescent(guest):
                 device = self.host.devices[guest.name]
                 device.feed(C.Quiescent())
                 for kind, detail in guest.balloon_problems(device.memory.state):
@@ -191,14 +192,16 @@ class Session:
                     self.violation("buddy", f"{guest.name}: {e}")
 
     def quiescent(self, guest: Guest) -> bool:
-        """No handshake in flight, no page isolated, and the driver has reached its target."""
+        """No handshake in flight, no compaction running (nothing isolated or awaiting its
+        release), and the driver has reached its target and told the device."""
         b = guest.balloon
         if b is None or guest.transport is None:
             return False
         vqs = guest.transport.vqs
         busy = any(vqs[q].driver.in_flight for q in (0, 1))
         device = self.host.devices[guest.name]
-        return (not busy and b.isolated() == 0 and (b.removed or b.towards_target() == 0)
+        return (not busy and b.isolated() == 0 and not guest.compaction_state.running
+                and (b.removed or b.towards_target() == 0)
                 and device.actual == b.num_pages.atomic_read() and device.holds_stats_buffer())
 
     # -- actors --------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ class CompactionState:
     mids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     #: ``zone->lru_lock``, made by its first taker (``zone_lru_lock``); None until then.
     lru_lock: SpinLock | None = None
+    #: compact_zone() runs in progress: while one is, balloon pages may be in flight between
+    #: the list, isolation and release, so the balloon's counters are not at rest.
+    running: int = 0
 
     @classmethod
     def for_zone(cls, zone: Zone) -> CompactionState:
@@ -159,6 +162,13 @@ class Compactor(Migrator):
     async def compact_zone(self, order: int, worker: str, trigger: str) -> str:
         """compact_zone(): migrate movable pages from the bottom of the zone to free pages at
         the top until the scanners meet (or, for ``order`` >= 0, a block of it is free)."""
+        self.shared.running += 1
+        try:
+            return await self._compact_zone(order, worker, trigger)
+        finally:
+            self.shared.running -= 1
+
+    async def _compact_zone(self, order: int, worker: str, trigger: str) -> str:
         nr_pages = self.frames.nr_pages
         full = order < 0
         if full:

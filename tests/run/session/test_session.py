@@ -84,3 +84,33 @@ def test_compaction_started_as_the_session_ends_is_cancelled_cleanly() -> None:
                                      'host.policy.params.steps=[["0.5s", "20%"]]'])
     out = run_session(sc, seed=0)
     assert out.reason == "completed", out.error
+
+
+def test_a_counter_drift_is_reported_at_the_next_quiescent_snapshot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session holds the balloon's counters against the state they count at every
+    quiescent snapshot, not only at the end: a driver's inflated count bumped once at its
+    first actual update after 3 s is reported at a snapshot seconds before the session ends
+    (and a session without the bump reports nothing)."""
+    from actors.guest.balloon.common import VirtioBalloon
+    from run.session.logs import FlightRecorder
+
+    sc = scen.load("inflate-deflate", ["duration=12s", "snapshot_interval=0.5s"])
+    clean = run_session(sc, seed=1, recorder=FlightRecorder())
+    assert clean.summary["violations"] == []
+    update = VirtioBalloon.update_balloon_size
+    bumped: list[float] = []
+
+    async def drifting(self: VirtioBalloon) -> None:
+        await update(self)
+        if not bumped and self.kernel.now() >= 3.0:
+            bumped.append(self.kernel.now())
+            self.inflated += 1
+
+    monkeypatch.setattr(VirtioBalloon, "update_balloon_size", drifting)
+    rec = FlightRecorder()
+    out = run_session(sc, seed=1, recorder=rec)
+    found = [r for r in rec.records if r["event"] == schema.VIOLATION and r["kind"] == "counters"]
+    assert bumped and found, out.summary["violations"]
+    assert bumped[0] < found[0]["t"] < 12.0 - 1.0
+    assert "inflated" in found[0]["detail"]
