@@ -23,6 +23,7 @@ from actors.kernel.cpus import Cpus
 from actors.kernel.lockdep import ALL_USAGE, Lockdep, Logger, ReportFn
 from actors.kernel.preempt import Perturbation
 from actors.kernel.task import (
+    _CURRENT,
     DEAD,
     ENABLED_HARDIRQ,
     SLEEPING,
@@ -231,9 +232,14 @@ class Kernel:
     async def preempt(self, site: str) -> None:
         """A point where another CPU could interleave: maybe yield or delay (seeded); an
         open point pays the task's CPU time first, a closed one settles it (``settle``)."""
-        t = current_or_none()
+        t = _CURRENT.get()
         p = self.perturb
-        delay = p.decide(site) if p.active else None
+        if not p.active:
+            delay = None
+        elif p.direct:  # neither recording nor forcing: the draw itself (millions of points)
+            delay = p._draw()
+        else:
+            delay = p.decide(site)
         if delay is None:
             if t is not None and t.debt:
                 self.settle(t)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 class Perturbation:
     """Seeded choice, at each preemption point, between nothing, a yield and a small delay."""
 
-    __slots__ = ("active", "choices", "max_delay", "prefix", "rng", "strength", "yield_share")
+    __slots__ = ("active", "choices", "direct", "max_delay", "prefix", "rng", "strength",
+                 "yield_share")
 
     def __init__(
         self,
@@ -48,6 +49,10 @@ class Perturbation:
         self.prefix = prefix
         #: Whether ``decide`` must be consulted at all; False makes a point cost one check.
         self.active = strength > 0.0 or (choices is not None and choices.recording)
+        #: Whether ``decide`` is just ``_draw`` (no choice recorded or forced): the kernel's
+        #: preemption points then call ``_draw`` themselves, saving two calls a point.
+        self.direct = type(self).decide is Perturbation.decide and (
+            choices is None or not choices.recording)
 
     def decide(self, site: str) -> float | None:
         """None: run on; 0.0: yield to other runnable tasks; > 0: that many virtual seconds."""

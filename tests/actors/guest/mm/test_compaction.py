@@ -206,17 +206,24 @@ def test_page_failing_ten_passes_is_put_back() -> None:
     assert vm["compact_balloon_migrated"] == 0
 
 
-def test_failing_attempt_fast_path_is_the_translated_path(monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
-    """The fast path for a migration attempt that must fail skips coroutines and nothing else:
-    the race scenario under faults (where it is taken thousands of times) logs the same records
-    with it and with every attempt sent down the translated path."""
+@pytest.mark.parametrize(("name", "driver", "ends"), [
+    ("race", "fixed", ("completed",)),
+    # a v3.8 session may end in its empty deflate buffer (crashed), the log as far as it got
+    ("compact-storm", "v3.8", ("completed", "crashed")),
+])
+def test_failing_attempt_fast_path_is_the_translated_path(
+        monkeypatch: pytest.MonkeyPatch, name: str, driver: str, ends: tuple[str, ...]
+) -> None:
+    """The fast path for a migration attempt that must fail skips coroutines and nothing else
+    (its lock operations' time included): a scenario under faults (where it is taken
+    thousands of times) logs the same records with it and with every attempt sent down the
+    translated path, for the 3.6 core (fixed) and 3.8's."""
     from actors.guest.mm.compaction import Compactor
     from run.lab.replay import first_difference
     from run.session.logs import dumps
 
-    sc = scen.load("race", ["guest.driver=fixed", "guest.preempt=0.05",
-                            "faults.enabled=true", "duration=6s"])
+    sc = scen.load(name, [f"guest.driver={driver}", "guest.preempt=0.05",
+                          "faults.enabled=true", "duration=6s"])
     real = Compactor._attempt_fails_at_once
     taken = 0
 
@@ -229,7 +236,7 @@ def test_failing_attempt_fast_path_is_the_translated_path(monkeypatch: pytest.Mo
     def lines(seed: int) -> list[bytes]:
         rec = FlightRecorder()
         out = run_session(sc, seed=seed, recorder=rec)
-        assert out.reason == "completed", out.error
+        assert out.reason in ends, out.error
         return [dumps(r).rstrip(b"\n") for r in rec.records]
 
     for seed in (1, 2):
