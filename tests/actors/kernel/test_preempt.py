@@ -59,27 +59,8 @@ def test_different_seeds_different_interleavings() -> None:
     assert _interleaving(11) != _interleaving(12)
 
 
-async def test_strength_zero_never_yields(autojump_clock: trio.abc.Clock) -> None:
-    """At strength 0 and with free lock operations, preempt and uncontended lock operations
-    never checkpoint nor take time."""
-    rig = make_rig(costs=CostModel(lock_op=0.0))
-    k = rig.kernel
-    m, s, q = Mutex(k, "m"), SpinLock(k, "s"), WaitQueue(k, "q")
-    state = k.rng.getstate()
-    with trio.fail_after(10), k.task("t"), trio.testing.assert_no_checkpoints():
-        for _ in range(100):
-            await k.preempt("anywhere")
-            await m.mutex_lock()
-            await s.spin_lock()
-            s.spin_unlock()
-            m.mutex_unlock()
-            await q.wait_event(lambda: True)
-    assert anyio.current_time() == 0.0
-    assert k.rng.getstate() == state  # not even a random draw
-    assert rig.records(schema.PREEMPT) == []
-
-
 async def _rounds(k: Kernel, n: int) -> None:
+    """n rounds of five lock operations and a preemption point, all uncontended."""
     m, s, q = Mutex(k, "m"), SpinLock(k, "s"), WaitQueue(k, "q")
     for _ in range(n):
         await k.preempt("anywhere")
@@ -88,6 +69,19 @@ async def _rounds(k: Kernel, n: int) -> None:
         s.spin_unlock()
         m.mutex_unlock()
         await q.wait_event(lambda: True)
+
+
+async def test_strength_zero_never_yields(autojump_clock: trio.abc.Clock) -> None:
+    """At strength 0 and with free lock operations, preempt and uncontended lock operations
+    never checkpoint nor take time."""
+    rig = make_rig(costs=CostModel(lock_op=0.0))
+    k = rig.kernel
+    state = k.rng.getstate()
+    with trio.fail_after(10), k.task("t"), trio.testing.assert_no_checkpoints():
+        await _rounds(k, 100)
+    assert anyio.current_time() == 0.0
+    assert k.rng.getstate() == state  # not even a random draw
+    assert rig.records(schema.PREEMPT) == []
 
 
 async def test_closed_points_carry_the_cost_to_the_next_suspension(
