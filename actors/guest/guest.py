@@ -152,7 +152,19 @@ class Guest:
         """Hot-unplug of the balloon device at ``unplug_at``: the driver's remove callback."""
         with self.kernel.sleeping("unplug_at"):
             await sleep(self.config.unplug_at)
-        await balloon.virtballoon_remove()
+        if not balloon.removing:  # not unplugged by an operator's command first
+            await balloon.virtballoon_remove()
+
+    def unplug(self, tg: TaskGroup) -> str:
+        """Hot-unplug the balloon device now (an operator's ``unplug``); what happened."""
+        b = self.balloon
+        if b is None:
+            return "no balloon driver"
+        if b.removing:
+            return "already unplugged"
+        b.removing = True  # at once: a second unplug in the same instant finds it taken
+        self.kernel.spawn(tg, "kworker/unplug", b.virtballoon_remove)
+        return "applied"
 
     async def _end_io(self) -> None:
         """The disk's end-I/O interrupts: each, in hardirq context, ends the writeback of a
@@ -203,9 +215,10 @@ class Guest:
                          log=self._logger(f"{self.name}.compaction"), config=self.compaction,
                          shared=self.compaction_state, touched=self.touched)
 
-    async def compact_memory(self, tg: TaskGroup) -> None:
-        """echo 1 > /proc/sys/vm/compact_memory, by ``workers`` writers at once."""
-        for _ in range(self.compaction.workers):
+    async def compact_memory(self, tg: TaskGroup, workers: int = 0) -> None:
+        """echo 1 > /proc/sys/vm/compact_memory, by ``workers`` writers at once (0: the
+        scenario's ``compaction.workers``)."""
+        for _ in range(workers or self.compaction.workers):
             c = self.compactor()
             self.kernel.spawn(tg, "compact_memory", self._full_compaction, c)
 

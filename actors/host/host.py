@@ -135,6 +135,9 @@ class Host:
         self.violations: dict[str, int] = {}
         self.overrides: dict[str, int] = {}
         self.stalls = 0
+        #: Guests whose target an operator set (``balloon GUEST SIZE``): the policy's
+        #: decisions and the stall back-offs leave them alone until ``policy resume``.
+        self.manual: dict[str, int] = {}
 
     def attach(self, transport: Transport, ram_pages: int, pages_per_page: int, *,
                min_memory_pages: int = 0, max_memory_pages: int = 0,
@@ -210,9 +213,21 @@ class Host:
             decision = self.shell.decide(self.policy, self.view())
             self.record(decision)
             for name, target in decision.targets.items():
-                if target != self.devices[name].target:
+                if name not in self.manual and target != self.devices[name].target:
                     await self.devices[name].set_target(target)
             await sleep(interval)
+
+    async def set_manual_target(self, name: str, num_pages: int) -> None:
+        """An operator's target for guest ``name`` (4 KiB pages), held until ``resume``."""
+        self.manual[name] = num_pages
+        await self.devices[name].set_target(num_pages)
+
+    def resume(self, name: str | None = None) -> None:
+        """Hand guest ``name`` (None: every guest) back to the policy's next decision."""
+        if name is None:
+            self.manual.clear()
+        else:
+            self.manual.pop(name, None)
 
     def record_stall(self, s: Stall) -> None:
         self.stalls += 1
@@ -227,7 +242,8 @@ class Host:
             await sleep(check)
             for s in self.shell.watch(self.view()):
                 self.record_stall(s)
-                if s.backoff is not None and s.backoff < self.devices[s.guest].target:
+                if (s.backoff is not None and s.guest not in self.manual
+                        and s.backoff < self.devices[s.guest].target):
                     await self.devices[s.guest].set_target(s.backoff)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

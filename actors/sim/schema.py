@@ -50,6 +50,13 @@ SESSION_END: Final = _event(
     ("reason", "summary", "wall_end"),
     "Last record, written even on error or Ctrl-C: why the session ended and its summary.",
 )
+SESSION_ACTION: Final = _event(
+    "session.action",
+    "info",
+    ("at", "do", "outcome"),
+    "A scenario action or --do command took effect (run.session.commands): at its virtual "
+    "time, the command as written, and 'applied' or why it did nothing.",
+)
 SESSION_ERROR: Final = _event(
     "session.error",
     "error",

@@ -22,6 +22,7 @@ from actors.guest.balloon import DRIVERS
 from actors.host.policy import PolicyError
 from actors.sim.choices import Choice
 from run.session import scenario as scen
+from run.session.commands import COMMANDS
 from run.session.logs import LEVELS, FlightRecorder, PrettyConsole, json_bytes
 from run.session.session import (
     EXIT_INTERRUPTED,
@@ -163,6 +164,9 @@ def main() -> None:
 @click.option("--duration", help="Virtual duration, e.g. 30s (overrides the scenario).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a scenario field, e.g. --set guest.memory=2GiB (repeatable).")
+@click.option("--do", "actions", multiple=True, metavar="'TIME: COMMAND'",
+              help="Apply a command at a virtual time, e.g. --do '10s: compact guest0' "
+                   "(repeatable; commands: " + "; ".join(COMMANDS.values()) + ").")
 @click.option("--level", type=click.Choice(list(LEVELS)), default="info", show_default=True,
               help="Lowest log level recorded.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print log records to the console.")
@@ -178,9 +182,9 @@ def main() -> None:
 @click.option("--check-determinism", is_flag=True,
               help="Run twice and confirm both logs are identical record for record.")
 def run(scenario: str | None, seed: int | None, log_path: Path | None,
-        summary_path: Path | None, duration: str | None, sets: tuple[str, ...], level: str,
-        verbose: bool, as_json: bool, backend: str, choices_path: Path | None,
-        fail_fast: bool, check_determinism: bool) -> None:
+        summary_path: Path | None, duration: str | None, sets: tuple[str, ...],
+        actions: tuple[str, ...], level: str, verbose: bool, as_json: bool, backend: str,
+        choices_path: Path | None, fail_fast: bool, check_determinism: bool) -> None:
     """Run a SCENARIO (built-in name or TOML path; default: 'default') and summarise it."""
     forced = None
     if choices_path is not None:
@@ -195,6 +199,11 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
         seed = file_seed if seed is None else seed
     else:
         sc = _load(scenario, sets, duration)
+    if actions:
+        try:
+            sc = scen.with_actions(sc, actions)
+        except scen.ScenarioError as e:
+            raise BadInput(str(e)) from None
     if check_determinism and backend != "trio":
         raise BadInput("--check-determinism needs --backend trio (asyncio runs in real time)")
     scenario_file = Path(scenario) if scenario is not None and Path(scenario).is_file() else None

@@ -36,6 +36,7 @@ from actors.host.host import HostConfig
 from actors.sim.choices import FaultConfig
 from actors.sim.costs import CostModel
 from actors.sim.units import UnitError, parse_duration, parse_size
+from run.session.commands import Action, Command, CommandError, parse_command, parse_do
 
 #: The largest integer a scenario holds (a signed 64-bit value, as every log reader can).
 MAX_INT = (1 << 63) - 1
@@ -98,6 +99,8 @@ class Scenario:
     costs: CostModel = field(default_factory=CostModel)
     faults: FaultConfig = field(default_factory=FaultConfig)
     guests: list[GuestSpec] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list, metadata={
+        "doc": "commands applied at their virtual times (run.session.commands)"})
 
     def guest_specs(self) -> list[GuestSpec]:
         """Every guest of the session: the ``[[guests]]`` entries, else ``guest0``."""
@@ -121,7 +124,32 @@ class Scenario:
             problems.append(("snapshot_interval", "must be > 0"))
         if self.seed < 0:
             problems.append(("seed", "must be >= 0"))
+        problems += self._action_problems()
         return problems
+
+    def _action_problems(self) -> list[tuple[str, str]]:
+        """Each action parses, names a guest of this session, and falls within the run."""
+        specs = {g.name: g for g in self.guest_specs()}
+        problems = []
+        for i, action in enumerate(self.actions):
+            if action.at > self.duration:
+                problems.append((f"actions[{i}].at", f"{action.at:g} s is after the session's "
+                                                     f"end ({self.duration:g} s)"))
+            try:
+                command = parse_command(action.do, list(specs))
+            except CommandError as e:
+                problems.append((f"actions[{i}].do", str(e)))
+                continue
+            if command.verb in ("balloon", "unplug") and not specs[command.guest].balloon:
+                problems.append((f"actions[{i}].do", f"{command.guest} loads no balloon "
+                                                     f"driver (balloon = false)"))
+        return problems
+
+    def commands(self) -> list[tuple[Action, Command]]:
+        """The actions with their parsed commands, in the order they take effect."""
+        names = [g.name for g in self.guest_specs()]
+        ordered = sorted(enumerate(self.actions), key=lambda ia: (ia[1].at, ia[0]))
+        return [(a, parse_command(a.do, names)) for _, a in ordered]
 
 
 # -- building dataclasses from plain data --------------------------------------------------------
@@ -206,6 +234,25 @@ def _build(cls: Any, data: dict[str, Any], where: str) -> Any:
         for key, problem in validate():
             raise ScenarioError(f"{where + '.' if where else ''}{key}: {problem}")
     return obj
+
+
+def with_actions(scenario: Scenario, texts: Sequence[str]) -> Scenario:
+    """``scenario`` with ``--do "TIME: COMMAND"`` actions added after its own, checked as a
+    scenario's are (ScenarioError names the one at fault)."""
+    added = []
+    for text in texts:
+        try:
+            added.append(parse_do(text))
+        except CommandError as e:
+            raise ScenarioError(str(e)) from None
+    out = dataclasses.replace(scenario, actions=[*scenario.actions, *added])
+    for key, problem in out.validate():
+        if key.startswith("actions["):
+            i = int(key[len("actions["):key.index("]")])
+            if i >= len(scenario.actions):
+                raise ScenarioError(f"--do {texts[i - len(scenario.actions)]!r}: {problem}")
+        raise ScenarioError(f"{key}: {problem}")
+    return out
 
 
 def to_dict(obj: Any) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 import trio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from actors.guest.guest import Guest
 from actors.guest.mm import pages as P
@@ -42,6 +42,7 @@ from actors.sim.transport import Transport
 from protocol import conformance as C
 from protocol.balloon import BalloonFeature, feature_mask, pages_per_page, select_features
 from run.session import determinism
+from run.session.commands import Command
 from run.session.logs import FlightRecorder, JsonLinesFile, PrettyConsole, SessionLog, Sink
 from run.session.scenario import Scenario, to_dict
 
@@ -238,9 +239,38 @@ class Session:
                 await tg.start(guest.run)
             await tg.start(self.host.run)
             await tg.start(self._snapshots)
+            if self.scenario.actions:
+                tg.start_soon(self._actions, tg)
             await sleep(self.scenario.duration)
             self.clock()  # the end of the run is the session's last known time
             tg.cancel_scope.cancel()
+
+    async def _actions(self, tg: TaskGroup) -> None:
+        """Apply the scenario's actions at their times, each logged as it takes effect."""
+        now = 0.0
+        for action, command in self.scenario.commands():
+            await sleep(max(0.0, action.at - now))
+            now = action.at
+            outcome = await self._apply(command, tg)
+            self._slog.info(schema.SESSION_ACTION, at=action.at, do=action.do, outcome=outcome)
+
+    async def _apply(self, command: Command, tg: TaskGroup) -> str:
+        """Carry out one command (run.session.commands); 'applied' or why it did nothing."""
+        guest = next((g for g in self.guests if g.name == command.guest), None)
+        if command.verb == "balloon":
+            assert guest is not None
+            ram = guest.config.memory
+            pages = max(0, ram - command.value) // 4096  # QEMU: balloon = RAM - logical size
+            await self.host.set_manual_target(command.guest, pages)
+            return "applied" if command.value <= ram else "size above RAM: target 0"
+        if command.verb == "policy":
+            self.host.resume(command.guest or None)
+            return "applied"
+        assert guest is not None
+        if command.verb == "compact":
+            await guest.compact_memory(tg, command.value or max(1, guest.compaction.workers))
+            return "applied"
+        return guest.unplug(tg)  # unplug
 
     # -- summary -------------------------------------------------------------------------------
     def summary(self, reason: str) -> dict[str, Any]:

@@ -131,6 +131,8 @@ class VirtioBalloon:
         self.exited = WaitQueue(kernel, "kthread->exited")
         #: virtballoon_remove has finished: the device is gone (not in the C struct).
         self.removed = False
+        #: virtballoon_remove() has begun (an unplug is under way or done).
+        self.removing = False
         # bookkeeping for the summary (not in the C struct)
         self.inflated = 0
         self.deflated = 0
@@ -369,6 +371,7 @@ class VirtioBalloon:
     # -- removal (virtballoon_remove) ---------------------------------------------------------
     async def virtballoon_remove(self) -> None:
         """virtballoon_remove(): the device goes away; give the host every page back first."""
+        self.removing = True
         self.log.info(schema.BALLOON_REMOVE, phase="start", num_pages=self.num_pages.atomic_read())
         self.vdev.observe(C.DriverRemoving())
         # kthread_stop(vb->thread);

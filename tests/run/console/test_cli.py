@@ -137,3 +137,21 @@ def test_more_bad_usage_exits_2(args: list[str], fragment: str) -> None:
     """Bad arguments to compare, bench and the policy name exit 2 with one line."""
     code, _, err = _run(*args)
     assert code == 2 and fragment in err
+
+
+def test_run_do_applies_commands_and_refuses_bad_ones(tmp_path: Path) -> None:
+    """run --do 'TIME: COMMAND' (repeatable) applies each at its time, logged; a bad one is
+    a one-line error, exit 2, before anything runs."""
+    log = tmp_path / "do.jsonl"
+    result = CliRunner().invoke(main, [
+        "run", "inflate-deflate", "--duration", "5s", "--set", "workload.apps=0",
+        "--do", "1s: balloon guest0 512MiB", "--do", "3s: policy resume", "--log", str(log),
+        "--json"])
+    assert result.exit_code == 0, result.output
+    records = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+    assert [(r["t"], r["do"]) for r in records if r["event"] == schema.SESSION_ACTION] == [
+        (1.0, "balloon guest0 512MiB"), (3.0, "policy resume")]
+    bad = CliRunner().invoke(main, ["run", "--do", "1s: balloon guest0"])
+    assert bad.exit_code == 2
+    assert "--do '1s: balloon guest0': usage: balloon GUEST SIZE" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
