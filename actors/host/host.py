@@ -209,7 +209,10 @@ class Host:
     async def _policy_loop(self) -> None:
         interval = self.policy_interval
         while True:
-            self.history.append(HostSample(self.clock(), self.memory.free_pages))
+            free, total = self.memory.free_pages, self.memory.total_pages
+            self.history.append(HostSample(self.clock(), free))
+            self.plog.info(schema.SAMPLE_HOST, free=free, total=total,
+                           pressure=round(1.0 - free / total, 6) if total else 0.0)
             decision = self.shell.decide(self.policy, self.view())
             self.record(decision)
             for name, target in decision.targets.items():

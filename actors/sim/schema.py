@@ -117,6 +117,24 @@ MEM_SNAPSHOT: Final = _event(
 )
 
 
+SAMPLE_GUEST: Final = _event(
+    "sample.guest",
+    "info",
+    ("free", "target", "actual", "rss", "thp_alloc", "thp_fallback", "compact_stall",
+     "compact_success", "compact_fail", "balloon_migrated"),
+    "One guest's time-series sample, at every snapshot: free guest pages; the balloon's "
+    "target and actual and the host's RSS of it, in 4 KiB pages; cumulative THP faults that "
+    "got (alloc) or missed (fallback) a huge page, direct compactions and balloon migrations.",
+)
+SAMPLE_HOST: Final = _event(
+    "sample.host",
+    "info",
+    ("free", "total", "pressure"),
+    "The host's time-series sample, at every policy tick: free and total 4 KiB pages and the "
+    "pressure, 1 - free/total (above 1: overcommitted).",
+)
+
+
 def spec(name: str) -> EventSpec:
     """The declaration of ``name``; KeyError names the unknown event."""
     try:

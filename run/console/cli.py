@@ -653,5 +653,16 @@ def trace_cmd(log: Path, out_path: Path) -> None:
                f"≤ {stats.max_skew_us:g} µs). Open it in https://ui.perfetto.dev")
 
 
+def _register() -> None:
+    """The commands that live in their own modules (imported here: they use this one's
+    helpers, lazily, so the import runs one way)."""
+    from run.console.timeseries import plot_cmd, series_cmd
+
+    main.add_command(series_cmd)
+    main.add_command(plot_cmd)
+
+
+_register()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -223,9 +223,10 @@ class Session:
             await sleep(interval)
             for guest in self.guests:
                 s = guest.zone
-                self.log.logger(guest.name).info(
-                    schema.MEM_SNAPSHOT, free=s.free_pages, buddyinfo=views.buddyinfo(s),
-                    frag9=views.fragmentation_index(s, 9), **guest.counters())
+                glog = self.log.logger(guest.name)
+                glog.info(schema.MEM_SNAPSHOT, free=s.free_pages, buddyinfo=views.buddyinfo(s),
+                          frag9=views.fragmentation_index(s, 9), **guest.counters())
+                glog.info(schema.SAMPLE_GUEST, **self._guest_sample(guest))
             self.check()
             if self.on_snapshot is not None:
                 self.on_snapshot(self)
@@ -244,6 +245,21 @@ class Session:
             await sleep(self.scenario.duration)
             self.clock()  # the end of the run is the session's last known time
             tg.cancel_scope.cancel()
+
+    def _guest_sample(self, guest: Guest) -> dict[str, int]:
+        """One guest's time-series sample (``schema.SAMPLE_GUEST``)."""
+        device = self.host.devices.get(guest.name)
+        vm = guest.vmstat
+        return {"free": guest.zone.free_pages,
+                "target": 0 if device is None else device.target,
+                "actual": 0 if device is None else device.actual,
+                "rss": 0 if device is None else device.memory.rss,
+                "thp_alloc": vm.get("thp_fault_alloc"),
+                "thp_fallback": vm.get("thp_fault_fallback"),
+                "compact_stall": vm.get("compact_stall"),
+                "compact_success": vm.get("compact_success"),
+                "compact_fail": vm.get("compact_fail"),
+                "balloon_migrated": vm.get("compact_balloon_migrated")}
 
     async def _actions(self, tg: TaskGroup) -> None:
         """Apply the scenario's actions at their times, each logged as it takes effect."""
