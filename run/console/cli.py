@@ -171,6 +171,8 @@ def main() -> None:
               help="Lowest log level recorded.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print log records to the console.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--full", is_flag=True,
+              help="Print every counter of the summary (buddyinfo, vmstat, host, score).")
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio",
               show_default=True,
               help="trio: virtual time, deterministic. asyncio: real time, not deterministic.")
@@ -183,8 +185,9 @@ def main() -> None:
               help="Run twice and confirm both logs are identical record for record.")
 def run(scenario: str | None, seed: int | None, log_path: Path | None,
         summary_path: Path | None, duration: str | None, sets: tuple[str, ...],
-        actions: tuple[str, ...], level: str, verbose: bool, as_json: bool, backend: str,
-        choices_path: Path | None, fail_fast: bool, check_determinism: bool) -> None:
+        actions: tuple[str, ...], level: str, verbose: bool, as_json: bool, full: bool,
+        backend: str, choices_path: Path | None, fail_fast: bool,
+        check_determinism: bool) -> None:
     """Run a SCENARIO (built-in name or TOML path; default: 'default') and summarise it."""
     forced = None
     if choices_path is not None:
@@ -249,7 +252,7 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
     else:
         from run.console.report import print_summary
 
-        print_summary(out, summary)
+        print_summary(out, summary, full=full)
     if outcome.error:
         click.echo(f"vballoon: session error: {outcome.error}", err=True)
     if outcome.signal is not None:

@@ -10,11 +10,12 @@ from rich.table import Table
 from actors.sim.units import format_size
 
 
-def _kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
+def _kv_table(title: str, rows: list[tuple[str, Any]], *, prose: bool = False) -> Table:
+    """Label and value rows; ``prose``: values are sentences, left-aligned, no minimum width."""
     table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2),
-                  min_width=64, title_style="bold")
+                  min_width=None if prose else 64, title_style="bold")
     table.add_column(style="bold")
-    table.add_column(justify="right")
+    table.add_column(justify="left" if prose else "right")
     for k, v in rows:
         table.add_row(k, str(v))
     return table
@@ -123,5 +124,78 @@ def _frag(index: int) -> str:
     return f"{index / 1000:.3f}"
 
 
-def print_summary(console: Console, summary: dict[str, Any]) -> None:
-    console.print(summary_tables(summary))
+#: What the brief summary's last line suggests trying next.
+NEXT: tuple[str, ...] = ("vballoon run inflate-deflate", "vballoon run three-guests",
+                         "vballoon plot LOG", "vballoon fuzz race --driver v9")
+
+
+def _mib(n_bytes: float) -> str:
+    return f"{n_bytes / (1 << 20):,.0f} MiB"
+
+
+def summary_brief(s: dict[str, Any]) -> Group:
+    """The summary in about 20 lines: each guest's memory, balloon, compaction and huge
+    pages, the host, the verdict, and what to try next (``--full`` prints every counter)."""
+    multi = len(s.get("guests", {})) > 1
+    parts: list[Any] = [
+        f"[bold]vballoon session: {s['scenario']}[/bold] (seed {s['seed']}, {s['reason']}): "
+        f"{s['virtual_seconds']:.3f} s virtual in {s['wall_seconds']:.2f} s wall"]
+    for name, g in s.get("guests", {"guest0": s}).items():
+        parts.append(_guest_brief(name, g))
+        if multi:
+            break  # the others: one row each in the guests table below
+    if multi:
+        parts.append(_guests_table(s))
+    host = s.get("host")
+    if isinstance(host, dict):
+        page = 4096
+        parts.append(_kv_table("host", [
+            ("memory", f"{_mib(host['total_pages'] * page)}, free at the end "
+                       f"{_mib(host['free_pages'] * page)}"),
+            ("policy", f"{host['policy']} every {host['policy_interval']:g} s, "
+                       f"{host['policy_decisions']} decisions, {host['policy_errors']} errors"),
+        ], prose=True))
+    nv = len(s["violations"])
+    if nv:
+        first = s["violations"][0]
+        parts.append(f"[red]{nv} violation(s); first at t={first['t']:.6f}: {first['kind']}: "
+                     f"{first['detail']}[/red]")
+    else:
+        parts.append("[green]no violations[/green]")
+    parts.append("every counter: --full · as JSON: --json")
+    parts.append("try next: " + " · ".join(NEXT))
+    return Group(*parts)
+
+
+def _guest_brief(name: str, g: dict[str, Any]) -> Table:
+    """One guest: memory and who uses it, balloon, compaction, THP, in MiB and pages."""
+    info, page = g["guest"], g["guest"]["page_size"]
+    free = info["free_pages"]
+    used = [(o, n) for o, n in info["owners"].items() if n and o != "free"]
+    rows: list[tuple[str, Any]] = [
+        ("memory", f"{format_size(info['memory_bytes'])} = {info['pages']:,} pages of "
+                   f"{format_size(page)}"),
+        ("free", f"{_mib(free * page)} ({free:,} pages, {free / info['pages']:.0%})"),
+        ("used by (owner)", ", ".join(f"{o} {_mib(n * page)}" for o, n in used) or "-"),
+    ]
+    b = g.get("balloon")
+    if isinstance(b, dict):
+        rows.append(("balloon now", f"target {_mib(b['target'] * 4096)}, actual "
+                                    f"{_mib(b['actual'] * 4096)}"))
+        rows.append(("balloon moved", f"{b['inflated']:,} pages in, {b['deflated']:,} out "
+                                      f"({_mib(b['inflated'] * page)} / "
+                                      f"{_mib(b['deflated'] * page)})"))
+    vm = g["vmstat"]
+    rows.append(("compaction", f"{vm['compact_balloon_migrated']:,} balloon pages migrated, "
+                               f"{vm['compact_balloon_returned']:,} put back; "
+                               f"{vm['compact_stall']:,} direct compactions"))
+    thp = g["thp"]
+    rows.append(("huge pages", f"{thp['attempts']:,} THP faults, {thp['success_rate']:.0%} got "
+                               "a 2 MiB page"))
+    rows.append(("fragmentation", f"order 9: {_frag(g['fragmentation_index'])}"))
+    return _kv_table(name, rows, prose=True)
+
+
+def print_summary(console: Console, summary: dict[str, Any], *, full: bool = False) -> None:
+    """``full``: every table (buddyinfo, vmstat, the host's counters); else the brief one."""
+    console.print(summary_tables(summary) if full else summary_brief(summary))

@@ -155,3 +155,35 @@ def test_run_do_applies_commands_and_refuses_bad_ones(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert "--do '1s: balloon guest0': usage: balloon GUEST SIZE" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_the_first_run_shows_the_subject_in_about_30_lines() -> None:
+    """vballoon run with no argument inflates the balloon, migrates balloon pages and
+    deflates; its summary is complete when piped and fits an 80-column terminal in at most
+    30 lines, with MiB beside page counts and the owners labelled, ending on what to try."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    from run.console.report import summary_brief
+
+    result = CliRunner().invoke(main, ["run", "--json"])
+    assert result.exit_code == 0
+    summary = orjson.loads(result.stdout)
+    assert summary["scenario"] == "default"
+    assert summary["balloon"]["inflated"] > 0 and summary["balloon"]["deflated"] > 0
+    assert summary["vmstat"]["compact_balloon_migrated"] > 1000
+    piped = CliRunner().invoke(main, ["run"])
+    assert piped.exit_code == 0
+    lines = piped.stdout.strip().splitlines()
+    assert len(lines) <= 30 and "…" not in piped.stdout
+    text = piped.stdout
+    migrated = re.search(r"compaction\s+([\d,]+) balloon pages migrated", text)
+    assert migrated and int(migrated.group(1).replace(",", "")) > 1000
+    assert re.search(r"balloon moved\s+[\d,]+ pages in, [\d,]+ out \(\d+ MiB / \d+ MiB\)", text)
+    assert "used by (owner)" in text and lines[-1].startswith("try next: vballoon run")
+    narrow = io.StringIO()
+    Console(file=narrow, width=80, force_terminal=False).print(summary_brief(summary))
+    rendered = narrow.getvalue().splitlines()
+    assert len(rendered) <= 30 and max(map(len, rendered)) <= 80
