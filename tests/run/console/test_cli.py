@@ -52,7 +52,9 @@ def test_run_writes_log_and_summary(tmp_path: Path) -> None:
     assert len(s["buddyinfo"]) == 11
     assert sum(n << order for order, n in enumerate(s["buddyinfo"])) == s["guest"]["free_pages"]
     assert s["virtual_seconds"] == pytest.approx(6.0)
-    assert "buddyinfo" in out
+    assert "used by (owner)" in out and "buddyinfo" not in out  # the brief summary
+    code, full, _ = _run("run", *SMALL, "--seed", "7", "--full")
+    assert code == 0 and "buddyinfo" in full and "vmstat (non-zero)" in full
 
 
 def test_same_seed_identical_log_other_seed_differs(tmp_path: Path) -> None:
