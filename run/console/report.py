@@ -157,9 +157,11 @@ def summary_brief(s: dict[str, Any]) -> Group:
         ], prose=True))
     nv = len(s["violations"])
     if nv:
-        first = s["violations"][0]
-        parts.append(f"[red]{nv} violation(s); first at t={first['t']:.6f}: {first['kind']}: "
-                     f"{first['detail']}[/red]")
+        parts.append(f"[red]violations ({nv})[/red]")
+        for v in s["violations"][:5]:
+            parts.append(f"[red]  t={v['t']:.6f}  {v['kind']}: {v['detail']}[/red]")
+        if nv > 5:
+            parts.append(f"[red]  ... {nv - 5} more (--full or --json)[/red]")
     else:
         parts.append("[green]no violations[/green]")
     parts.append("every counter: --full · as JSON: --json")
