@@ -16,6 +16,7 @@ built-in policies unless told to trust the one a log names (``vballoon replay --
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -101,7 +102,10 @@ def find_policy(spec: str) -> type[HostPolicy]:
             if ep.name == spec:
                 obj = _policy_code(spec, f"loading entry point {ep.value!r} failed", ep.load)
                 return _check_class(obj, f"entry point {ep.name!r}")
-        raise PolicyError(f"unknown host policy {spec!r}; built-ins: {', '.join(BUILTINS)} "
+        close = difflib.get_close_matches(spec, list(BUILTINS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise PolicyError(f"unknown host policy {spec!r}{hint}; built-ins: "
+                          f"{', '.join(BUILTINS)} "
                           f"(or module:attr, path/to/file.py:Class, or an entry point in "
                           f"{ENTRY_POINT_GROUP})")
     if not hasattr(module, attr):

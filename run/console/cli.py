@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import signal
 import sys
@@ -443,7 +444,10 @@ def scenarios(show: str | None) -> None:
     names = scen.builtin_names()
     if show is not None:
         if show not in names:
-            raise BadInput(f"no built-in scenario {show!r}; built-ins: {', '.join(names)}")
+            close = difflib.get_close_matches(show, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BadInput(f"no built-in scenario {show!r}{hint}; built-ins: "
+                           f"{', '.join(names)}")
         click.echo(scen.builtin_text(show), nl=False)
         return
     from rich.table import Table

@@ -134,6 +134,10 @@ def test_compare_small(tmp_path: Path) -> None:
     (["compare", "--seeds", "5..2"], "--seeds '5..2': range ends at 2, before it starts at 5"),
     (["bench", "nosuch"], "unknown benchmark 'nosuch'"),
     (["run", "--set", "host.policy.name=nosuch"], "unknown host policy 'nosuch'"),
+    (["run", "--set", "host.policy.name=statc"],
+     "unknown host policy 'statc' (did you mean 'static'?)"),
+    (["scenarios", "--show", "defualt"],
+     "no built-in scenario 'defualt' (did you mean 'default'?)"),
 ])
 def test_more_bad_usage_exits_2(args: list[str], fragment: str) -> None:
     """Bad arguments to compare, bench and the policy name exit 2 with one line."""
