@@ -165,6 +165,8 @@ def main() -> None:
 @click.option("--duration", help="Virtual duration, e.g. 30s (overrides the scenario).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a scenario field, e.g. --set guest.memory=2GiB (repeatable).")
+@click.option("--driver", type=click.Choice(list(DRIVERS)),
+              help="The balloon driver variant (= --set guest.driver=D).")
 @click.option("--do", "actions", multiple=True, metavar="'TIME: COMMAND'",
               help="Apply a command at a virtual time, e.g. --do '10s: compact guest0' "
                    "(repeatable; commands: " + "; ".join(COMMANDS.values()) + ").")
@@ -186,10 +188,12 @@ def main() -> None:
               help="Run twice and confirm both logs are identical record for record.")
 def run(scenario: str | None, seed: int | None, log_path: Path | None,
         summary_path: Path | None, duration: str | None, sets: tuple[str, ...],
-        actions: tuple[str, ...], level: str, verbose: bool, as_json: bool, full: bool,
+        driver: str | None, actions: tuple[str, ...], level: str, verbose: bool, as_json: bool, full: bool,
         backend: str, choices_path: Path | None, fail_fast: bool,
         check_determinism: bool) -> None:
     """Run a SCENARIO (built-in name or TOML path; default: 'default') and summarise it."""
+    if driver is not None:
+        sets = (*sets, f"guest.driver={driver}")
     forced = None
     if choices_path is not None:
         from run.lab import minimise

@@ -193,3 +193,12 @@ def test_the_first_run_shows_the_subject_in_about_30_lines() -> None:
     Console(file=narrow, width=80, force_terminal=False).print(summary_brief(summary))
     rendered = narrow.getvalue().splitlines()
     assert len(rendered) <= 30 and max(map(len, rendered)) <= 80
+
+
+def test_run_driver_is_set_guest_driver() -> None:
+    """run --driver D runs the scenario with guest.driver=D (v9's overcommit defect shows)."""
+    code, out, _ = _run("run", "overcommit", "--driver", "v9", "--duration", "12s", "--json")
+    assert code == 1
+    assert [v["kind"] for v in orjson.loads(out)["violations"]][:1] == ["imbalance"]
+    code, _, err = _run("run", "--driver", "v10")
+    assert code == 2 and "v10" in err
