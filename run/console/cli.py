@@ -188,8 +188,8 @@ def main() -> None:
               help="Run twice and confirm both logs are identical record for record.")
 def run(scenario: str | None, seed: int | None, log_path: Path | None,
         summary_path: Path | None, duration: str | None, sets: tuple[str, ...],
-        driver: str | None, actions: tuple[str, ...], level: str, verbose: bool, as_json: bool, full: bool,
-        backend: str, choices_path: Path | None, fail_fast: bool,
+        driver: str | None, actions: tuple[str, ...], level: str, verbose: bool,
+        as_json: bool, full: bool, backend: str, choices_path: Path | None, fail_fast: bool,
         check_determinism: bool) -> None:
     """Run a SCENARIO (built-in name or TOML path; default: 'default') and summarise it."""
     if driver is not None:
