@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from actors.guest.balloon import DRIVERS
 from actors.host.policy import PolicyError
 from actors.sim.choices import Choice
+from run.console.timeseries import draw_comparison, plot_option, plot_target
 from run.session import scenario as scen
 from run.session.commands import COMMANDS
 from run.session.logs import LEVELS, FlightRecorder, PrettyConsole, json_bytes
@@ -476,8 +477,9 @@ def scenarios(show: str | None) -> None:
 @_jobs
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write the results as JSON here.")
+@plot_option
 def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], jobs: int,
-                json_path: Path | None) -> None:
+                json_path: Path | None, plot_path: Path | None) -> None:
     """Run SCENARIO (default thp-under-balloon) under each driver and seed; compare."""
     from run.lab import compare as cmp
 
@@ -489,15 +491,18 @@ def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], 
     seed_list = _seeds(seeds)
     _load(scenario, sets, None)
     _writable(json_path, "--json")
+    plot_target(plot_path)
     variants = {d: (f"guest.driver={d}",) for d in names}
     _run_comparison(scenario, variants, seed_list, sets, jobs, json_path, cmp.METRICS,
-                    "drivers", "vballoon compare")
+                    "drivers", "vballoon compare", plot_path)
 
 
 def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds: list[int],
                     sets: tuple[str, ...], jobs: int, json_path: Path | None,
-                    metrics: list[Any], kind: str, command: str) -> None:
-    """Run a comparison with progress, print its table, write its JSON; exit 1 on violations."""
+                    metrics: list[Any], kind: str, command: str,
+                    plot_path: Path | None = None) -> None:
+    """Run a comparison with progress, print its table, write its JSON and plot; exit 1 on
+    violations."""
     from rich.progress import MofNCompleteColumn, TimeElapsedColumn
 
     from run.lab import compare as cmp
@@ -520,6 +525,10 @@ def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds:
                             f"(mean ± spread{stopped})"))
     if json_path is not None:
         _write_output(json_path, "--json", json_bytes(result, indent=True))
+    if plot_path is not None:
+        draw_comparison(result, metrics, labels,
+                        f"{command} {result['scenario']}, seeds {seeds[0]}..{seeds[-1]}",
+                        plot_path, console)
     if result["interrupted"]:
         sys.exit(_stopped_exit(received))
     failed = result["metrics"]["violations"]
@@ -567,8 +576,9 @@ def policies_list() -> None:
 @_jobs
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write the results (and every run's figures) as JSON here.")
+@plot_option
 def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...], jobs: int,
-                     json_path: Path | None) -> None:
+                     json_path: Path | None, plot_path: Path | None) -> None:
     """Run SCENARIO under each policy (with its default parameters and interval; the
     scenario's safety shell applies to all) and seed; print one table of scores."""
     from run.lab import compare as cmp
@@ -586,8 +596,9 @@ def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...
         except PolicyError as e:
             raise BadInput(str(e)) from None
     _writable(json_path, "--json")
+    plot_target(plot_path)
     _run_comparison(scenario, variants, seed_list, sets, jobs, json_path, cmp.POLICY_METRICS,
-                    "policies", "vballoon policies compare")
+                    "policies", "vballoon policies compare", plot_path)
 
 
 @main.command(name="check")

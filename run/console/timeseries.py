@@ -1,4 +1,4 @@
-"""``vballoon series`` and ``vballoon plot``: a session log's time series, printed or drawn.
+"""``vballoon series``, ``vballoon plot`` and the compare commands' ``--plot``: figures.
 
 The commands only parse options and report; reading is ``run.logtools.series``, drawing
 ``run.logtools.plot``. They are registered on the ``vballoon`` group by ``run.console.cli``.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from run.logtools.logread import LogError
@@ -81,3 +83,36 @@ def plot_cmd(log: Path, out_path: Path) -> None:
     click.echo(f"wrote {out_path}: {panels} panels, {len(s.guests)} guest(s), "
                f"{len(s.host['t'])} host and {sum(len(c['t']) for c in s.guests.values())} "
                f"guest samples")
+
+
+plot_option = click.option(
+    "--plot", "plot_path", type=click.Path(path_type=Path),
+    help="Also draw the results: FILE.png or FILE.svg, a panel per metric, a bar per variant "
+         "(mean, spread as error bar, each seed a dot).")
+
+
+def plot_target(path: Path | None) -> None:
+    """--plot checked before any run: writable, and a format that is drawn."""
+    from run.console.cli import BadInput, _writable
+    from run.logtools.plot import PlotError, check_target
+
+    _writable(path, "--plot")
+    if path is not None:
+        try:
+            check_target(path)
+        except PlotError as e:
+            raise BadInput(f"--plot {e}") from None
+
+
+def draw_comparison(result: dict[str, Any], metrics: list[Any], variants: list[str],
+                    title: str, path: Path, console: Console) -> None:
+    """A comparison's --plot: one panel per metric (``run.logtools.plot.plot_comparison``)."""
+    from run.console.cli import BadInput
+    from run.logtools.plot import plot_comparison
+
+    try:
+        plot_comparison(result["metrics"], {m[0]: m[1] for m in metrics}, variants, title,
+                        path)
+    except OSError as e:
+        raise BadInput(f"--plot {path}: cannot write: {e.strerror or e}") from None
+    console.print(f"wrote {path}")

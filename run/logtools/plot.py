@@ -1,4 +1,4 @@
-"""``vballoon plot``: a session's time series drawn with matplotlib (Agg: no display needed).
+"""``vballoon plot`` and ``compare --plot``: figures drawn with matplotlib (Agg: no display).
 
 One panel per quantity, one line per guest: the balloon's target (dashed) against its actual,
 each guest's free memory, the host's free memory, each guest's RSS on the host, the THP fault
@@ -9,7 +9,7 @@ follows the file's suffix (``.png`` or ``.svg``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from run.logtools.series import Series
 
@@ -22,8 +22,7 @@ class PlotError(ValueError):
 
 def plot(series: Series, path: Path) -> int:
     """Draw ``series`` into ``path``; the number of panels drawn with data."""
-    if path.suffix.lower() not in FORMATS:
-        raise PlotError(f"{path}: write .png or .svg, not {path.suffix or 'no suffix'!r}")
+    check_target(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,6 +63,53 @@ def plot(series: Series, path: Path) -> int:
     for ax in axes[2]:
         ax.set_xlabel("virtual time (s)")
     fig.suptitle(f"{series.scenario} seed {series.seed}")
+    fig.savefig(path)
+    plt.close(fig)
+    return drawn
+
+
+def check_target(path: Path) -> None:
+    """Refuse, before anything runs, a plot file matplotlib is not asked to write."""
+    if path.suffix.lower() not in FORMATS:
+        raise PlotError(f"{path}: write .png or .svg, not {path.suffix or 'no suffix'!r}")
+
+
+def plot_comparison(metrics: dict[str, dict[str, dict[str, Any]]],
+                    labels: dict[str, str], variants: list[str], title: str,
+                    path: Path) -> int:
+    """``compare`` / ``policies compare`` results: one panel per metric (``labels``: key ->
+    title), a bar per variant at its mean with the spread (sample standard deviation) as
+    its error bar, and each seed's value as a dot; the number of panels drawn."""
+    check_target(path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in labels if k in metrics]
+    cols = 3
+    rows = max(1, -(-len(keys) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), layout="constrained",
+                             squeeze=False)
+    drawn = 0
+    for i, ax in enumerate(ax for row in axes for ax in row):
+        if i >= len(keys):
+            ax.set_visible(False)
+            continue
+        key = keys[i]
+        row = metrics[key]
+        means = [row[v]["mean"] for v in variants]
+        spreads = [row[v]["stdev"] for v in variants]
+        xs = list(range(len(variants)))
+        ax.bar(xs, means, yerr=spreads, capsize=4, alpha=0.6)
+        for x, v in zip(xs, variants, strict=True):
+            values = row[v].get("values") or []
+            ax.plot([x] * len(values), values, "k.", markersize=4)
+        ax.set_xticks(xs, variants, fontsize=8)
+        ax.set_title(labels[key], fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        drawn += 1
+    fig.suptitle(title, fontsize=10)
     fig.savefig(path)
     plt.close(fig)
     return drawn

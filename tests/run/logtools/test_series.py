@@ -87,3 +87,22 @@ def test_series_and_plot_commands(three_guests: Path, tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["plot", str(three_guests), "-o", str(tmp_path / "p.gif")])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "p.gif").exists()
+
+
+def test_comparison_plot_has_a_panel_per_metric(tmp_path: Path) -> None:
+    """compare's --plot: a panel per metric, each with its variants' bars and seed dots."""
+    from run.logtools.plot import plot_comparison
+
+    metrics = {k: {v: {"mean": m, "stdev": 0.5, "values": [m - 0.5, m + 0.5]}
+                   for v, m in (("legacy", 1.0), ("fixed", 4.0))}
+               for k in ("order9", "thp", "migrated", "violations")}
+    labels = {"order9": "free order-9 blocks", "thp": "THP success", "migrated": "migrated",
+              "violations": "violations", "absent": "not in the results"}
+    out = tmp_path / "cmp.svg"
+    assert plot_comparison(metrics, labels, ["legacy", "fixed"], "t", out) == 4
+    assert out.read_bytes().count(b"<path") > 20
+
+
+def test_compare_plot_refuses_a_bad_suffix_before_running(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["compare", "--seeds", "1", "--plot", str(tmp_path / "c.bmp")])
+    assert r.exit_code == 2 and "--plot" in r.output and "write .png or .svg" in r.output
