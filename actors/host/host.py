@@ -138,6 +138,8 @@ class Host:
         #: Guests whose target an operator set (``balloon GUEST SIZE``): the policy's
         #: decisions and the stall back-offs leave them alone until ``policy resume``.
         self.manual: dict[str, int] = {}
+        #: The targets the last policy decision applied (guest -> 4 KiB pages), for views.
+        self.last_targets: dict[str, int] = {}
 
     def attach(self, transport: Transport, ram_pages: int, pages_per_page: int, *,
                min_memory_pages: int = 0, max_memory_pages: int = 0,
@@ -201,6 +203,7 @@ class Host:
         # caches (a first call in a process counts more), so it would break byte-identity.
         self.plog.info(schema.POLICY_DECISION, policy=name, asked=decision.asked,
                        targets=decision.targets)
+        self.last_targets = dict(decision.targets)
         if self.config.policy.fatal and (decision.error or decision.violations):
             what = decision.error or "; ".join(f"{o.guest}: {o.reason}"
                                                for o in decision.violations)

@@ -29,7 +29,6 @@ from run.session.logs import LEVELS, FlightRecorder, PrettyConsole, json_bytes
 from run.session.session import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
-    Session,
     run_session,
     stop_signals_interrupt,
 )
@@ -175,6 +174,9 @@ def main() -> None:
               help="Lowest log level recorded.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print log records to the console.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True),
+              help="Run at X times real time so the live dashboard can be watched "
+                   "(a terminal only; the log is the same at any speed).")
 @click.option("--full", is_flag=True,
               help="Print every counter of the summary (buddyinfo, vmstat, host, score).")
 @click.option("--backend", type=click.Choice(["trio", "asyncio"]), default="trio",
@@ -190,8 +192,8 @@ def main() -> None:
 def run(scenario: str | None, seed: int | None, log_path: Path | None,
         summary_path: Path | None, duration: str | None, sets: tuple[str, ...],
         driver: str | None, actions: tuple[str, ...], level: str, verbose: bool,
-        as_json: bool, full: bool, backend: str, choices_path: Path | None, fail_fast: bool,
-        check_determinism: bool) -> None:
+        as_json: bool, speed: float | None, full: bool, backend: str,
+        choices_path: Path | None, fail_fast: bool, check_determinism: bool) -> None:
     """Run a SCENARIO (built-in name or TOML path; default: 'default') and summarise it."""
     if driver is not None:
         sets = (*sets, f"guest.driver={driver}")
@@ -220,36 +222,25 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
     _writable(summary_path, "--summary", inputs=(scenario_file, choices_path, log_path))
     out = _console(stderr=as_json)
     pretty = PrettyConsole(_console(stderr=True)) if verbose else None
-    progress = None
-    on_snapshot = None
-    if out.is_terminal and not verbose:
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            TextColumn("{task.fields[status]}"), console=out, transient=True)
-        task = progress.add_task(f"{sc.name}", total=sc.duration, status="")
+    view = None
+    if out.is_terminal and not verbose and not as_json:
+        from run.console.dashboard import LiveView
 
-        def on_snapshot(session: Session) -> None:
-            guest = session.guests[0]
-            assert progress is not None
-            status = f"t={session.now:6.1f}s  free={guest.zone.free_pages}"
-            if guest.balloon is not None:
-                b = guest.balloon
-                status += (f"  balloon target={b.read_num_pages()} "
-                           f"actual={b.num_pages.atomic_read()}")
-            progress.update(task, completed=session.now, status=status)
-
-        progress.start()
+        view = LiveView(out, sc.duration, speed)
+    elif speed is not None:
+        raise BadInput("--speed paces the live dashboard: it needs a terminal (and no -v, "
+                       "no --json)")
     recorder = FlightRecorder() if check_determinism else None
     try:
-        outcome = run_session(sc, seed=seed, log_path=log_path, level=level, console=pretty,
-                              backend=backend, on_snapshot=on_snapshot, recorder=recorder,
-                              forced=forced, fail_fast=fail_fast)
+        with view if view is not None else contextlib.nullcontext():
+            outcome = run_session(sc, seed=seed, log_path=log_path, level=level,
+                                  console=pretty, backend=backend,
+                                  on_snapshot=None if view is None else view.on_snapshot,
+                                  recorder=recorder, forced=forced, fail_fast=fail_fast)
     except PolicyError as e:
         raise BadInput(f"{scenario or 'default'}: {e}") from None
     except OSError as e:
         raise BadInput(f"cannot write: {e}") from None
-    finally:
-        if progress is not None:
-            progress.stop()
     summary = outcome.summary
     if summary_path is not None:
         _write_output(summary_path, "--summary", json_bytes(summary, indent=True))
