@@ -137,7 +137,7 @@ class Host:
         self.stalls = 0
         #: Guests whose target an operator set (``balloon GUEST SIZE``): the policy's
         #: decisions and the stall back-offs leave them alone until ``policy resume``.
-        self.manual: dict[str, int] = {}
+        self.manual: set[str] = set()
         #: The targets the last policy decision applied (guest -> 4 KiB pages), for views.
         self.last_targets: dict[str, int] = {}
 
@@ -225,7 +225,7 @@ class Host:
 
     async def set_manual_target(self, name: str, num_pages: int) -> None:
         """An operator's target for guest ``name`` (4 KiB pages), held until ``resume``."""
-        self.manual[name] = num_pages
+        self.manual.add(name)
         await self.devices[name].set_target(num_pages)
 
     def resume(self, name: str | None = None) -> None:
@@ -233,7 +233,7 @@ class Host:
         if name is None:
             self.manual.clear()
         else:
-            self.manual.pop(name, None)
+            self.manual.discard(name)
 
     def record_stall(self, s: Stall) -> None:
         self.stalls += 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,16 +198,21 @@ class Kernel:
         if not debt:
             return
         t.debt = 0.0
-        if t.on_cpu:
+        async with self.on_a_cpu(t):
             await advance(debt)
-            return
-        cpus = self.cpus
-        await cpus.get(t)
+
+    @asynccontextmanager
+    async def on_a_cpu(self, t: KTask) -> AsyncIterator[None]:
+        """Hold a CPU for the enclosed time (``actors.kernel.cpus``): take one unless ``t``
+        holds one already, and leave it after unless ``t`` is atomic by then."""
+        held = t.on_cpu
+        if not held:
+            await self.cpus.get(t)
         try:
-            await advance(debt)
+            yield
         finally:
-            if not t.atomic:
-                cpus.put(t)
+            if not held and not t.atomic:
+                self.cpus.put(t)
 
     def charge(self, seconds: float) -> None:
         """Charge ``seconds`` of CPU time to the current kernel task (paid like a lock's:
@@ -261,7 +266,7 @@ class Kernel:
         choices = self.choices
         if choices is not None and choices.recording:
             return choices.decide(site, self._race_draw, self.name) is not None
-        return self.race_rng.random() < 0.5
+        return self._race_draw() is not None
 
     def _race_draw(self) -> float | None:
         return 1.0 if self.race_rng.random() < 0.5 else None
@@ -270,16 +275,9 @@ class Kernel:
         """A task woken from a sleep re-tests what it slept for only once it is on a CPU
         again: it waits for one, then pays the wake-up (``costs.wakeup``) on it. Meanwhile a
         running task may take what it was woken for (``woken_first`` decides a tie)."""
-        held = t.on_cpu
-        cpus = self.cpus
-        if not held:
-            await cpus.get(t)
-        debt, t.debt = t.debt, 0.0  # what it did before it slept, carried (``settle``)
-        try:
+        async with self.on_a_cpu(t):
+            debt, t.debt = t.debt, 0.0  # what it did before it slept, carried (``settle``)
             await advance(self.costs.wakeup + debt)
-        finally:
-            if not held and not t.atomic:
-                cpus.put(t)
 
     async def cpu_relax(self, *, page: int | None = None) -> None:
         """One busy-wait iteration of a retry loop: costs virtual time on a CPU, is not a sleep.
@@ -299,7 +297,6 @@ class Kernel:
         """
         t = current_or_none()
         step = self.costs.spin_relax
-        held = True
         debt = 0.0
         if t is not None:
             t.ops += 1
@@ -309,11 +306,9 @@ class Kernel:
             debt, t.debt = t.debt, 0.0  # the loop's polls are CPU time of the spin too
             if self.page_first:
                 lift_page_first(self, t)  # polling again: it took no page it was first for
-            held = t.on_cpu
-            if not held:
-                await self.cpus.get(t)  # a spinning CPU is a busy CPU
-        start = self.now()
-        try:
+        # a spinning CPU is a busy CPU
+        async with self.on_a_cpu(t) if t is not None else nullcontext():
+            start = self.now()
             if page is None:
                 await sleep(step + debt)
             else:
@@ -334,9 +329,6 @@ class Kernel:
                         del self.page_spinners[page]
             if t is not None:
                 t.relax_end = self.now()
-        finally:
-            if not held and t is not None and not t.atomic:
-                self.cpus.put(t)
 
     async def msleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of virtual time (a sleeping primitive: atomic context is a bug)."""

@@ -27,12 +27,8 @@ def dashboard(session: Session, total: float) -> Group:
     t = Table(title_justify="left", expand=False,
               title=f"{session.scenario.name}: t = {session.now:.1f} of {total:g} s "
                     f"(MiB; THP: faults that got a huge page)")
-    for col in ("guest", "target", "actual", "free", "RSS", "THP", "migrated", "violations"):
+    for col in ("guest", "target", "actual", "free", "RSS", "THP", "migrated"):
         t.add_column(col, justify="left" if col == "guest" else "right")
-    by_guest: dict[str, int] = {}
-    for v in session.violations:
-        name = v.detail.split(":", 1)[0]
-        by_guest[name] = by_guest.get(name, 0) + 1
     for guest in session.guests:
         device = session.host.devices.get(guest.name)
         vm = guest.vmstat
@@ -44,15 +40,17 @@ def dashboard(session: Session, total: float) -> Group:
                   _mib(device.actual * 4096) if device else "-",
                   _mib(guest.zone.free_pages * page),
                   _mib(device.memory.rss * 4096) if device else "-",
-                  thp, f"{vm.get('compact_balloon_migrated'):,}",
-                  str(by_guest.get(guest.name, 0)))
+                  thp, f"{vm.get('compact_balloon_migrated'):,}")
     host = session.host
     free, total_pages = host.memory.free_pages, host.memory.total_pages
     pressure = 1 - free / total_pages if total_pages else 0.0
     last = ", ".join(f"{g} {_mib(n * 4096)}" for g, n in host.last_targets.items()) or "-"
     line = Text.assemble(("host ", "bold"), f"free {_mib(free * 4096)} MiB, pressure "
                          f"{pressure:.0%}; policy {host.policy_name}: last targets {last}")
-    return Group(t, line)
+    # a session-wide count: kernel reports (lockdep, watchdogs) do not name their guest
+    found = Text(f"violations so far: {len(session.violations)}",
+                 style="red" if session.violations else "green")
+    return Group(t, line, found)
 
 
 def _mib(n_bytes: float) -> str:

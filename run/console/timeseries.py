@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from run.logtools.logread import LogError
-from run.logtools.series import GUEST_COLUMNS, HOST_COLUMNS, Series, read_series, rows, to_csv
+from run.logtools.series import ROW_COLUMNS, Series, read_series, rows, to_csv
 
 
 def _read(log: Path) -> Series:
@@ -47,11 +47,10 @@ def series_cmd(log: Path, as_csv: bool, out_path: Path | None) -> None:
         return
     table = Table(title=f"{s.scenario} seed {s.seed}: samples (MiB unless said)",
                   title_justify="left")
-    columns = ["t", "source", *dict.fromkeys([*HOST_COLUMNS[1:], *GUEST_COLUMNS[1:]])]
-    for c in columns:
+    for c in ROW_COLUMNS:
         table.add_column(c, justify="left" if c == "source" else "right")
     for row in rows(s):
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        table.add_row(*(_cell(row.get(c)) for c in ROW_COLUMNS))
     _console().print(table)
 
 

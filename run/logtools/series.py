@@ -26,6 +26,8 @@ GUEST_COLUMNS: Final = ("t", "free_mib", "target_mib", "actual_mib", "rss_mib", 
                         "thp_fallback", "thp_success", "compact_stall", "compact_success",
                         "compact_fail", "balloon_migrated")
 HOST_COLUMNS: Final = ("t", "free_mib", "total_mib", "pressure")
+#: The columns of a flat row (``rows``, the CSV, the table): t, source, then every field.
+ROW_COLUMNS: Final = ("t", "source", *dict.fromkeys([*HOST_COLUMNS[1:], *GUEST_COLUMNS[1:]]))
 
 
 @dataclass
@@ -104,9 +106,8 @@ def rows(series: Series) -> list[dict[str, Any]]:
 
 def to_csv(series: Series) -> str:
     """The rows as CSV: t, source, then every host and guest column (blank where n/a)."""
-    columns = ["t", "source", *dict.fromkeys([*HOST_COLUMNS[1:], *GUEST_COLUMNS[1:]])]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, columns, lineterminator="\n")
+    w = csv.DictWriter(buf, ROW_COLUMNS, lineterminator="\n")
     w.writeheader()
     for row in rows(series):
         w.writerow({k: _fmt(v) for k, v in row.items()})

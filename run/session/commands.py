@@ -48,18 +48,6 @@ class Command:
     #: balloon: the logical size in bytes; compact: the writers (0: the scenario's).
     value: int = 0
 
-    def __str__(self) -> str:
-        parts = [self.verb]
-        if self.verb == "policy":
-            parts.append("resume")
-        if self.guest:
-            parts.append(self.guest)
-        if self.verb == "balloon":
-            parts.append(f"{self.value}B")
-        elif self.verb == "compact" and self.value:
-            parts.append(str(self.value))
-        return " ".join(parts)
-
 
 def parse_command(text: str, guests: list[str]) -> Command:
     """``text`` as a Command, its guest checked against ``guests``; CommandError says why."""
