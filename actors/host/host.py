@@ -107,16 +107,7 @@ class Host:
                  total_pages: int, clock: Callable[[], float] = anyio.current_time,
                  choices: Choices | None = None) -> None:
         self.config = config
-        self.policy = policy
-        #: What the log calls the policy and how often it runs, read once: what a policy
-        #: does to its own attributes later reaches neither the log nor the loop.
-        self.policy_name = policy_name(policy)
-        self.policy_interval = policy.interval
-        if (isinstance(self.policy_interval, bool)
-                or not isinstance(self.policy_interval, int | float)
-                or not 0 < self.policy_interval < math.inf):
-            raise PolicyError(f"policy {self.policy_name!r}: interval must be a finite number "
-                              f"of seconds > 0, got {self.policy_interval!r}")
+        self.set_policy(policy)
         self.costs = costs
         self.memory = HostMemory(total_pages)
         self.shell = SafetyShell(config.policy.shell)
@@ -140,6 +131,18 @@ class Host:
         self.manual: set[str] = set()
         #: The targets the last policy decision applied (guest -> 4 KiB pages), for views.
         self.last_targets: dict[str, int] = {}
+
+    def set_policy(self, policy: HostPolicy) -> None:
+        """Use ``policy`` from its next tick on (at start, or swapped live by an operator).
+
+        Its name and interval are read here, once: what a policy does to its own attributes
+        later reaches neither the log nor the loop."""
+        name, interval = policy_name(policy), policy.interval
+        if (isinstance(interval, bool) or not isinstance(interval, int | float)
+                or not 0 < interval < math.inf):
+            raise PolicyError(f"policy {name!r}: interval must be a finite number "
+                              f"of seconds > 0, got {interval!r}")
+        self.policy, self.policy_name, self.policy_interval = policy, name, interval
 
     def attach(self, transport: Transport, ram_pages: int, pages_per_page: int, *,
                min_memory_pages: int = 0, max_memory_pages: int = 0,
@@ -210,7 +213,6 @@ class Host:
             raise PolicyFailure(f"policy {name!r} failed and host.policy.fatal is set: {what}")
 
     async def _policy_loop(self) -> None:
-        interval = self.policy_interval
         while True:
             free, total = self.memory.free_pages, self.memory.total_pages
             self.history.append(HostSample(self.clock(), free))
@@ -221,7 +223,7 @@ class Host:
             for name, target in decision.targets.items():
                 if name not in self.manual and target != self.devices[name].target:
                     await self.devices[name].set_target(target)
-            await sleep(interval)
+            await sleep(self.policy_interval)
 
     async def set_manual_target(self, name: str, num_pages: int) -> None:
         """An operator's target for guest ``name`` (4 KiB pages), held until ``resume``."""

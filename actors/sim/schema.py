@@ -57,6 +57,14 @@ SESSION_ACTION: Final = _event(
     "A scenario action or --do command took effect (run.session.commands): at its virtual "
     "time, the command as written, and 'applied' or why it did nothing.",
 )
+SESSION_INPUT: Final = _event(
+    "session.input",
+    "info",
+    ("do", "outcome"),
+    "A command typed at ``vballoon console``, at the virtual instant it took effect (the "
+    "session idle there): the line as typed and what it did ('shown' for a read). "
+    "``vballoon replay`` re-applies every one at its instant.",
+)
 SESSION_ERROR: Final = _event(
     "session.error",
     "error",

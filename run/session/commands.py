@@ -8,6 +8,10 @@ the entry that holds it, never mid-run:
   does: the host's target is RAM - SIZE, in 4 KiB pages. It overrides the policy for that
   guest until ``policy resume``.
 - ``policy resume [GUEST]``: hand the guest (default: every guest) back to the policy.
+- ``policy NAME [KEY=VALUE ...]``: swap the host's policy live (a built-in name, or a plug-in
+  as ``module:attr`` / ``path.py:Class``), configured with the given parameters.
+- ``fault SITE [P|off]``: activate a fault site (firing probability P, default the site's own)
+  or switch it off (``actors.sim.choices.SITES``).
 - ``compact GUEST [WORKERS]``: ``echo 1 > /proc/sys/vm/compact_memory`` by WORKERS writers at
   once (default: the scenario's ``compaction.workers``, at least one).
 - ``unplug GUEST``: hot-unplug the balloon device (the driver's remove callback).
@@ -23,13 +27,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from actors.host.loader import find_policy
+from actors.host.policy import PolicyError
+from actors.sim.choices import SITES
 from actors.sim.units import parse_duration, parse_size
 
 #: Each command and its one-line help (``vballoon run --help`` shows them).
 COMMANDS: Final[dict[str, str]] = {
     "balloon": "balloon GUEST SIZE: the guest's logical size (target = RAM - SIZE); "
                "overrides the policy until 'policy resume'",
-    "policy": "policy resume [GUEST]: the guest (default: all) back to the policy",
+    "policy": "policy resume [GUEST] | policy NAME [KEY=VALUE ...]: the guest (default: all) "
+              "back to the policy, or swap the host's policy live",
+    "fault": "fault SITE [P|off]: activate a fault site (firing probability P) or stop it",
     "compact": "compact GUEST [WORKERS]: compact_memory by WORKERS writers at once",
     "unplug": "unplug GUEST: hot-unplug the balloon device",
 }
@@ -47,6 +56,9 @@ class Command:
     guest: str = ""
     #: balloon: the logical size in bytes; compact: the writers (0: the scenario's).
     value: int = 0
+    #: policy: the policy's name then its KEY=VALUE words (empty: ``resume``);
+    #: fault: the site, then its probability (or ``off``) if given.
+    args: tuple[str, ...] = ()
 
 
 def parse_command(text: str, guests: list[str]) -> Command:
@@ -59,10 +71,24 @@ def parse_command(text: str, guests: list[str]) -> Command:
         raise CommandError(f"unknown command {verb!r}; known: {', '.join(COMMANDS)}")
     usage = COMMANDS[verb].split(":", 1)[0]
     if verb == "policy":
-        if not args or args[0] != "resume" or len(args) > 2:
+        if not args:
+            raise CommandError(f"usage: {usage}")
+        if args[0] != "resume":
+            if ":" not in args[0]:  # a name: built in or an installed entry point
+                try:
+                    find_policy(args[0])
+                except PolicyError as e:
+                    raise CommandError(str(e)) from None
+            bad = [w for w in args[1:] if "=" not in w or w.startswith("=")]
+            if bad:
+                raise CommandError(f"policy {args[0]}: expected KEY=VALUE, got {bad[0]!r}")
+            return Command(verb, args=tuple(args))
+        if len(args) > 2:
             raise CommandError(f"usage: {usage}")
         guest = args[1] if len(args) == 2 else ""
         return Command(verb, _guest(guest, guests) if guest else "")
+    if verb == "fault":
+        return _fault(args, usage)
     if not args:
         raise CommandError(f"usage: {usage}")
     guest = _guest(args[0], guests)
@@ -86,6 +112,22 @@ def parse_command(text: str, guests: list[str]) -> Command:
     if len(args) != 1:
         raise CommandError(f"usage: {usage}")
     return Command(verb, guest)
+
+
+def _fault(args: list[str], usage: str) -> Command:
+    if not 1 <= len(args) <= 2:
+        raise CommandError(f"usage: {usage}")
+    if args[0] not in SITES:
+        raise CommandError(f"fault: no site {args[0]!r}; known: {', '.join(SITES)}")
+    if len(args) == 2 and args[1] != "off":
+        try:
+            p = float(args[1])
+        except ValueError:
+            p = -1.0
+        if not 0.0 < p <= 1.0:
+            raise CommandError(f"fault {args[0]}: P must be a probability in (0, 1] or 'off', "
+                               f"got {args[1]!r}")
+    return Command("fault", args=tuple(args))
 
 
 def _guest(name: str, guests: list[str]) -> str:

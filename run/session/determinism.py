@@ -104,7 +104,8 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
     scheduled and not yet stepped, which ``advance`` needs; without it, advance is sleep.
     """
 
-    __slots__ = ("_deadline", "_hints", "_now", "_pending", "_seq", "_timers")
+    __slots__ = ("_deadline", "_hints", "_monitor", "_now", "_pending", "_seq", "_stop_at",
+                 "_timers")
 
     def __init__(self) -> None:
         self._now = 0.0
@@ -120,6 +121,12 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
         #: otherwise and jumped past is caught loudly at the next idle pass.
         self._deadline = -math.inf
         self._hints: list[float] = []
+        #: The monitor task parked in ``pause`` (a console, the scenario's actions), and
+        #: when it is to be woken: at the idle pass that would take time past ``_stop_at``
+        #: (which ``stop_soon`` brings back to now). Time never passes it, not even by
+        #: ``advance``; inf when no monitor waits.
+        self._monitor: trio.lowlevel.Task | None = None
+        self._stop_at = math.inf
 
     # -- instrument hooks: every task made runnable runs exactly once after -----------------
     def before_run(self) -> None:
@@ -155,7 +162,7 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
         while hints and hints[0] <= now:  # passed, or expired already
             heapq.heappop(hints)
         if ((not timers or wake < timers[0][0]) and (not hints or wake < hints[0])
-                and now < wake < self._deadline):
+                and now < wake < self._deadline and wake < self._stop_at):
             self._now = wake
             return True
         return False
@@ -182,6 +189,9 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
         if timers and timers[0][0] < deadline:
             deadline = timers[0][0]
         if deadline > self._now:
+            if self._monitor is not None and (deadline > self._stop_at
+                                              or deadline == math.inf):
+                return self._wake_monitor()
             if deadline == math.inf:  # nothing will ever wake: wait for I/O (there is none)
                 return math.inf
             self._now = deadline
@@ -189,6 +199,47 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
             task = heapq.heappop(timers)[2]
             if task is not None:
                 trio.lowlevel.reschedule(task)
+        return 0.0
+
+    # -- the monitor: virtual time that stops where it is told --------------------------------
+    async def pause(self, until: float = math.inf) -> float:
+        """Park the calling task (the session's monitor) until the session is idle at
+        ``until`` -- every task blocked, nothing left to run at that instant -- or at the
+        instant ``stop_soon`` was called in, or when nothing is left that could ever run,
+        whichever is first; returns that instant.
+
+        The monitor wakes alone, in a pass that expires no timer and runs no other task:
+        a batch of one, which draws nothing from the seeded scheduler. So where a monitor
+        pauses leaves the schedule unchanged, and what it does there happens at a point
+        that re-running the session reproduces (``vballoon replay`` of a console log). Time
+        never moves past ``until``, not even by ``advance``.
+        """
+        if self._monitor is not None:
+            raise RuntimeError("the clock has a monitor already")
+        if until < self._now:
+            raise ValueError(f"cannot pause at {until}: virtual time is {self._now} already")
+        self._stop_at = until
+        self._monitor = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            self._monitor, self._stop_at = None, math.inf
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        return self._now
+
+    def stop_soon(self) -> None:
+        """Wake the parked monitor at the end of the current instant (once every task has
+        blocked); safe from a signal handler or a log sink: it only lowers a float."""
+        self._stop_at = min(self._stop_at, self._now)
+
+    def _wake_monitor(self) -> float:
+        """An idle pass that wakes the monitor instead of moving time past its stop."""
+        if self._now < self._stop_at < math.inf:
+            self._now = self._stop_at  # nothing happens before it: jump, but not past
+        task, self._monitor = self._monitor, None
+        self._stop_at = math.inf
+        trio.lowlevel.reschedule(task)
         return 0.0
 
     async def sleep(self, seconds: float) -> None:

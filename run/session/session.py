@@ -17,14 +17,16 @@ import signal
 import subprocess
 import threading
 import time
+import tomllib
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
+import sniffio
 import trio
 from anyio.abc import TaskGroup, TaskStatus
 
@@ -35,6 +37,7 @@ from actors.host.device import BalloonDevice
 from actors.host.host import Host
 from actors.host.loader import make_policy
 from actors.host.policy import HostPolicy, PolicyError
+from actors.sim.choices import SITES
 from actors.sim import schema
 from actors.sim.choices import Choice, Choices
 from actors.sim.clock import SessionClock, sleep
@@ -112,8 +115,13 @@ class Session:
     def __init__(self, scenario: Scenario, *, seed: int | None = None, log: SessionLog,
                  backend: str = "trio", on_snapshot: Callable[[Session], None] | None = None,
                  policy: HostPolicy | None = None, forced: list[Choice] | None = None,
-                 record: bool = False, fail_fast: bool = False) -> None:
+                 record: bool = False, fail_fast: bool = False,
+                 monitor: Monitor | None = None) -> None:
         self.scenario = scenario
+        #: What drives the session instead of its duration passing (``vballoon console``).
+        self.monitor = monitor
+        #: The scenario's actions not applied yet, in time order, each parsed once.
+        self._actions = scenario.commands()
         #: Stop at the first violation (fuzzing: only the first one is wanted, and a livelock
         #: found by a watchdog need not be simulated to the end of the scenario).
         self.fail_fast = fail_fast
@@ -232,7 +240,8 @@ class Session:
                 self.on_snapshot(self)
 
     async def main(self) -> None:
-        """Start every actor, let the scenario's duration pass, then stop them all."""
+        """Start every actor, let the scenario's duration pass (applying its actions, or
+        as a monitor drives it), then stop them all."""
         self.clock.start()
         async with anyio.create_task_group() as tg:
             self._scope = tg.cancel_scope
@@ -240,11 +249,57 @@ class Session:
                 await tg.start(guest.run)
             await tg.start(self.host.run)
             await tg.start(self._snapshots)
-            if self.scenario.actions:
-                tg.start_soon(self._actions, tg)
-            await sleep(self.scenario.duration)
+            if self.monitor is not None:
+                await self.monitor.drive(self, tg)
+            elif self._actions:
+                await self.advance(self.scenario.duration, tg)
+            else:
+                await sleep(self.scenario.duration)
             self.clock()  # the end of the run is the session's last known time
             tg.cancel_scope.cancel()
+
+    async def advance(self, until: float, tg: TaskGroup,
+                      stop: Callable[[], bool] | None = None) -> float:
+        """Let virtual time run to ``until`` (session seconds, at most the scenario's end)
+        and the session settle there, applying the scenario's actions at their instants on
+        the way; or stop early at the end of the instant where ``stop()`` became true (the
+        monitor's ``until``, Ctrl-C). Returns the session time it stopped at.
+
+        Every stop is an idle point of the virtual clock (``VirtualClock.pause``): all work
+        of that instant done, the schedule unchanged by stopping there. So an action or a
+        typed command applied at a stop is applied at a point that re-running the session
+        with the same inputs reproduces, whatever made it stop.
+        """
+        until = min(until, self.scenario.duration)
+        while True:
+            target = min(until, self._actions[0][0].at) if self._actions else until
+            now = await self._pause(target)
+            if self._actions and self._actions[0][0].at <= now:
+                while self._actions and self._actions[0][0].at <= now:
+                    action, command = self._actions.pop(0)
+                    outcome = await self.apply(command, tg)
+                    self._slog.info(schema.SESSION_ACTION, at=action.at, do=action.do,
+                                    outcome=outcome)
+                now = await self._pause(now)  # their effects settle before anything else
+            if now >= until or now < target or (stop is not None and stop()):
+                return now
+
+    async def _pause(self, until: float) -> float:
+        """Wait to the idle point at ``until``: the virtual clock's monitor pause on trio;
+        elsewhere (asyncio's real time) a plain sleep, which is all it can offer."""
+        clock = self._virtual_clock()
+        if clock is None:
+            await sleep(max(0.0, until - self.clock()))
+            return self.clock()
+        epoch = self.clock.epoch
+        return await clock.pause(epoch + max(until, self.clock())) - epoch
+
+    @staticmethod
+    def _virtual_clock() -> determinism.VirtualClock | None:
+        if sniffio.current_async_library() != "trio":
+            return None
+        clock = trio.lowlevel.current_clock()
+        return clock if isinstance(clock, determinism.VirtualClock) else None
 
     def _guest_sample(self, guest: Guest) -> dict[str, int]:
         """One guest's time-series sample (``schema.SAMPLE_GUEST``)."""
@@ -261,17 +316,8 @@ class Session:
                 "compact_fail": vm.get("compact_fail"),
                 "balloon_migrated": vm.get("compact_balloon_migrated")}
 
-    async def _actions(self, tg: TaskGroup) -> None:
-        """Apply the scenario's actions at their times, each logged as it takes effect."""
-        now = 0.0
-        for action, command in self.scenario.commands():
-            await sleep(max(0.0, action.at - now))
-            now = action.at
-            outcome = await self._apply(command, tg)
-            self._slog.info(schema.SESSION_ACTION, at=action.at, do=action.do, outcome=outcome)
-
-    async def _apply(self, command: Command, tg: TaskGroup) -> str:
-        """Carry out one command (run.session.commands); 'applied' or why it did nothing."""
+    async def apply(self, command: Command, tg: TaskGroup) -> str:
+        """Carry out one command (run.session.commands); 'applied' or what it did instead."""
         guest = next((g for g in self.guests if g.name == command.guest), None)
         if command.verb == "balloon":
             assert guest is not None
@@ -280,13 +326,36 @@ class Session:
             await self.host.set_manual_target(command.guest, pages)
             return "applied" if command.value <= ram else "size above RAM: target 0"
         if command.verb == "policy":
-            self.host.resume(command.guest or None)
-            return "applied"
+            if not command.args:
+                self.host.resume(command.guest or None)
+                return "applied"
+            return self._swap_policy(command.args)
+        if command.verb == "fault":
+            return self._set_fault(command.args)
         assert guest is not None
         if command.verb == "compact":
             await guest.compact_memory(tg, command.value or max(1, guest.compaction.workers))
             return "applied"
         return guest.unplug(tg)  # unplug
+
+    def _swap_policy(self, args: tuple[str, ...]) -> str:
+        """``policy NAME [KEY=VALUE ...]``: the new policy from the host's next tick on; a
+        policy that cannot be made leaves the old one in place and says why."""
+        name, params = args[0], dict(_param(w) for w in args[1:])
+        try:
+            self.host.set_policy(make_policy(name, params))
+        except PolicyError as e:
+            return f"refused: {e}"
+        return "applied"
+
+    def _set_fault(self, args: tuple[str, ...]) -> str:
+        """``fault SITE [P|off]``: the site's firing probability from now on."""
+        site, active = args[0], self.choices.active
+        if len(args) == 2 and args[1] == "off":
+            active.pop(site, None)
+        else:
+            active[site] = float(args[1]) if len(args) == 2 else SITES[site].fire
+        return "applied"
 
     # -- summary -------------------------------------------------------------------------------
     def summary(self, reason: str) -> dict[str, Any]:
@@ -317,6 +386,24 @@ class Session:
     def end_record(self, summary: dict[str, Any], reason: str) -> None:
         self._slog.info(schema.SESSION_END, reason=reason, summary=_loggable(summary),
                         wall_end=time.time())
+
+
+def _param(word: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as a policy parameter: VALUE read as a TOML value (``5``, ``0.2``,
+    ``true``, ``"x"``), else as the text itself."""
+    key, _, text = word.partition("=")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key, value
+
+
+class Monitor(Protocol):
+    """What drives a session from outside (``run.session.monitor``): it returns when the
+    session is to end, having moved time with ``Session.advance``."""
+
+    async def drive(self, session: Session, tg: TaskGroup) -> None: ...
 
 
 def _guest_summary(guest: Guest) -> dict[str, Any]:
@@ -435,6 +522,7 @@ def run_session(
     forced: list[Choice] | None = None,
     record: bool = False,
     fail_fast: bool = False,
+    monitor: Monitor | None = None,
 ) -> Outcome:
     """Run one session to completion and return its outcome; the log is always closed.
 
@@ -449,7 +537,8 @@ def run_session(
         sinks.append(console)
     log = SessionLog(clock=SessionClock(), level=level, sinks=sinks, validate=validate)
     session = Session(scenario, seed=seed, log=log, backend=backend, on_snapshot=on_snapshot,
-                      policy=policy, forced=forced, record=record, fail_fast=fail_fast)
+                      policy=policy, forced=forced, record=record, fail_fast=fail_fast,
+                      monitor=monitor)
     stream = None
     if log_path is not None:  # opened (truncating) only once every actor could be built
         # A 1 MiB buffer: records of 256 PFNs are KiBs each, so the default 8 KiB buffer would
