@@ -60,9 +60,10 @@ SESSION_ACTION: Final = _event(
 SESSION_INPUT: Final = _event(
     "session.input",
     "info",
-    ("do", "outcome"),
+    ("do", "outcome", "at"),
     "A command typed at ``vballoon console``, at the virtual instant it took effect (the "
-    "session idle there): the line as typed and what it did ('shown' for a read). "
+    "session idle there): the line as typed, what it did ('shown' for a read), and the "
+    "instant unrounded (``t`` is rounded to the ns; a replay must stop exactly there). "
     "``vballoon replay`` re-applies every one at its instant.",
 )
 SESSION_ERROR: Final = _event(

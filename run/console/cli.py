@@ -154,7 +154,8 @@ def main() -> None:
     """vballoon: a simulator of Linux memory ballooning with balloon page compaction."""
 
 
-@main.command()
+@main.command(
+             short_help="Run a scenario and summarise it (live dashboard in a terminal).")
 @click.argument("scenario", required=False)
 @click.option("--seed", type=click.IntRange(0, (1 << 63) - 1),
               help="Session seed (default: scenario's).")
@@ -285,7 +286,8 @@ def _same_twice(sc: scen.Scenario, seed: int, level: str, forced: list[Choice] |
     return False
 
 
-@main.command()
+@main.command(
+             short_help="Re-run a session log and confirm an identical log.")
 @click.argument("log", type=click.Path(path_type=Path))
 @click.option("--policy", "policy", metavar="NAME",
               help="Allow the log's host policy if it is not built in: NAME must be the one "
@@ -321,7 +323,8 @@ def replay(log: Path, policy: str | None, trust_policy: bool) -> None:
     sys.exit(1)
 
 
-@main.command()
+@main.command(
+             short_help="Fuzz many seeds with perturbation and faults; group failures.")
 @click.argument("scenario", required=False)
 @click.option("--driver", type=click.Choice(list(DRIVERS)), default="fixed",
               show_default=True, help="Balloon driver variant to fuzz.")
@@ -459,7 +462,8 @@ def scenarios(show: str | None) -> None:
     _console().print(table)
 
 
-@main.command(name="compare")
+@main.command(name="compare",
+             short_help="Run a scenario under each driver variant, side by side.")
 @click.argument("scenario", required=False, default="thp-under-balloon")
 @click.option("--drivers", default="legacy,fixed", show_default=True,
               help="Comma-separated driver variants to compare.")
@@ -528,7 +532,8 @@ def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds:
         sys.exit(1)
 
 
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True,
+             short_help="Host policies: list them, or compare them on a scenario.")
 @click.pass_context
 def policies(ctx: click.Context) -> None:
     """Host policies: list them (the default), or compare them on a scenario."""
@@ -592,7 +597,8 @@ def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...
                     "policies", "vballoon policies compare", plot_path)
 
 
-@main.command(name="check")
+@main.command(name="check",
+             short_help="Check a session log: invariants, lockdep, why it broke.")
 @click.argument("log", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
 def check_cmd(log: Path, as_json: bool) -> None:
@@ -636,7 +642,8 @@ def bench(names: tuple[str, ...], json_path: Path | None, quick: bool) -> None:
         json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
 
 
-@main.command(name="trace")
+@main.command(name="trace",
+             short_help="Convert a session log to a Perfetto timeline.")
 @click.argument("log", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_path", type=click.Path(path_type=Path),
               default=Path("trace.json"), show_default=True,
@@ -669,8 +676,10 @@ def trace_cmd(log: Path, out_path: Path) -> None:
 def _register() -> None:
     """The commands that live in their own modules (imported here: they use this one's
     helpers, lazily, so the import runs one way)."""
+    from run.console.console import console_cmd
     from run.console.timeseries import plot_cmd, series_cmd
 
+    main.add_command(console_cmd)
     main.add_command(series_cmd)
     main.add_command(plot_cmd)
 

@@ -9,6 +9,7 @@ terminal (a pipe, a file) there is no dashboard at all.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
@@ -60,12 +61,17 @@ def _mib(n_bytes: float) -> str:
 class LiveView:
     """``vballoon run``'s dashboard: ``on_snapshot`` for the session, a context for Live."""
 
-    def __init__(self, console: Console, total: float, speed: float | None) -> None:
+    def __init__(self, console: Console, total: float, speed: float | None, *,
+                 wait: Callable[[float], None] = time.sleep, start: float = 0.0) -> None:
         self.console = console
         self.total = total
         self.speed = speed
+        #: How to let real seconds pass (the console's also listens for 'pause').
+        self.wait = wait
+        #: The session time pacing starts from (a console's ``continue`` starts mid-run).
+        self.start = start
         self._live: Live | None = None
-        self._wall0 = 0.0
+        self._wall0 = time.monotonic()
 
     def __enter__(self) -> LiveView:
         self._live = Live(console=self.console, auto_refresh=False, transient=True)
@@ -81,7 +87,11 @@ class LiveView:
         """Redraw; with a speed, wait until real time has caught up with virtual time."""
         assert self._live is not None
         self._live.update(dashboard(session, self.total), refresh=True)
+        self.pace(session)
+
+    def pace(self, session: Session) -> None:
+        """With a speed, wait until real time has caught up with virtual time."""
         if self.speed:
-            ahead = session.now / self.speed - (time.monotonic() - self._wall0)
+            ahead = (session.now - self.start) / self.speed - (time.monotonic() - self._wall0)
             if ahead > 0:
-                time.sleep(ahead)  # outside the actors: the session is paused, not changed
+                self.wait(ahead)  # outside the actors: the session is paused, not changed

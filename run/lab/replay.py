@@ -30,6 +30,7 @@ from actors.sim.choices import forced_choices
 from run.logtools.logread import LogError, lines, parse
 from run.session import scenario as scen
 from run.session.logs import LEVELS, FlightRecorder, dumps
+from run.session.monitor import Monitor, Script, logged_lines
 from run.session.session import Outcome, run_session
 
 #: Fields that may differ between two runs of the same session (wall clock, provenance).
@@ -82,9 +83,12 @@ def check_policy(name: str, source: str, *, policy: str | None = None,
 
 
 def rerun(header: dict[str, Any], source: str = "<header>", *, policy: str | None = None,
-          trust_policy: bool = False) -> tuple[Outcome, list[bytes]]:
+          trust_policy: bool = False, inputs: list[tuple[float, str]] | None = None
+          ) -> tuple[Outcome, list[bytes]]:
     """Run the session a header describes; its log lines (no newlines) in memory. A policy
-    that is not built in is loaded only if named again or trusted (``check_policy``)."""
+    that is not built in is loaded only if named again or trusted (``check_policy``).
+    ``inputs``: the lines a console session's log records (``session.input``), fed back at
+    their instants."""
     try:
         if not isinstance(header["scenario"], dict):
             raise ValueError("header scenario is not a table")
@@ -94,9 +98,14 @@ def rerun(header: dict[str, Any], source: str = "<header>", *, policy: str | Non
     except ValueError as e:
         raise LogError(1, str(e), source) from None
     check_policy(sc.host.policy.name, source, policy=policy, trust_policy=trust_policy)
+    for _, text in inputs or []:  # a policy swapped in at the console is code too
+        words = text.split()
+        if words[:1] == ["policy"] and len(words) > 1 and words[1] != "resume":
+            check_policy(words[1], source, policy=policy, trust_policy=trust_policy)
+    monitor = None if not inputs else Monitor(Script(inputs))
     recorder = FlightRecorder()
     outcome = run_session(sc, seed=seed, level=level, recorder=recorder, backend=backend,
-                          forced=forced, fail_fast=fail_fast)
+                          forced=forced, fail_fast=fail_fast, monitor=monitor)
     return outcome, [dumps(r).rstrip(b"\n") for r in recorder.records]
 
 
@@ -118,6 +127,12 @@ def _run_fields(header: dict[str, Any]
     if faults is not None and not isinstance(faults, dict):
         raise ValueError(f"header faults {faults!r}: a table")
     return seed, level, backend, fail_fast, faults
+
+
+def console_inputs(lines: list[bytes]) -> list[tuple[float, str]]:
+    """The lines typed at a console session, at their instants (none for other logs)."""
+    marker = b'"event":"session.input"'
+    return logged_lines([orjson.loads(line) for line in lines if marker in line[:160]])
 
 
 def normalise(line: bytes) -> bytes:
@@ -187,5 +202,6 @@ def replay(path: Path, *, policy: str | None = None, trust_policy: bool = False
     ``policy``/``trust_policy`` allow a policy that is not built in (``check_policy``)."""
     header = read_header(path)
     original = log_lines(path)
-    outcome, replayed = rerun(header, str(path), policy=policy, trust_policy=trust_policy)
+    outcome, replayed = rerun(header, str(path), policy=policy, trust_policy=trust_policy,
+                              inputs=console_inputs(original))
     return header, original, outcome, replayed, first_difference(original, replayed)

@@ -228,6 +228,15 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
         await trio.lowlevel.wait_task_rescheduled(abort)
         return self._now
 
+    def next_wakeup(self) -> float:
+        """The earliest time after now at which a sleeper or a trio deadline is due."""
+        timers = self._timers
+        while timers and timers[0][2] is None:  # cancelled sleeps
+            heapq.heappop(timers)
+        due = [d for d in (timers[0][0] if timers else math.inf, self._deadline)
+               if d > self._now]
+        return min(due, default=math.inf)
+
     def stop_soon(self) -> None:
         """Wake the parked monitor at the end of the current instant (once every task has
         blocked); safe from a signal handler or a log sink: it only lowers a float."""
@@ -239,6 +248,7 @@ class VirtualClock(trio.abc.Clock, trio.abc.Instrument):
             self._now = self._stop_at  # nothing happens before it: jump, but not past
         task, self._monitor = self._monitor, None
         self._stop_at = math.inf
+        assert task is not None  # only called with a monitor parked
         trio.lowlevel.reschedule(task)
         return 0.0
 

@@ -19,7 +19,7 @@ import enum
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Protocol
 
 import numpy as np
 import orjson
@@ -148,7 +148,10 @@ class PrettyConsole:
                            markup=False, highlight=False)
 
 
-Sink = FlightRecorder | JsonLinesFile | PrettyConsole
+class Sink(Protocol):
+    """Where records go: anything that takes them one at a time (a file, memory, a monitor)."""
+
+    def write(self, record: Record) -> None: ...
 
 
 class SessionLog:

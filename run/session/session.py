@@ -37,9 +37,8 @@ from actors.host.device import BalloonDevice
 from actors.host.host import Host
 from actors.host.loader import make_policy
 from actors.host.policy import HostPolicy, PolicyError
-from actors.sim.choices import SITES
 from actors.sim import schema
-from actors.sim.choices import Choice, Choices
+from actors.sim.choices import SITES, Choice, Choices
 from actors.sim.clock import SessionClock, sleep
 from actors.sim.transport import Transport
 from protocol import conformance as C
@@ -128,6 +127,8 @@ class Session:
         self._scope: anyio.CancelScope | None = None
         self.seed = scenario.seed if seed is None else seed
         self.log = log
+        if monitor is not None:
+            monitor.attach(self)
         self.backend = backend
         self.streams = determinism.RandomStreams(self.seed)
         #: Perturbation and fault decisions: seeded, recorded, or forced (``actors.choices``).
@@ -287,15 +288,23 @@ class Session:
     async def _pause(self, until: float) -> float:
         """Wait to the idle point at ``until``: the virtual clock's monitor pause on trio;
         elsewhere (asyncio's real time) a plain sleep, which is all it can offer."""
-        clock = self._virtual_clock()
+        clock = self.virtual_clock()
         if clock is None:
             await sleep(max(0.0, until - self.clock()))
             return self.clock()
         epoch = self.clock.epoch
         return await clock.pause(epoch + max(until, self.clock())) - epoch
 
+    def next_instant(self) -> float:
+        """The next session time at which anything is due to run (a timer, a deadline)."""
+        clock = self.virtual_clock()
+        if clock is None:
+            return self.clock()
+        return min(clock.next_wakeup() - self.clock.epoch, self.scenario.duration)
+
     @staticmethod
-    def _virtual_clock() -> determinism.VirtualClock | None:
+    def virtual_clock() -> determinism.VirtualClock | None:
+        """The run's virtual clock, if it runs on one (trio with ``VirtualClock``)."""
         if sniffio.current_async_library() != "trio":
             return None
         clock = trio.lowlevel.current_clock()
@@ -403,6 +412,8 @@ class Monitor(Protocol):
     """What drives a session from outside (``run.session.monitor``): it returns when the
     session is to end, having moved time with ``Session.advance``."""
 
+    def attach(self, session: Session) -> None: ...
+
     async def drive(self, session: Session, tg: TaskGroup) -> None: ...
 
 
@@ -470,6 +481,9 @@ def stop_signals_interrupt() -> Iterator[list[int]]:
     def forward(signum: int, frame: Any) -> None:
         received.append(signum)
         handler = signal.getsignal(signal.SIGINT)
+        # a console's Ctrl-C pauses its run; a stop signal still ends it, through the
+        # handler the console's stands in front of
+        handler = getattr(handler, "terminate", handler)
         if callable(handler):
             handler(signal.SIGINT, frame)
         else:  # SIGINT ignored or defaulted at the C level: interrupt all the same
