@@ -95,6 +95,27 @@ def _write_output(path: Path, what: str, data: bytes) -> None:
         raise BadInput(f"{what} {path}: cannot write: {e.strerror or e}") from None
 
 
+def _json_outputs(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The one output grammar: ``--json`` prints ``what`` as JSON on stdout (the tables go
+    to stderr), ``-o/--output PATH`` writes it to a file; both may be given."""
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("-o", "--output", "json_path", type=click.Path(path_type=Path),
+                         help=f"Write {what} as JSON to this file.")(f)
+        return click.option("--json", "as_json", is_flag=True,
+                            help=f"Print {what} as JSON on stdout.")(f)
+    return wrap
+
+
+def _deliver_json(data: bytes, as_json: bool, path: Path | None, what: str = "--output"
+                  ) -> None:
+    """Where ``_json_outputs`` said: stdout, a file, or both."""
+    if path is not None:
+        _write_output(path, what, data)
+    if as_json:
+        sys.stdout.buffer.write(data + b"\n")
+        sys.stdout.flush()
+
+
 def _capped_jobs(jobs: int, work: int) -> int:
     """--jobs, capped at the number of runs and of CPUs (and saying so when it is)."""
     from run.lab.pool import usable_processes
@@ -161,7 +182,7 @@ def main() -> None:
               help="Session seed (default: scenario's).")
 @click.option("--log", "log_path", type=click.Path(path_type=Path),
               help="Write the JSON-lines log here.")
-@click.option("--summary", "summary_path", type=click.Path(path_type=Path),
+@click.option("-o", "--output", "--summary", "summary_path", type=click.Path(path_type=Path),
               help="Write the summary as JSON here.")
 @click.option("--duration", help="Virtual duration, e.g. 30s (overrides the scenario).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -341,11 +362,10 @@ def replay(log: Path, policy: str | None, trust_policy: bool) -> None:
               help="Shrink SEED's failing choices to a minimal replayable choices file.")
 @click.option("--budget", type=click.IntRange(min=1), default=300, show_default=True,
               help="Most runs --minimise may spend.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
-              help="Write the results as JSON here.")
+@_json_outputs("the results")
 def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | None,
          preempt: float, faults: bool, sets: tuple[str, ...], minimise_seed: int | None,
-         budget: int, json_path: Path | None) -> None:
+         budget: int, as_json: bool, json_path: Path | None) -> None:
     """Run many seeds of SCENARIO with perturbation and faults; group failures."""
     from rich.progress import MofNCompleteColumn, TimeElapsedColumn
     from rich.table import Table
@@ -354,10 +374,10 @@ def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | N
 
     overrides = [*sets, *fz.fuzz_overrides(driver, preempt, faults)]
     _load(scenario, tuple(overrides), None)
-    _writable(json_path, "--json")
+    _writable(json_path, "--output")
     if out is not None and out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: not a directory")
-    console = _console()
+    console = _console(stderr=as_json)
     if minimise_seed is not None:
         _minimise(console, scenario, overrides, minimise_seed, budget, out)
         return
@@ -392,15 +412,15 @@ def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | N
             table.add_row(g.signature, str(len(g.seeds)), str(g.seeds[0]),
                           repro + (f"\nlog: {log}" if log else ""))
         console.print(table)
-    if json_path is not None:
-        _write_output(json_path, "--json", json_bytes({
+    if json_path is not None or as_json:
+        _deliver_json(json_bytes({
             "scenario": scenario or "default", "driver": driver, "overrides": overrides,
             "seeds": seed_list, "finished": sorted(r.seed for r in results),
             "interrupted": interrupted, "failing": failed,
             "groups": [{"signature": g.signature, "kind": g.kind, "seeds": g.seeds,
                         "example": g.example, "logs": g.logs,
                         "reproduce": fz.reproduce_command(scenario, g.seeds[0], overrides)}
-                       for g in groups]}, indent=True))
+                       for g in groups]}, indent=True), as_json, json_path)
     if interrupted:
         sys.exit(_stopped_exit(received))
     sys.exit(1 if failed else 0)
@@ -470,11 +490,10 @@ def scenarios(show: str | None) -> None:
 @_seeds_option("5")
 @_sets_for_every_run
 @_jobs
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
-              help="Write the results as JSON here.")
+@_json_outputs("the results")
 @plot_option
 def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], jobs: int,
-                json_path: Path | None, plot_path: Path | None) -> None:
+                as_json: bool, json_path: Path | None, plot_path: Path | None) -> None:
     """Run SCENARIO (default thp-under-balloon) under each driver and seed; compare."""
     from run.lab import compare as cmp
 
@@ -485,15 +504,15 @@ def compare_cmd(scenario: str, drivers: str, seeds: str, sets: tuple[str, ...], 
                        f"use {', '.join(DRIVERS)}")
     seed_list = _seeds(seeds)
     _load(scenario, sets, None)
-    _writable(json_path, "--json")
+    _writable(json_path, "--output")
     plot_target(plot_path)
     variants = {d: (f"guest.driver={d}",) for d in names}
-    _run_comparison(scenario, variants, seed_list, sets, jobs, json_path, cmp.METRICS,
-                    "drivers", "vballoon compare", plot_path)
+    _run_comparison(scenario, variants, seed_list, sets, jobs, (as_json, json_path),
+                    cmp.METRICS, "drivers", "vballoon compare", plot_path)
 
 
 def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds: list[int],
-                    sets: tuple[str, ...], jobs: int, json_path: Path | None,
+                    sets: tuple[str, ...], jobs: int, json_out: tuple[bool, Path | None],
                     metrics: list[Any], kind: str, command: str,
                     plot_path: Path | None = None) -> None:
     """Run a comparison with progress, print its table, write its JSON and plot; exit 1 on
@@ -502,7 +521,8 @@ def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds:
 
     from run.lab import compare as cmp
 
-    console = _console()
+    as_json, json_path = json_out
+    console = _console(stderr=as_json)
     total = len(variants) * len(seeds)
     jobs = _capped_jobs(jobs, total)
     with stop_signals_interrupt() as received, Progress(
@@ -518,8 +538,7 @@ def _run_comparison(scenario: str, variants: Mapping[str, Sequence[str]], seeds:
     console.print(cmp.table(result, labels, metrics,
                             f"{command} {result['scenario']} — seeds {seeds[0]}..{seeds[-1]} "
                             f"(mean ± spread{stopped})"))
-    if json_path is not None:
-        _write_output(json_path, "--json", json_bytes(result, indent=True))
+    _deliver_json(json_bytes(result, indent=True), as_json, json_path)
     if plot_path is not None:
         draw_comparison(result, metrics, labels,
                         f"{command} {result['scenario']}, seeds {seeds[0]}..{seeds[-1]}",
@@ -570,11 +589,10 @@ def policies_list() -> None:
 @_seeds_option("3")
 @_sets_for_every_run
 @_jobs
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
-              help="Write the results (and every run's figures) as JSON here.")
+@_json_outputs("the results (and every run's figures)")
 @plot_option
 def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...], jobs: int,
-                     json_path: Path | None, plot_path: Path | None) -> None:
+                     as_json: bool, json_path: Path | None, plot_path: Path | None) -> None:
     """Run SCENARIO under each policy (with its default parameters and interval; the
     scenario's safety shell applies to all) and seed; print one table of scores."""
     from run.lab import compare as cmp
@@ -591,17 +609,18 @@ def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...
             load_policy(_load(scenario, (*sets, *settings), None))
         except PolicyError as e:
             raise BadInput(str(e)) from None
-    _writable(json_path, "--json")
+    _writable(json_path, "--output")
     plot_target(plot_path)
-    _run_comparison(scenario, variants, seed_list, sets, jobs, json_path, cmp.POLICY_METRICS,
+    _run_comparison(scenario, variants, seed_list, sets, jobs, (as_json, json_path),
+                    cmp.POLICY_METRICS,
                     "policies", "vballoon policies compare", plot_path)
 
 
 @main.command(name="check",
              short_help="Check a session log: invariants, lockdep, why it broke.")
 @click.argument("log", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON on stdout.")
-def check_cmd(log: Path, as_json: bool) -> None:
+@_json_outputs("the verdict")
+def check_cmd(log: Path, as_json: bool, json_path: Path | None) -> None:
     """Check a session LOG (JSON lines, or gzip) from the records alone.
 
     Rebuilds the host's ballooned set, the driver's list, isolated pages and every handshake
@@ -609,14 +628,14 @@ def check_cmd(log: Path, as_json: bool) -> None:
     """
     from run.logtools import check as chk
 
+    _writable(json_path, "--output", inputs=(log,))
     try:
         report = chk.check_log(log)
     except chk.LogError as e:
         raise BadInput(str(e)) from None
-    if as_json:
-        sys.stdout.buffer.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2)
-                                + b"\n")
-    else:
+    _deliver_json(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2), as_json,
+                  json_path)
+    if not as_json:
         from run.logtools.verdict import print_report
 
         print_report(_console(), report, str(log))
@@ -625,10 +644,9 @@ def check_cmd(log: Path, as_json: bool) -> None:
 
 @main.command()
 @click.argument("names", nargs=-1)
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
-              help="Also write the figures as JSON here.")
+@_json_outputs("the figures")
 @click.option("--quick", is_flag=True, help="Smaller sizes, for a smoke run.")
-def bench(names: tuple[str, ...], json_path: Path | None, quick: bool) -> None:
+def bench(names: tuple[str, ...], as_json: bool, json_path: Path | None, quick: bool) -> None:
     """Run named benchmarks (default: all) and print their figures."""
     from run.lab import bench as benchmod
 
@@ -636,10 +654,10 @@ def bench(names: tuple[str, ...], json_path: Path | None, quick: bool) -> None:
     for n in names:
         if n not in known:
             raise BadInput(f"unknown benchmark {n!r}; known: {', '.join(known)}")
-    _writable(json_path, "--json")
-    results = benchmod.run_benchmarks(list(names) or known, quick=quick, console=_console())
-    if json_path is not None:
-        json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    _writable(json_path, "--output")
+    results = benchmod.run_benchmarks(list(names) or known, quick=quick,
+                                      console=_console(stderr=as_json))
+    _deliver_json(orjson.dumps(results, option=orjson.OPT_INDENT_2), as_json, json_path)
 
 
 @main.command(name="trace",

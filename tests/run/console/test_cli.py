@@ -118,7 +118,7 @@ def test_compare_small(tmp_path: Path) -> None:
     code, out, err = _run("compare", "inflate-deflate", "--drivers", "legacy,fixed",
                           "--seeds", "2", "--jobs", "1", "--set", "guest.memory=32MiB",
                           "--set", "duration=4s", "--set", "workload.apps=1",
-                          "--json", str(out_json))
+                          "-o", str(out_json))
     assert code == 0, err
     data = orjson.loads(out_json.read_bytes())
     assert data["drivers"] == ["legacy", "fixed"] and data["seeds"] == [0, 1]
@@ -202,3 +202,16 @@ def test_run_driver_is_set_guest_driver() -> None:
     assert [v["kind"] for v in orjson.loads(out)["violations"]][:1] == ["imbalance"]
     code, _, err = _run("run", "--driver", "v10")
     assert code == 2 and "v10" in err
+
+
+def test_one_output_grammar_json_on_stdout_and_o_to_a_file(tmp_path: Path) -> None:
+    """--json prints the result as JSON on stdout (the tables go to stderr) and -o writes the
+    same JSON to a file, for a command that used to take --json PATH."""
+    out = tmp_path / "f.json"
+    res = CliRunner().invoke(main, ["fuzz", "inflate-deflate", "--seeds", "0..0", "--jobs", "1",
+                                    "--set", "duration=2s", "--json", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    printed = orjson.loads(res.stdout)
+    assert printed == orjson.loads(out.read_bytes())
+    assert printed["seeds"] == [0] and printed["failing"] == 0
+    assert "fuzz inflate-deflate" in res.stderr

@@ -105,3 +105,19 @@ def test_every_command_has_its_whole_line_in_help() -> None:
     assert any(re.match(r"  console +Drive a session interactively", c) for c in commands)
     assert any(re.match(r"  plot +Draw a session log's time series", c) for c in commands)
     assert commands and not [c for c in commands if c.endswith("...")]
+
+
+def test_continue_runs_paced_until_the_operator_says_pause(tmp_path: Path) -> None:
+    """'continue --speed 4' runs the session at four times real time with the dashboard;
+    'pause' typed meanwhile stops it at the end of an instant, well before the end."""
+    term = Terminal("console", "inflate-deflate", "--log", str(tmp_path / "c.jsonl"))
+    term.prompt()
+    os.write(term.master, b"continue --speed 4\r")
+    time.sleep(1.5)
+    os.write(term.master, b"pause\r")
+    out = term._read(re.compile(r"t = [0-9.]+ s \(interrupted\)"), timeout=60)
+    stopped = float(re.findall(r"t = ([0-9.]+) s \(interrupted\)", out)[-1])
+    assert "running at 4x real time" in out and "guest0" in out
+    assert 2.0 <= stopped < 45.0, out
+    code, _ = term.finish("quit")
+    assert code == 0

@@ -188,9 +188,9 @@ OUTPUTS: list[tuple[Callable[[Path, Path], list[str]], str]] = [
     (lambda d, log: ["trace", str(log), "-o", str(d)], "is a directory"),
     (lambda d, log: ["trace", str(log), "-o", str(d / "missing" / "t.json")], "does not exist"),
     (lambda d, log: ["fuzz", "race", "--seeds", "1", "--out", str(log)], "not a directory"),
-    (lambda d, log: ["fuzz", "race", "--seeds", "1", "--json", str(d / "m" / "f.json")],
+    (lambda d, log: ["fuzz", "race", "--seeds", "1", "-o", str(d / "m" / "f.json")],
      "does not exist"),
-    (lambda d, log: ["bench", "alloc", "--json", str(d / "m" / "b.json")], "does not exist"),
+    (lambda d, log: ["bench", "alloc", "-o", str(d / "m" / "b.json")], "does not exist"),
 ]
 
 
@@ -311,7 +311,7 @@ def test_a_signal_stops_a_campaign_and_leaves_no_worker(tmp_path: Path, sig: int
     out = tmp_path / "f.json"
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "run", "fuzz", "race", "--seeds", "0..999",
-                             "--jobs", "2", "--json", str(out)], env=env,
+                             "--jobs", "2", "-o", str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 60  # both workers forked, then a few seeds' time

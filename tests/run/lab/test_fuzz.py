@@ -114,7 +114,7 @@ def test_fuzz_cli_exit_codes_and_table(tmp_path: Path) -> None:
     none do, 2 on bad arguments."""
     sets = [x for o in OVERCOMMIT for x in ("--set", o)]
     code, out = _run("fuzz", "overcommit", "--driver", "v9", "--seeds", "0..1", "--jobs", "1",
-                     "--no-faults", "--preempt", "0", *sets, "--json", str(tmp_path / "f.json"))
+                     "--no-faults", "--preempt", "0", *sets, "-o", str(tmp_path / "f.json"))
     assert code == 1, out
     assert "2 failing, 1 kind(s)" in out and "imbalance" in out
     data = orjson.loads((tmp_path / "f.json").read_bytes())

@@ -286,7 +286,7 @@ def test_policies_compare_prints_one_table(tmp_path: Path) -> None:
     out_json = tmp_path / "cmp.json"
     code, out, err = cli("policies", "compare", write(tmp_path, THREE), "--policies",
                          "static,squeezed", "--seeds", "2", "--jobs", "1", "--set",
-                         "duration=2s", "--json", str(out_json))
+                         "duration=2s", "-o", str(out_json))
     assert code == 0, err
     data = orjson.loads(out_json.read_bytes())
     assert data["policies"] == ["static", "squeezed"] and data["seeds"] == [0, 1]
