@@ -275,6 +275,7 @@ class Host:
         return {"total_pages": m.total_pages, "free_pages": m.free_pages,
                 "saved_pages": m.saved_pages, "policy": self.policy_name,
                 "policy_interval": self.policy_interval, "policy_decisions": self.decisions,
+                "policy_first_error": self.shell.first_traceback,
                 "policy_errors": self.policy_errors,
                 "policy_violations": dict(sorted(self.violations.items())),
                 "overrides": dict(sorted(self.overrides.items())), "stalls": self.stalls,

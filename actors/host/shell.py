@@ -49,8 +49,10 @@ from __future__ import annotations
 import gc
 import math
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
 
@@ -332,6 +334,9 @@ class SafetyShell:
 
     def __init__(self, config: ShellConfig) -> None:
         self.config = config
+        #: The first exception a policy raised, as a traceback of the policy's own frames
+        #: (file names without their directories, so logs compare across machines).
+        self.first_traceback: str | None = None
         self._progress: dict[str, _Progress] = {}
 
     # -- the stall detector ------------------------------------------------------------------------
@@ -398,7 +403,10 @@ class SafetyShell:
         except KeyboardInterrupt:  # Ctrl-C (or a stop signal) ends the session as always
             raise
         except BaseException as e:  # SystemExit, GeneratorExit too: a policy never stops it
-            return self._regulate(view, {}, None, 0, stage + self._describe(e, view))
+            described = stage + self._describe(e, view)
+            if self.first_traceback is None:
+                self.first_traceback = _policy_frames(e) + described
+            return self._regulate(view, {}, None, 0, described)
         if isinstance(read, str):
             return self._regulate(view, {}, None, steps, read)
         return self._apply(view, read, steps)
@@ -493,3 +501,21 @@ def guest_floor(config: ShellConfig, ram_pages: int, min_memory_pages: int) -> i
     if min_memory_pages:
         return min(ram_pages, min_memory_pages)
     return config.floor_pages(ram_pages)
+
+
+#: vballoon's own code: frames here are the shell's, not the policy's.
+_OURS = Path(__file__).resolve().parent.parent
+
+
+def _policy_frames(e: BaseException) -> str:
+    """The traceback of a policy's exception, its frames outside vballoon's own code only
+    (where the policy author's file and line are), innermost last."""
+    lines = []
+    for frame in traceback.extract_tb(e.__traceback__):
+        path = Path(frame.filename)
+        if path.resolve().is_relative_to(_OURS):
+            continue
+        lines.append(f'  File "{path.name}", line {frame.lineno}, in {frame.name}\n')
+        if frame.line:
+            lines.append(f"    {frame.line}\n")
+    return "Traceback (the policy's frames):\n" + "".join(lines) if lines else ""

@@ -274,6 +274,7 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
         print_summary(out, summary, full=full)
     if outcome.error:
         click.echo(f"vballoon: session error: {outcome.error}", err=True)
+    _policy_raised(summary)
     if outcome.signal is not None:
         sys.exit(outcome.exit_code)
     code = outcome.exit_code
@@ -286,6 +287,16 @@ def run(scenario: str | None, seed: int | None, log_path: Path | None,
                                        fail_fast=fail_fast)
         click.echo(f"reproduce: {again}", err=True)
     sys.exit(code)
+
+
+def _policy_raised(summary: Mapping[str, Any]) -> None:
+    """A policy that raised: its first traceback, at the author's file and line, once."""
+    host = summary.get("host", {})
+    first = host.get("policy_first_error")
+    if first:
+        click.echo(f"vballoon: the host policy raised {host.get('policy_errors', 0)} time(s) "
+                   f"(each decision it failed kept the previous targets); the first:\n"
+                   f"{first}", err=True)
 
 
 def _same_twice(sc: scen.Scenario, seed: int, level: str, forced: list[Choice] | None,

@@ -215,3 +215,22 @@ def test_one_output_grammar_json_on_stdout_and_o_to_a_file(tmp_path: Path) -> No
     assert printed == orjson.loads(out.read_bytes())
     assert printed["seeds"] == [0] and printed["failing"] == 0
     assert "fuzz inflate-deflate" in res.stderr
+
+
+def test_a_policy_that_raises_shows_its_first_traceback_at_the_authors_line(
+        tmp_path: Path) -> None:
+    """A plug-in policy that raises: the run says how often, and shows the first traceback
+    once, with the author's file and line (not vballoon's frames)."""
+    code = tmp_path / "badpol.py"
+    code.write_text("from actors.host.policy import HostPolicy\n\n\n"
+                    "class Bad(HostPolicy):\n"
+                    "    name = 'bad'\n\n"
+                    "    def decide(self, view):\n"
+                    "        return {g.name: 1 // 0 for g in view.guests}\n")
+    res = CliRunner().invoke(main, ["run", "inflate-deflate", "--duration", "3s", "--set",
+                                    f"host.policy.name={code}:Bad", "--set",
+                                    "host.policy.params={}"])
+    assert "the host policy raised 4 time(s)" in res.stderr, res.output
+    assert res.stderr.count("Traceback") == 1
+    assert 'File "badpol.py", line 8, in' in res.stderr
+    assert "ZeroDivisionError" in res.stderr and "shell.py" not in res.stderr
