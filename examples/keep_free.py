@@ -4,8 +4,9 @@
 
 Give every guest just enough memory to keep ``headroom`` of it free (from its latest stats):
 a guest with more free memory than that gives the excess back, one with less gets memory back.
-Policies only read the view and return balloon targets (4 KiB pages); the host's safety shell
-does the clamping, so this one stays short.
+Policies only read the view and return balloon targets (4 KiB pages). The host's safety shell
+would clamp a target out of range, and count it against the policy: this one keeps its targets
+within the view's bounds (``max_memory``, ``max_balloon``) itself, so it gets no overrides.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class KeepFree(HostPolicy):
             free = g.mean("free", last=2)  # smooth over the last two stats readings
             if free is None:
                 continue  # no stats yet
-            used = g.memory - free
-            targets[g.name] = g.balloon_for(used / (1 - self.headroom))
+            used = max(0.0, g.memory - free)  # stats read before a deflate can exceed it
+            keep = min(used / (1 - self.headroom), g.max_memory)  # never more than it may have
+            # within the shell's range (no balloon below 0 or past RAM - floor): the shell
+            # then has nothing to override
+            targets[g.name] = min(max(0, g.balloon_for(keep)), g.max_balloon)
         return targets

@@ -281,6 +281,17 @@ def test_harness_runs_the_example_policy_loaded_by_path(tmp_path: Path) -> None:
     assert all(g["score"]["target_changes"] > 0 for g in s["host"]["guests"].values())
 
 
+def test_the_example_policy_obeys_its_own_contract() -> None:
+    """keep_free.py keeps its targets inside the view's bounds, so on three-guests the shell
+    overrides nothing and no decision is a violation, while it still balloons."""
+    from run.session.session import run_session
+
+    spec = f'host.policy.name="{ROOT / "examples" / "keep_free.py"}:KeepFree"'
+    host = run_session(scen.load("three-guests", [spec, "duration=40s"])).summary["host"]
+    assert host["overrides"] == {} and host["policy_violations"] == {}
+    assert host["policy_errors"] == 0 and host["score"]["ballooned_mib_avg"] > 100
+
+
 def test_policies_compare_prints_one_table(tmp_path: Path) -> None:
     """`policies compare` runs each policy on each seed and writes mean/spread per metric."""
     out_json = tmp_path / "cmp.json"
