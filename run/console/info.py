@@ -110,13 +110,13 @@ def vmstat(s: Session) -> RenderableType:
     return t
 
 
-def tasks(s: Session, *, holding_only: bool = False) -> RenderableType:
+def tasks(s: Session, *, locks_only: bool = False) -> RenderableType:
     """Every kernel task: state, what it waits on and since when, the locks it holds."""
     t = _table("guest", "task", "state", "waiting on", "since s", "holds")
     for g in s.guests:
         for k in g.kernel.tasks.values():
             held = k.held_names()
-            if holding_only and not held and k.state not in ("blocked", "spinning"):
+            if locks_only and not held and k.state not in ("blocked", "spinning"):
                 continue
             t.add_row(g.name, k.name, k.state, k.waiting_on or "-", f"{k.since:.6f}",
                       ", ".join(held) or "-")
@@ -125,7 +125,7 @@ def tasks(s: Session, *, holding_only: bool = False) -> RenderableType:
 
 def locks(s: Session) -> RenderableType:
     """lockdep's ``show_all_locks``: the tasks that hold a lock or wait for one."""
-    return tasks(s, holding_only=True)
+    return tasks(s, locks_only=True)
 
 
 def faults(s: Session) -> RenderableType:

@@ -358,34 +358,38 @@ class Monitor:
 
 class Script:
     """A front end that replays logged lines at their instants and shows nothing (replay);
-    then, if given, hands over to another front end (``console LOG``)."""
+    then, if given, hands over to another front end (``console LOG``), which shows what the
+    lines after the logged ones do."""
 
     def __init__(self, lines: list[tuple[float, str]], then: Frontend | None = None) -> None:
         self.lines = deque(lines)
         self.then = then
+        #: The front end shown to once the logged lines are used up (None while replaying).
+        self._shown: Frontend | None = None
 
     def read(self, session: Session) -> tuple[str, float | None] | None:
         if self.lines:
             t, text = self.lines.popleft()
             return text, t
+        self._shown = self.then
         return None if self.then is None else self.then.read(session)
 
     def show(self, line: Line, session: Session, monitor: Monitor) -> None:
-        if self.then is not None and not self.lines:
-            self.then.show(line, session, monitor)
+        if self._shown is not None:
+            self._shown.show(line, session, monitor)
 
     def say(self, text: str) -> None:
-        if self.then is not None and not self.lines:
-            self.then.say(text)
+        if self._shown is not None:
+            self._shown.say(text)
 
     def running(self, session: Session, monitor: Monitor, speed: float | None
                 ) -> AbstractContextManager[None]:
-        assert self.then is not None  # a scripted line never runs (its time says where)
-        return self.then.running(session, monitor, speed)
+        assert self._shown is not None  # a scripted line never runs (its time says where)
+        return self._shown.running(session, monitor, speed)
 
     def echo(self, record: Record) -> None:
-        if self.then is not None and not self.lines:
-            self.then.echo(record)
+        if self._shown is not None:
+            self._shown.echo(record)
 
 
 def logged_lines(records: list[Record]) -> list[tuple[float, str]]:

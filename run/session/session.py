@@ -275,12 +275,14 @@ class Session:
         while True:
             target = min(until, self._actions[0][0].at) if self._actions else until
             now = await self._pause(target)
-            if self._actions and self._actions[0][0].at <= now:
-                while self._actions and self._actions[0][0].at <= now:
-                    action, command = self._actions.pop(0)
-                    outcome = await self.apply(command, tg)
-                    self._slog.info(schema.SESSION_ACTION, at=action.at, do=action.do,
-                                    outcome=outcome)
+            applied = False
+            while self._actions and self._actions[0][0].at <= now:
+                action, command = self._actions.pop(0)
+                outcome = await self.apply(command, tg)
+                self._slog.info(schema.SESSION_ACTION, at=action.at, do=action.do,
+                                outcome=outcome)
+                applied = True
+            if applied:
                 now = await self._pause(now)  # their effects settle before anything else
             if now >= until or now < target or (stop is not None and stop()):
                 return now
