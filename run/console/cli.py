@@ -22,10 +22,11 @@ from rich.progress import BarColumn, Progress, TextColumn
 from actors.guest.balloon import DRIVERS
 from actors.host.policy import PolicyError
 from actors.sim.choices import Choice
+from run.console.options import session_options
 from run.console.timeseries import draw_comparison, plot_option, plot_target
 from run.session import scenario as scen
 from run.session.commands import COMMANDS
-from run.session.logs import LEVELS, FlightRecorder, PrettyConsole, json_bytes
+from run.session.logs import FlightRecorder, PrettyConsole, json_bytes
 from run.session.session import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -178,22 +179,12 @@ def main() -> None:
 @main.command(
              short_help="Run a scenario and summarise it (live dashboard in a terminal).")
 @click.argument("scenario", required=False)
-@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1),
-              help="Session seed (default: scenario's).")
-@click.option("--log", "log_path", type=click.Path(path_type=Path),
-              help="Write the JSON-lines log here.")
+@session_options
 @click.option("-o", "--output", "--summary", "summary_path", type=click.Path(path_type=Path),
               help="Write the summary as JSON here.")
-@click.option("--duration", help="Virtual duration, e.g. 30s (overrides the scenario).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a scenario field, e.g. --set guest.memory=2GiB (repeatable).")
-@click.option("--driver", type=click.Choice(list(DRIVERS)),
-              help="The balloon driver variant (= --set guest.driver=D).")
 @click.option("--do", "actions", multiple=True, metavar="'TIME: COMMAND'",
               help="Apply a command at a virtual time, e.g. --do '10s: compact guest0' "
                    "(repeatable; commands: " + "; ".join(COMMANDS.values()) + ").")
-@click.option("--level", type=click.Choice(list(LEVELS)), default="info", show_default=True,
-              help="Lowest log level recorded.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print log records to the console.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--speed", type=click.FloatRange(min=0, min_open=True),

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from actors.guest.balloon import DRIVERS
 from actors.host.policies import BUILTINS
 from actors.host.policy import PolicyError
 from actors.sim import schema
 from actors.sim.choices import SITES
 from run.console import info
+from run.console.options import session_options
 from run.session import scenario as scen
 from run.session.logs import LEVELS, PrettyConsole
 from run.session.monitor import ALL_COMMANDS, INFO_TOPICS, Frontend, Line, Monitor, Script
@@ -151,17 +151,7 @@ class Interactive:
 @click.command(name="console", short_help="Drive a session interactively: a monitor on "
                                           "paused virtual time.")
 @click.argument("scenario", required=False)
-@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1),
-              help="Session seed (default: scenario's).")
-@click.option("--log", "log_path", type=click.Path(path_type=Path),
-              help="Write the JSON-lines log here (typed lines included: replay repeats them).")
-@click.option("--duration", help="Virtual duration, e.g. 60s (overrides the scenario).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a scenario field (repeatable).")
-@click.option("--driver", type=click.Choice(list(DRIVERS)),
-              help="The balloon driver variant (= --set guest.driver=D).")
-@click.option("--level", type=click.Choice(list(LEVELS)), default="info", show_default=True,
-              help="Lowest log level recorded.")
+@session_options
 def console_cmd(scenario: str | None, seed: int | None, log_path: Path | None,
                 duration: str | None, sets: tuple[str, ...], driver: str | None,
                 level: str) -> None:
