@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 #: Page links and PFNs are 32-bit, one value kept as "none".
 MAX_PAGES = (1 << 32) - 1
+#: The exploration strategies of preemption points (``actors.kernel.preempt``).
+STRATEGIES = ("random", "pct", "pos")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,14 @@ class GuestConfig:
         "doc": "probability that a preemption point yields or delays (seeded perturbation)"})
     preempt_delay: float = field(default=1e-6, metadata={
         "unit": "duration", "doc": "longest virtual delay a preemption point may add"})
+    strategy: str = field(default="random", metadata={
+        "doc": "how preemption points decide: random (seeded, of strength preempt), pct "
+               "(priorities with depth-1 change points) or pos (priorities re-drawn on races)"})
+    depth: int = field(default=3, metadata={
+        "doc": "pct: the bug depth d explored (d-1 priority change points)"})
+    steps: int = field(default=0, metadata={
+        "doc": "pct: the estimated preemption points per run, k, over which change points "
+               "are drawn (fuzz --strategy pct measures it in a calibration run)"})
     hung_task_timeout: float = field(default=120.0, metadata={
         "unit": "duration", "doc": "hung-task watchdog threshold (kernel.hung_task_timeout_secs)"})
     softlockup_thresh: float = field(default=20.0, metadata={
@@ -60,6 +70,16 @@ class GuestConfig:
             problems.append(("cpus", f"must be a whole number from 1 to 64, got {self.cpus!r}"))
         if not 0.0 <= self.preempt <= 1.0:
             problems.append(("preempt", f"must be between 0 and 1, got {self.preempt}"))
+        if self.strategy not in STRATEGIES:
+            problems.append(("strategy", f"must be one of {', '.join(STRATEGIES)}, "
+                                         f"got {self.strategy!r}"))
+        for key, low in (("depth", 1), ("steps", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append((key, f"must be a whole number >= {low}, got {value!r}"))
+        if self.strategy == "pct" and self.steps == 0 and not problems:
+            problems.append(("steps", "pct needs the estimated steps per run (k >= 1); "
+                                      "vballoon fuzz --strategy pct measures it"))
         if self.unplug_at < 0:
             problems.append(("unplug_at", "must be >= 0 (0: never)"))
         if self.preempt_delay < 0:

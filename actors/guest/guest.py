@@ -84,7 +84,8 @@ class Guest:
                              rng=rng(f"{name}.preempt"), report=report,
                              strength=config.preempt, max_delay=config.preempt_delay,
                              name=name, clock=clock, choices=choices, cpus=config.cpus,
-                             race_rng=rng(f"{name}.races"))
+                             race_rng=rng(f"{name}.races"), strategy=config.strategy,
+                             depth=config.depth, steps=config.steps)
         self.meminfo = MemInfo(totalram=self.frames.nr_pages)
         self.transport = transport
         self.balloon: VirtioBalloon | None = None

@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from actors.kernel.cpus import Cpus
 from actors.kernel.lockdep import ALL_USAGE, Lockdep, Logger, ReportFn
-from actors.kernel.preempt import Perturbation
+from actors.kernel.preempt import Pct, Perturbation, Pos
 from actors.kernel.task import (
     _CURRENT,
     DEAD,
@@ -71,15 +71,26 @@ class Kernel:
         choices: Choices | None = None,
         cpus: int = 2,
         race_rng: random.Random | None = None,
+        strategy: str = "random",
+        depth: int = 3,
+        steps: int = 0,
     ) -> None:
         self.name = name
         self.log = log
         self.costs = CostModel() if costs is None else costs
         self.rng = random.Random(0) if rng is None else rng
-        self.perturb = (
-            Perturbation(self.rng, strength, max_delay, choices=choices, prefix=name)
-            if perturb is None else perturb
-        )
+        #: Live kernel tasks by name, in creation order (show_all_locks order).
+        self.tasks: dict[str, KTask] = {}
+        if perturb is None:
+            if strategy == "pct":
+                perturb = Pct(self.rng, max_delay, self.tasks, depth=depth, steps=steps,
+                              choices=choices, prefix=name)
+            elif strategy == "pos":
+                perturb = Pos(self.rng, max_delay, self.tasks, choices=choices, prefix=name)
+            else:
+                perturb = Perturbation(self.rng, strength, max_delay, choices=choices,
+                                       prefix=name)
+        self.perturb = perturb
         #: The session's choice points (fault sites consult it); None: no faults.
         self.choices = choices
         #: Who runs first when a woken or spinning task and a running one race for a lock
@@ -94,8 +105,6 @@ class Kernel:
         self._report = report
         #: Every finding so far, in order (the callback sees the same).
         self.reports: list[KernelReport] = []
-        #: Live kernel tasks by name, in creation order (show_all_locks order).
-        self.tasks: dict[str, KTask] = {}
         self._names_used: set[str] = set()
         #: Whether debug records are kept: guards building their fields on hot paths.
         enabled = getattr(log, "is_enabled_for", None)

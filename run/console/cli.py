@@ -349,14 +349,28 @@ def replay(log: Path, policy: str | None, trust_policy: bool) -> None:
 @main.command(
              short_help="Fuzz many seeds with perturbation and faults; group failures.")
 @click.argument("scenario", required=False)
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
 @click.option("--driver", type=click.Choice(list(DRIVERS)), default="fixed",
               show_default=True, help="Balloon driver variant to fuzz.")
 @_seeds_option("0..99")
 @_jobs
+@click.option("--strategy", type=click.Choice(["random", "pct", "pos"]), default="random",
+              show_default=True,
+              help="Exploration at preemption points: seeded random, PCT or POS priorities.")
+@click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
+              help="PCT: the bug depth d explored (d-1 priority change points).")
 @click.option("--out", type=click.Path(path_type=Path),
-              help="Directory for the full JSON logs of failing seeds (or minimised choices).")
+              help="Campaign directory: results.jsonl as seeds finish, full logs of failing "
+                   "seeds (or the minimised choices).")
+@click.option("--resume", type=click.Path(path_type=Path), metavar="DIR",
+              help="Resume the campaign in DIR: run only the seeds it has no result for.")
+@click.option("--max-failures", type=click.IntRange(min=1), metavar="N",
+              help="Stop once N seeds failed.")
+@click.option("--cluster", metavar="ADDRESS",
+              help="Run the seeds on a Dask scheduler at ADDRESS, or local:N (a LocalCluster "
+                   "of N workers); needs the cluster extra.")
 @click.option("--preempt", type=click.FloatRange(0, 1), default=0.05, show_default=True,
-              help="Perturbation strength at preemption points.")
+              help="Perturbation strength at preemption points (random strategy).")
 @click.option("--faults/--no-faults", default=True, show_default=True,
               help="Inject faults (each site active per run by a seeded draw).")
 @_sets_for_every_run
@@ -365,66 +379,197 @@ def replay(log: Path, policy: str | None, trust_policy: bool) -> None:
 @click.option("--budget", type=click.IntRange(min=1), default=300, show_default=True,
               help="Most runs --minimise may spend.")
 @_json_outputs("the results")
-def fuzz(scenario: str | None, driver: str, seeds: str, jobs: int, out: Path | None,
-         preempt: float, faults: bool, sets: tuple[str, ...], minimise_seed: int | None,
-         budget: int, as_json: bool, json_path: Path | None) -> None:
-    """Run many seeds of SCENARIO with perturbation and faults; group failures."""
+def fuzz(scenario: str | None, directory: Path | None, driver: str, seeds: str, jobs: int,
+         strategy: str, depth: int, out: Path | None, resume: Path | None,
+         max_failures: int | None, cluster: str | None, preempt: float, faults: bool,
+         sets: tuple[str, ...], minimise_seed: int | None, budget: int, as_json: bool,
+         json_path: Path | None) -> None:
+    """Run many seeds of SCENARIO with perturbation and faults; group failures.
+    `vballoon fuzz report DIR` prints a campaign directory's grouped failures again."""
     from rich.progress import MofNCompleteColumn, TimeElapsedColumn
-    from rich.table import Table
 
+    from run.lab import campaign as cp
     from run.lab import fuzz as fz
+    from run.session.session import git_revision
 
-    overrides = [*sets, *fz.fuzz_overrides(driver, preempt, faults)]
-    _load(scenario, tuple(overrides), None)
-    _writable(json_path, "--output")
-    if out is not None and out.exists() and not out.is_dir():
-        raise BadInput(f"--out {out}: not a directory")
-    console = _console(stderr=as_json)
-    if minimise_seed is not None:
-        _minimise(console, scenario, overrides, minimise_seed, budget, out)
+    if scenario == "report":
+        _fuzz_report(directory, as_json, json_path)
         return
-    seed_list = _seeds(seeds)
-    jobs = _capped_jobs(jobs, len(seed_list))
-    failed = 0
+    if directory is not None:
+        raise BadInput(f"fuzz: unexpected argument {str(directory)!r} (only 'fuzz report DIR' "
+                       "takes a directory)")
+    console = _console(stderr=as_json)
+    _writable(json_path, "--output")
+    store = None
+    if resume is not None:
+        if out is not None:
+            raise BadInput("fuzz: --resume DIR continues DIR's campaign; --out is not for it")
+        try:
+            store = cp.Store.open(resume)
+        except cp.CampaignError as e:
+            raise BadInput(str(e)) from None
+        spec = store.spec
+        scenario, driver, strategy = spec.scenario, spec.driver, spec.strategy
+        overrides, seed_list = list(spec.overrides), store.remaining()
+        revision = git_revision()
+        if revision != spec.revision:
+            console.print(f"[yellow]note:[/] the campaign ran at {spec.revision}; this code is "
+                          f"{revision}: its verdicts may not mix")
+        console.print(f"resuming {resume}: {len(store.done)} of {len(spec.seeds)} seeds done")
+        out = resume
+    else:
+        overrides = [*sets, *fz.fuzz_overrides(driver, preempt, faults)]
+        _load(scenario, tuple(overrides), None)
+        if out is not None and out.exists() and not out.is_dir():
+            raise BadInput(f"--out {out}: not a directory")
+        if minimise_seed is not None:
+            _minimise(console, scenario, overrides, minimise_seed, budget, out)
+            return
+        seed_list = _seeds(seeds)
+        if strategy == "pct":
+            cal = fz.calibrate(scenario, overrides)
+            overrides += fz.strategy_overrides(strategy, depth, cal.steps)
+            console.print(f"pct: depth {depth}, k = {cal.steps:,} preemption points, n = "
+                          f"{cal.tasks} tasks (calibration run, seed 0): each run finds a "
+                          f"given depth-{depth} bug with probability >= {cal.bound(depth):.3g}")
+        else:
+            overrides += fz.strategy_overrides(strategy, depth, 0)
+        if out is not None:
+            try:
+                store = cp.Store.create(out, cp.Spec(scenario, driver, strategy,
+                                                     tuple(overrides), tuple(seed_list),
+                                                     git_revision()))
+            except (cp.CampaignError, OSError) as e:
+                raise BadInput(str(e)) from None
+    runner = _fuzz_runner(cluster)
+    if cluster is None:
+        jobs = _capped_jobs(jobs, max(1, len(seed_list)))
+    done_before = len(store.done) if store else 0
+    total = done_before + len(seed_list)
+    kinds = cp.by_kind(store.done) if store else {}
     with stop_signals_interrupt() as received, Progress(
             TextColumn("[bold]fuzz"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[status]}"), console=console, transient=True) as progress:
-        task = progress.add_task("seeds", total=len(seed_list), status="")
+        task = progress.add_task("seeds", total=total, completed=done_before,
+                                 status=_failing_status(kinds))
 
         def step(r: fz.SeedResult) -> None:
-            nonlocal failed
-            failed += r.failure is not None
-            progress.update(task, advance=1, status=f"{failed} failing")
+            if r.failure is not None:
+                kinds[r.failure["kind"]] = kinds.get(r.failure["kind"], 0) + 1
+            progress.update(task, advance=1, status=_failing_status(kinds))
 
-        results, groups, interrupted = fz.fuzz(scenario, seed_list, overrides, jobs=jobs,
-                                               out=out, progress=step)
+        try:
+            results, groups, interrupted, early = fz.fuzz(
+                scenario, seed_list, overrides, jobs=jobs, out=out, progress=step,
+                runner=runner, store=store, max_failures=max_failures)
+        finally:
+            if store is not None:
+                store.close()
+    failed = sum(r.failure is not None for r in results)
     wall = sum(r.wall for r in results)
-    stopped = (f" (stopped after {len(results)} of {len(seed_list)} seeds)"
-               if interrupted else "")
-    console.print(f"fuzz {scenario or 'default'} --driver {driver}: {len(results)} seeds, "
-                  f"{failed} failing, {len(groups)} kind(s); {wall:.1f}s of session time"
-                  + stopped)
-    if groups:
-        table = Table("first violation", "seeds", "smallest", "reproduce",
-                      title="failures by first violation", title_justify="left",
-                      show_lines=True)
-        for g in groups:
-            repro = fz.reproduce_command(scenario, g.seeds[0], overrides)
-            log = g.logs.get(g.seeds[0])
-            table.add_row(g.signature, str(len(g.seeds)), str(g.seeds[0]),
-                          repro + (f"\nlog: {log}" if log else ""))
-        console.print(table)
+    stopped = (f" (stopped after {len(results)} of {total} seeds)" if interrupted else
+               f" (stopped at {failed} failures after {len(results)} of {total} seeds)"
+               if early else "")
+    label = "" if strategy == "random" else f" --strategy {strategy}"
+    console.print(f"fuzz {scenario or 'default'} --driver {driver}{label}: {len(results)} "
+                  f"seeds, {failed} failing, {len(groups)} kind(s); {wall:.1f}s of session "
+                  "time" + stopped)
+    _failure_table(console, scenario, overrides, groups)
+    if store is not None:
+        console.print(f"campaign: {store.directory / cp.RESULTS} "
+                      f"(vballoon fuzz report {store.directory})")
     if json_path is not None or as_json:
         _deliver_json(json_bytes({
-            "scenario": scenario or "default", "driver": driver, "overrides": overrides,
-            "seeds": seed_list, "finished": sorted(r.seed for r in results),
-            "interrupted": interrupted, "failing": failed,
+            "scenario": scenario or "default", "driver": driver, "strategy": strategy,
+            "overrides": overrides, "seeds": [r.seed for r in results] if resume else seed_list,
+            "finished": sorted(r.seed for r in results),
+            "interrupted": interrupted, "stopped_early": early, "failing": failed,
             "groups": [{"signature": g.signature, "kind": g.kind, "seeds": g.seeds,
                         "example": g.example, "logs": g.logs,
                         "reproduce": fz.reproduce_command(scenario, g.seeds[0], overrides)}
                        for g in groups]}, indent=True), as_json, json_path)
     if interrupted:
         sys.exit(_stopped_exit(received))
+    sys.exit(1 if failed else 0)
+
+
+def _failing_status(kinds: Mapping[str, int]) -> str:
+    """The progress bar's tail: failures so far, by kind."""
+    total = sum(kinds.values())
+    if not total:
+        return "0 failing"
+    return f"{total} failing: " + ", ".join(f"{k} {n}" for k, n in kinds.items())
+
+
+def _fuzz_runner(cluster: str | None) -> Any:
+    """The local pool (None), or a Dask cluster's runner for --cluster."""
+    if cluster is None:
+        return None
+    from run.lab import cluster as cl
+
+    try:
+        cl.parse_address(cluster)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+
+    def runner(fn: Any, work: list[Any]) -> Any:
+        return cl.run_on_cluster(fn, work, address=cluster)
+    return runner
+
+
+def _failure_table(console: Console, scenario: str | None, overrides: Sequence[str],
+                   groups: Sequence[Any]) -> None:
+    """Failures by first violation, with the command that reproduces the smallest seed."""
+    from rich.table import Table
+
+    from run.lab import fuzz as fz
+
+    if not groups:
+        return
+    table = Table("first violation", "seeds", "smallest", "reproduce",
+                  title="failures by first violation", title_justify="left", show_lines=True)
+    for g in groups:
+        repro = fz.reproduce_command(scenario, g.seeds[0], overrides)
+        log = g.logs.get(g.seeds[0])
+        table.add_row(g.signature, str(len(g.seeds)), str(g.seeds[0]),
+                      repro + (f"\nlog: {log}" if log else ""))
+    console.print(table)
+
+
+def _fuzz_report(directory: Path | None, as_json: bool, json_path: Path | None) -> None:
+    """`vballoon fuzz report DIR`: a campaign directory's failures grouped, from its files."""
+    from run.lab import campaign as cp
+    from run.lab import fuzz as fz
+
+    if directory is None:
+        raise BadInput("fuzz report: needs the campaign directory (fuzz report DIR)")
+    try:
+        store = cp.Store.open(directory)
+    except cp.CampaignError as e:
+        raise BadInput(str(e)) from None
+    spec, lines = store.spec, store.done
+    results = [fz.SeedResult.from_line(line) for line in lines]
+    groups = fz.group_failures(results)
+    for g in groups:
+        for seed in g.seeds:
+            log = directory / f"{scen.load(spec.scenario, list(spec.overrides)).name}" \
+                f"-seed{seed}.jsonl"
+            if log.exists():
+                g.logs[seed] = str(log)
+    console = _console(stderr=as_json)
+    failed = sum(r.failure is not None for r in results)
+    revisions = sorted({str(line.get("revision")) for line in lines})
+    console.print(f"campaign {directory}: {spec.scenario or 'default'} --driver {spec.driver} "
+                  f"--strategy {spec.strategy}: {len(lines)} of {len(spec.seeds)} seeds done, "
+                  f"{failed} failing, {len(groups)} kind(s); revision "
+                  f"{', '.join(revisions) or 'none'}")
+    _failure_table(console, spec.scenario, spec.overrides, groups)
+    if as_json or json_path is not None:
+        _deliver_json(json_bytes({"campaign": spec.as_dict(), "done": len(lines),
+                                  "failing": failed,
+                                  "groups": [{"signature": g.signature, "kind": g.kind,
+                                              "seeds": g.seeds} for g in groups]},
+                                 indent=True), as_json, json_path)
     sys.exit(1 if failed else 0)
 
 

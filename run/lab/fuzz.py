@@ -9,12 +9,15 @@ its detail with the numbers taken out, so that one race hit at different PFNs is
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from actors.kernel.preempt import Pct
 from actors.sim.choices import Choice
+from run.lab.campaign import Store, result_line
+from run.lab.campaign import groups as campaign_groups
 from run.lab.pool import run_all
 from run.session import scenario as scen
 from run.session.logs import FlightRecorder
@@ -65,6 +68,18 @@ class SeedResult:
     violations: int
     wall: float
 
+    def line(self, strategy: str, revision: str | None) -> dict[str, Any]:
+        """Its line in a campaign's ``results.jsonl``."""
+        return result_line(self.seed, strategy, self.failure, self.violations, self.wall,
+                           revision)
+
+    @classmethod
+    def from_line(cls, line: dict[str, Any]) -> SeedResult:
+        failure = None
+        if line["verdict"] == "fail":
+            failure = {k: line.get(k) for k in ("t", "kind", "detail", "signature")}
+        return cls(line["seed"], failure, line.get("violations", 0), line.get("wall", 0.0))
+
 
 def flight_run(sc: scen.Scenario, seed: int, *, forced: list[Choice] | None = None,
                record: bool = False) -> Outcome:
@@ -100,53 +115,126 @@ def reproduce_command(spec: str | None, seed: int, overrides: Sequence[str]) -> 
 
 
 class Campaign(NamedTuple):
-    """What a fuzz campaign did: every finished seed, the failures grouped, and whether it
-    was stopped (Ctrl-C, SIGTERM) before every seed ran."""
+    """What a fuzz campaign did: every finished seed (a resumed campaign's earlier ones too),
+    the failures grouped, whether it was stopped (Ctrl-C, SIGTERM) before every seed ran, and
+    whether ``max_failures`` ended it early."""
 
     results: list[SeedResult]
     groups: list[Group]
     interrupted: bool
+    stopped_early: bool = False
+
+
+Runner = Callable[[Callable[[Job], SeedResult], list[Job]], Iterator[SeedResult]]
 
 
 def fuzz(spec: str | None, seeds: Sequence[int], overrides: Sequence[str], *, jobs: int,
-         out: Path | None, progress: Callable[[SeedResult], None] | None = None) -> Campaign:
+         out: Path | None, progress: Callable[[SeedResult], None] | None = None,
+         runner: Runner | None = None, store: Store | None = None,
+         max_failures: int | None = None) -> Campaign:
     """Run every seed; re-run failures with a full log into ``out``; group by signature.
 
-    A KeyboardInterrupt (Ctrl-C, or a stop signal turned into one) stops the workers at once:
-    the campaign returns what finished, marked interrupted, and re-runs nothing.
+    ``runner`` runs the jobs (default: the local process pool of ``jobs`` processes; ``fuzz
+    --cluster`` passes a Dask one). With a campaign ``store``, each result is appended to its
+    ``results.jsonl`` the moment it arrives, and the seeds it finished before count too.
+    ``max_failures`` stops the campaign once that many seeds failed. A KeyboardInterrupt
+    (Ctrl-C, or a stop signal turned into one) stops the workers at once: the campaign
+    returns what finished, marked interrupted, and re-runs nothing.
     """
     scen.load(spec, list(overrides))  # bad input fails here, before any process starts
-    results: list[SeedResult] = []
-    interrupted = False
-    try:
-        for result in run_all(run_seed, [Job(spec, tuple(overrides), s) for s in seeds],
-                              processes=jobs):
-            results.append(result)
-            if progress is not None:
-                progress(result)
-    except KeyboardInterrupt:
-        interrupted = True
+    if runner is None:
+        def runner(fn: Callable[[Job], SeedResult], work: list[Job]) -> Iterator[SeedResult]:
+            return run_all(fn, work, processes=jobs)
+    results = [SeedResult.from_line(line) for line in store.done] if store else []
+    failing = sum(r.failure is not None for r in results)
+    interrupted = stopped_early = False
+    if max_failures is not None and failing >= max_failures:
+        stopped_early = True
+    else:
+        strategy = strategy_of(overrides)
+        stream = runner(run_seed, [Job(spec, tuple(overrides), s) for s in seeds])
+        try:
+            for result in stream:
+                results.append(result)
+                if store is not None:
+                    store.append(result.line(strategy, store.spec.revision))
+                if progress is not None:
+                    progress(result)
+                failing += result.failure is not None
+                if max_failures is not None and failing >= max_failures:
+                    stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # stops the workers (and cancels a cluster's futures) at once
     results.sort(key=lambda r: r.seed)
-    groups: dict[str, Group] = {}
-    for r in results:
-        if r.failure is None:
-            continue
-        g = groups.setdefault(r.failure["signature"],
-                              Group(r.failure["signature"], r.failure["kind"]))
-        g.seeds.append(r.seed)
-        if not g.example:
-            g.example = r.failure
+    groups = group_failures(results)
     if out is not None and not interrupted:
         interrupted = not _rerun_with_logs(scen.load(spec, list(overrides)), groups, out)
-    return Campaign(results, sorted(groups.values(), key=lambda g: (-len(g.seeds), g.seeds[0])),
-                    interrupted)
+    return Campaign(results, groups, interrupted, stopped_early)
 
 
-def _rerun_with_logs(sc: scen.Scenario, groups: dict[str, Group], out: Path) -> bool:
+def group_failures(results: Sequence[SeedResult]) -> list[Group]:
+    """Failing seeds by first-violation signature, most seeds first (``campaign.groups``)."""
+    lines = [r.line("", None) for r in results]
+    first = {r.seed: r.failure for r in results}
+    return [Group(sig, kind, seeds, dict(first[seeds[0]] or {}))
+            for sig, kind, seeds in campaign_groups(lines)]
+
+
+def strategy_of(overrides: Sequence[str]) -> str:
+    """The exploration strategy a run's overrides select (``guest.strategy``)."""
+    for o in reversed(overrides):
+        key, _, value = o.partition("=")
+        if key.strip() == "guest.strategy":
+            return value.strip().strip('"')
+    return "random"
+
+
+def strategy_overrides(strategy: str, depth: int, steps: int) -> list[str]:
+    """The ``--set`` overrides that select a strategy (none for random: its logs stay as
+    they were)."""
+    if strategy == "random":
+        return []
+    out = [f"guest.strategy={strategy}"]
+    if strategy == "pct":
+        out += [f"guest.depth={depth}", f"guest.steps={steps}"]
+    return out
+
+
+class Calibration(NamedTuple):
+    """PCT's inputs measured on one run: preemption points k and kernel tasks n."""
+
+    steps: int
+    tasks: int
+
+    def bound(self, depth: int) -> float:
+        """PCT's lower bound on hitting a given bug of depth d in one run: 1/(n·k^(d-1))."""
+        return 1.0 / (self.tasks * float(self.steps) ** (depth - 1))
+
+
+def calibrate(spec: str | None, overrides: Sequence[str], seed: int = 0) -> Calibration:
+    """One run of the scenario under PCT with no change point (depth 1), counting the
+    points it passes and the tasks it ranks: the k and n of PCT's bound."""
+    sc = scen.load(spec, [*overrides, *strategy_overrides("pct", 1, 1)])
+    outcome = flight_run(sc, seed)
+    assert outcome.session is not None
+    steps = tasks = 1
+    for guest in outcome.session.guests:
+        p = guest.kernel.perturb
+        if isinstance(p, Pct):
+            steps, tasks = max(steps, p.steps), max(tasks, len(p.prio))
+    return Calibration(steps, tasks)
+
+
+def _rerun_with_logs(sc: scen.Scenario, groups: Sequence[Group], out: Path) -> bool:
     """Re-run each failing seed with a full debug log into ``out``; False if stopped (a
     signal) before all were written (the logs written so far, each closed, stay)."""
     out.mkdir(parents=True, exist_ok=True)
-    for g in groups.values():
+    for g in groups:
         for seed in g.seeds:
             path = out / f"{sc.name}-seed{seed}.jsonl"
             rerun = run_session(sc, seed=seed, log_path=path, level="debug", fail_fast=True)

@@ -24,8 +24,8 @@ def bench_fuzz(quick: bool) -> Result:
 
     def rate(extra: list[str]) -> tuple[float, float, int]:
         t0 = time.perf_counter()
-        results, _, _ = fuzz("race", list(range(n)), [*fuzz_overrides("fixed", 0.05, True),
-                                                   *extra], jobs=2, out=None)
+        results = fuzz("race", list(range(n)), [*fuzz_overrides("fixed", 0.05, True),
+                                                   *extra], jobs=2, out=None).results
         wall = time.perf_counter() - t0
         return (n / wall, statistics.fmean(r.wall for r in results),
                 sum(r.failure is not None for r in results))

@@ -98,7 +98,7 @@ def test_fuzz_groups_failures_and_reruns_them_with_full_logs(tmp_path: Path) -> 
     """v9 on a shrunk overcommit fails on every seed with one signature; each failing seed is
     re-run with a debug log in --out that ends with the same first violation."""
     overrides = [*OVERCOMMIT, "guest.driver=v9"]
-    results, groups, _ = fuzz("overcommit", [0, 1], overrides, jobs=1, out=tmp_path)
+    results, groups, *_ = fuzz("overcommit", [0, 1], overrides, jobs=1, out=tmp_path)
     assert [r.seed for r in results] == [0, 1] and all(r.failure for r in results)
     assert len(groups) == 1 and groups[0].seeds == [0, 1]
     assert groups[0].kind == "lockdep:imbalance" or "imbalance" in groups[0].signature
