@@ -599,7 +599,16 @@ def _minimise(console: Console, scenario: str | None, overrides: list[str], seed
     console.print(f"seed {seed}: {result.failure['signature']}")
     console.print(f"minimised {result.recorded} recorded choices to {len(result.choices)} "
                   f"in {result.tests} runs: {path}")
+    if result.budget_spent:
+        console.print(f"[yellow]stopped at its budget of {budget} runs[/]: the "
+                      f"{len(result.choices)} choices may not be 1-minimal (some may still "
+                      "be removable); --budget N spends more")
     console.print(f"reproduce: {scen.reproduce_command(None, choices=path)}")
+    log = directory / f"{sc.name}-seed{seed}.jsonl"
+    console.print("then: "
+                  f"{scen.reproduce_command(None, choices=path, level='debug')} --log {log}"
+                  f" · vballoon check {log} · vballoon trace {log} -o {log.with_suffix('')}"
+                  ".trace.json")
     sys.exit(1)
 
 

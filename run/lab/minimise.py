@@ -81,10 +81,14 @@ class Minimised:
     recorded: int
     choices: list[Choice]
     tests: int
+    #: Whether ddmin spent its whole budget: then the result may not be 1-minimal (some
+    #: choice left in it might still be removable).
+    budget_spent: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "seed": self.seed, "failure": self.failure,
                 "recorded_choices": self.recorded, "tests": self.tests,
+                "budget_spent": self.budget_spent,
                 "scenario": scen.to_dict(self.scenario),
                 "choices": [c.as_dict() for c in self.choices]}
 
@@ -122,8 +126,10 @@ def minimise(sc: scen.Scenario, seed: int, *, budget: int = 400,
             if fails(subset):
                 start = subset
                 break
-    kept, spent = ddmin(start, fails, budget=max(1, budget - tests))
-    return Minimised(sc, seed, failure, len(recorded), kept, tests + spent)
+    left = max(1, budget - tests)
+    kept, spent = ddmin(start, fails, budget=left)
+    return Minimised(sc, seed, failure, len(recorded), kept, tests + spent,
+                     budget_spent=spent >= left and len(kept) >= 2)
 
 
 def is_fault(choice: Choice) -> bool:

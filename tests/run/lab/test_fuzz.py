@@ -156,3 +156,16 @@ def test_choices_file_errors_name_the_file(tmp_path: Path) -> None:
                                   "choices": [{"site": "x", "n": 0, "value": 1}]}))
     code, out = _run("run", "--choices", str(bad))
     assert code == 2 and "choices[0]" in out
+
+
+def test_minimise_says_when_it_stopped_at_its_budget(tmp_path: Path) -> None:
+    """v9's race seed 13 minimises to one choice in 5 runs; with a budget of 3 it stops at
+    two and says the result may not be 1-minimal; either way the follow-ups are printed."""
+    for budget, kept, warned in (("3", 2, True), ("300", 1, False)):
+        code, out = _run("fuzz", "race", "--driver", "v9", "--minimise", "13", "--budget",
+                         budget, "--out", str(tmp_path))
+        assert code == 1, out
+        data = orjson.loads((tmp_path / "race-seed13.choices.json").read_bytes())
+        assert len(data["choices"]) == kept and data["budget_spent"] is warned
+        assert ("may not be 1-minimal" in out) is warned
+        assert "vballoon check" in out and "vballoon trace" in out
