@@ -878,3 +878,17 @@ def test_real_log_counter_drift_is_reported_at_its_snapshot(race_log: Path, tmp_
                             f"(guest pages of {kib} KiB)")
     again = [(v.kind, v.seq) for v in report.violations[1:]]
     assert again == ([] if persistent else [("counters", last_seq)])
+
+
+def test_a_busy_soft_lockup_names_no_lock_and_prints_no_none(tmp_path: Path) -> None:
+    """v9's leak_balloon polls the head page in a retry loop (race seed 46, faults on): the
+    watchdog's record spins on no lock, and the explanation says so in words."""
+    from run.session import scenario as scen
+    from run.session.session import run_session
+
+    sc = scen.load("race", ["guest.driver=v9", "guest.preempt=0.05", "faults.enabled=true"])
+    path = tmp_path / "s46.jsonl"
+    run_session(sc, seed=46, log_path=path, fail_fast=True)
+    first = check.check_log(path).first
+    assert first is not None and first.kind == "soft-lockup"
+    assert "spinning on no lock" in first.detail and "None" not in first.detail
