@@ -104,8 +104,9 @@ class Priorities(Perturbation):
         self.steps = 0
 
     def decide(self, site: str) -> float | None:
-        if self.choices is not None:
-            return self.choices.decide(site, lambda: self._pick(site), self.prefix)
+        choices = self.choices
+        if choices is not None and choices.recording:  # a closure only to record or force
+            return choices.decide(site, lambda: self._pick(site), self.prefix)
         return self._pick(site)
 
     def _pick(self, site: str) -> float | None:

@@ -481,7 +481,7 @@ def fuzz(scenario: str | None, directory: Path | None, driver: str, seeds: str, 
     if json_path is not None or as_json:
         _deliver_json(json_bytes({
             "scenario": scenario or "default", "driver": driver, "strategy": strategy,
-            "overrides": overrides, "seeds": [r.seed for r in results] if resume else seed_list,
+            "overrides": overrides, "seeds": list(store.spec.seeds) if store else seed_list,
             "finished": sorted(r.seed for r in results),
             "interrupted": interrupted, "stopped_early": early, "failing": failed,
             "groups": [{"signature": g.signature, "kind": g.kind, "seeds": g.seeds,
@@ -550,10 +550,10 @@ def _fuzz_report(directory: Path | None, as_json: bool, json_path: Path | None) 
     spec, lines = store.spec, store.done
     results = [fz.SeedResult.from_line(line) for line in lines]
     groups = fz.group_failures(results)
+    name = scen.load(spec.scenario, list(spec.overrides)).name
     for g in groups:
         for seed in g.seeds:
-            log = directory / f"{scen.load(spec.scenario, list(spec.overrides)).name}" \
-                f"-seed{seed}.jsonl"
+            log = directory / f"{name}-seed{seed}.jsonl"
             if log.exists():
                 g.logs[seed] = str(log)
     console = _console(stderr=as_json)
