@@ -83,15 +83,16 @@ def encode_pfns(
     max_pfns: int = VIRTIO_BALLOON_ARRAY_PFNS_MAX,
     queue: str | None = None,
 ) -> bytes:
-    """The wire bytes of an inflate/deflate buffer: le32 PFNs, 1..``max_pfns`` of them.
+    """The wire bytes of an inflate/deflate buffer: le32 PFNs, 0..``max_pfns`` of them.
 
-    Rejects an empty buffer (the driver never sends one), more than ``max_pfns`` entries, and
-    any PFN that is not an int in 0..2**32-1.
+    An empty buffer is valid: 3.8's ``leak_balloon`` tells the host even when it dequeued no
+    page (``sg_init_one`` of 0 bytes), and QEMU pops, reads no PFN and acks it. Rejects more
+    than ``max_pfns`` entries and any PFN that is not an int in 0..2**32-1.
     """
     n = len(pfns)
-    if n == 0 or n > max_pfns:
+    if n > max_pfns:
         raise EncodeError(
-            f"a PFN buffer holds 1..{max_pfns} PFNs",
+            f"a PFN buffer holds 0..{max_pfns} PFNs",
             queue=queue,
             role="driver",
             state="encoding",
@@ -112,7 +113,8 @@ def decode_pfns(
     """The PFNs of a received inflate/deflate buffer, strictly checked.
 
     Raises :class:`DecodeError` (role "driver", who wrote the buffer) if the length is not a
-    multiple of 4, the buffer is empty, or it carries more than ``max_pfns`` PFNs.
+    multiple of 4 or it carries more than ``max_pfns`` PFNs (an empty one is valid:
+    ``encode_pfns``).
     """
     size = len(buf)
     n, rem = divmod(size, 4)
@@ -124,9 +126,9 @@ def decode_pfns(
             state="decoding",
             value=size,
         )
-    if n == 0 or n > max_pfns:
+    if n > max_pfns:
         raise DecodeError(
-            f"a PFN buffer holds 1..{max_pfns} PFNs",
+            f"a PFN buffer holds 0..{max_pfns} PFNs",
             queue=queue,
             role="driver",
             state="decoding",

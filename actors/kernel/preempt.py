@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 class Perturbation:
     """Seeded choice, at each preemption point, between nothing, a yield and a small delay."""
 
+    #: Whether a delay means "a task of higher priority runs first" (``Priorities``) rather
+    #: than a random perturbation; the kernel's relax backoff reads it (``Kernel.preempt``).
+    steps_aside = False
+
     __slots__ = ("active", "choices", "direct", "max_delay", "prefix", "rng", "strength",
                  "yield_share")
 
@@ -79,7 +83,10 @@ class Priorities(Perturbation):
     """Priority-driven exploration (PCT, POS): at a preemption point the running task steps
     aside -- a ``max_delay`` of virtual time, the window the other CPU runs in -- exactly when
     a task with a higher priority is runnable (``running`` state: not blocked, sleeping or
-    spinning). Subclasses say how priorities are drawn and changed (``_touch``).
+    spinning, and not polling in a ``cpu_relax`` retry loop, which waits for another task as
+    a spinner does: counting it would make the task it waits for step aside at every point,
+    PCT's classic spin-loop livelock). Subclasses say how priorities are drawn and changed
+    (``_touch``).
 
     The adaptation to a simulator on virtual time: real PCT picks the next thread at every
     step of a uniprocessor schedule; here tasks run cooperatively at one instant between
@@ -90,6 +97,7 @@ class Priorities(Perturbation):
     """
 
     __slots__ = ("prio", "steps", "tasks")
+    steps_aside = True
 
     def __init__(self, rng: random.Random, max_delay: float, tasks: Mapping[str, KTask], *,
                  choices: Choices | None = None, prefix: str = "") -> None:
@@ -116,7 +124,8 @@ class Priorities(Perturbation):
             return None
         mine = self._touch(t.name, site)
         for name, u in self.tasks.items():  # creation order: the draws are reproducible
-            if u is not t and u.state == RUNNING and self._priority(name) > mine:
+            if (u is not t and u.state == RUNNING and not u.relaxing
+                    and self._priority(name) > mine):
                 return self.max_delay
         return None
 

@@ -117,6 +117,7 @@ class KTask:
         "ops",
         "relax_end",
         "relax_step",
+        "relaxing",
         "since",
         "state",
         "waiting_on",
@@ -158,6 +159,9 @@ class KTask:
         #: Busy-wait backoff (``Kernel.cpu_relax``): when the last relax ended, and its length.
         self.relax_end = -1.0
         self.relax_step = 0.0
+        #: Inside a ``cpu_relax``: polling for another task to act, so not a task that a
+        #: priority strategy lets run ahead (``actors.kernel.preempt.Priorities``).
+        self.relaxing = False
 
     @property
     def spinning_on(self) -> str | None:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from run.lab.bench.bugs import bench_bugs
 from run.lab.bench.common import Result
 from run.lab.bench.compaction import bench_compact
 from run.lab.bench.inflate import bench_inflate
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "handshake": bench_handshake,
     "compact": bench_compact,
     "fuzz": bench_fuzz,
+    "bugs": bench_bugs,
     "determinism": bench_determinism,
     "guests": bench_guests,
     "check": bench_check,

@@ -252,7 +252,7 @@ async def test_more_than_256_pfns_is_rejected_whole_and_256_accepted(
             await rig.roundtrip(INFLATEQ, raw(range(257)))
             assert_accounting(rig, ballooned=set(), discarded=set())
             assert_reported(rig, ["device.bad-buffer"])
-            assert "1..256 PFNs" in rig.violation("device.bad-buffer")["detail"]
+            assert "0..256 PFNs" in rig.violation("device.bad-buffer")["detail"]
             await rig.roundtrip(INFLATEQ, raw(range(300, 556)))
             assert_accounting(rig, ballooned=set(range(300, 556)), discarded=set())
     assert_reported(rig, ["device.bad-buffer"])
@@ -352,21 +352,23 @@ async def test_inflate_with_device_writable_segments_is_reported(
             await rig.transport.to_device.send(Notify(INFLATEQ))
             assert await rig.reap(INFLATEQ) is token
             assert_accounting(rig, ballooned={4, 5}, discarded=set())
-    assert_reported(rig, ["device.bad-direction", "device.bad-direction", "device.bad-buffer"])
+    # (no out bytes at all reads as an empty PFN buffer, which is valid: no bad-buffer)
+    assert_reported(rig, ["device.bad-direction", "device.bad-direction"])
     assert "1 device-writable" in rig.records(schema.HOST_VIOLATION)[0]["detail"]
 
 
 @pytest.mark.parametrize("queue", [INFLATEQ, DEFLATEQ])
-async def test_empty_buffer_is_returned_and_reported(queue: int,
-                                                     autojump_clock: trio.abc.Clock) -> None:
-    """A zero-length inflate or deflate buffer comes back with a bad-buffer violation."""
+async def test_empty_buffer_is_acked_with_nothing_done(queue: int,
+                                                      autojump_clock: trio.abc.Clock) -> None:
+    """A zero-length inflate or deflate buffer is used and returned, changing nothing and
+    reporting nothing: QEMU's virtio_balloon_handle_output reads no PFN from it, and 3.8's
+    leak_balloon sends one when it dequeued no page."""
     with trio.fail_after(10):
         async with running() as rig:
             await rig.roundtrip(INFLATEQ, encode_pfns([7]))
-            await rig.roundtrip(queue, b"")
+            await rig.roundtrip(queue, encode_pfns([]))
             assert_accounting(rig, ballooned={7}, discarded=set())
-    assert_reported(rig, ["device.bad-buffer"])
-    assert "1..256 PFNs" in rig.violation("device.bad-buffer")["detail"]
+    assert_reported(rig, [])
 
 
 async def test_notify_of_a_queue_the_device_lacks_is_reported_not_fatal(

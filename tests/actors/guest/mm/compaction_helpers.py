@@ -29,6 +29,12 @@ from run.session import scenario as scen
 from run.session.logs import FlightRecorder, SessionLog
 from run.session.session import Outcome, Session, run_session
 
+#: The one violation a v3.8 session is seen to find (not fixed: it is 3.8's, fixed upstream in
+#: 3.12 with isolated_balloon_page()): putback_movable_pages() tests balloon_page_movable(),
+#: which wants page_count 1, on pages isolation holds at 2, and puts them on the LRU; the driver
+#: counts them isolated for ever, and leak_balloon() tells the host empty deflates.
+LOST_ISOLATED = "balloon pages counted isolated with no compaction running"
+
 #: compact-storm shrunk: 64 MiB, three storms of six compact_memory writers, the host inflating
 #: to 25 %, deflating to 10 %, inflating to 30 % and deflating to 0 in between. 13.5 s is not a
 #: multiple of the host's 2 s stats interval, so the session ends quiescent (stats buffer held).

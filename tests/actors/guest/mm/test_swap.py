@@ -15,7 +15,7 @@ from actors.kernel import SpinLock, hardirq
 from actors.kernel.irq import X86_EFLAGS_IF
 from actors.kernel.task import USED_IN_HARDIRQ
 
-from .compaction_helpers import LruRig, small_storm, the_guest
+from .compaction_helpers import LOST_ISOLATED, LruRig, small_storm, the_guest
 
 INCONSISTENT = "inconsistent {HARDIRQ-ON-W} -> {IN-HARDIRQ-W} usage"
 
@@ -121,9 +121,10 @@ def test_real_compactors_and_end_io_share_the_lock_without_a_report(driver: str)
     (fixed: with FIX(pages-lock-irq); v3.8: pages_lock irqsave as merged)."""
     out = small_storm(driver)
     guest = the_guest(out)
-    assert out.summary["violations"] == []
-    # (v3.8's session may end early in the empty deflate buffer 3.8 sends: test_v38.py)
-    assert out.reason == "completed" or driver == "v3.8"
+    # (v3.8 loses isolated balloon pages to the LRU, its own bug: test_v38.py)
+    assert [v for v in out.summary["violations"]
+            if driver != "v3.8" or LOST_ISOLATED not in v["detail"]] == []
+    assert out.reason == "completed"
     vm = guest.vmstat
     assert vm.get("pgrotated") > 0 and vm.get("compact_balloon_isolated") > 0
     assert guest.kernel.lockdep.usage["zone->lru_lock"] == USED_IN_HARDIRQ
