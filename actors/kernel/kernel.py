@@ -329,7 +329,7 @@ class Kernel:
                 assert page is None, "cpu_relax(page=) polls a page lock: a kernel task's"
                 await sleep(step + debt)
                 return
-            t.relaxing = True
+            t.relaxing, t.relax_page = True, -1 if page is None else page
             try:
                 await self._poll(t, step + debt, debt, page)
             finally:

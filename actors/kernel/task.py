@@ -116,6 +116,7 @@ class KTask:
         "on_cpu",
         "ops",
         "relax_end",
+        "relax_page",
         "relax_step",
         "relaxing",
         "since",
@@ -162,6 +163,9 @@ class KTask:
         #: Inside a ``cpu_relax``: polling for another task to act, so not a task that a
         #: priority strategy lets run ahead (``actors.kernel.preempt.Priorities``).
         self.relaxing = False
+        #: The page whose lock the current or last relax polls (-1: none): what a busy
+        #: retry loop waits for, for the soft-lockup report.
+        self.relax_page = -1
 
     @property
     def spinning_on(self) -> str | None:

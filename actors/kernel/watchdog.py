@@ -117,8 +117,10 @@ class SoftLockupWatchdog:
             detail = f"BUG: soft lockup - task {t.name} stuck for {stuck_for:.0f}s! ({doing})"
             stuck_for = round(stuck_for, 9)
             all_locks = k.show_all_locks()
+            # a busy retry loop polling a page lock (cpu_relax(page=)): the lock it waits for
+            polling = f"page:{t.relax_page}" if t.relaxing and t.relax_page >= 0 else None
             k.log.error(schema.SOFT_LOCKUP, task=t.name, spinning_on=spinning_on,
-                        stuck_for=stuck_for, all_locks=all_locks)
+                        polling=polling, stuck_for=stuck_for, all_locks=all_locks)
             k.report("soft-lockup", detail, task=t.name, spinning_on=spinning_on,
                      stuck_for=stuck_for, all_locks=all_locks)
         self._seen = seen

@@ -217,8 +217,9 @@ HUNG_TASK: Final = _event(
 SOFT_LOCKUP: Final = _event(
     "watchdog.soft_lockup",
     "error",
-    ("task", "spinning_on", "stuck_for", "all_locks"),
-    "A task ran or spun without sleeping longer than the soft-lockup threshold.",
+    ("task", "spinning_on", "polling", "stuck_for", "all_locks"),
+    "A task ran or spun without sleeping longer than the soft-lockup threshold; polling: the "
+    "page lock a busy retry loop was polling then (cpu_relax), or null.",
 )
 
 # -- virtio handshakes (actors/transport, guest driver, host device) ---------------------------

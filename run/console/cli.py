@@ -24,6 +24,7 @@ from actors.host.policy import PolicyError
 from actors.sim.choices import Choice
 from run.console.options import session_options
 from run.console.timeseries import draw_comparison, plot_option, plot_target
+from run.lab.cluster import ClusterError
 from run.session import scenario as scen
 from run.session.commands import COMMANDS
 from run.session.logs import FlightRecorder, PrettyConsole, json_bytes
@@ -462,6 +463,8 @@ def fuzz(scenario: str | None, directory: Path | None, driver: str, seeds: str, 
             results, groups, interrupted, early = fz.fuzz(
                 scenario, seed_list, overrides, jobs=jobs, out=out, progress=step,
                 runner=runner, store=store, max_failures=max_failures)
+        except ClusterError as e:
+            raise BadInput(str(e)) from None
         finally:
             if store is not None:
                 store.close()
@@ -775,18 +778,26 @@ def policies_compare(scenario: str, names: str, seeds: str, sets: tuple[str, ...
 @main.command(name="check",
              short_help="Check a session log: invariants, lockdep, why it broke.")
 @click.argument("log", type=click.Path(path_type=Path))
+@click.option("--context", "context", type=click.IntRange(min=1), default=16, show_default=True,
+              metavar="N", help="Records shown with the first violation.")
+@click.option("--around", type=click.IntRange(min=1), metavar="SEQ",
+              help="Show the N records centred on SEQ instead of the violation's story.")
+@click.option("--task", metavar="NAME", help="Show only this kernel task's records.")
 @_json_outputs("the verdict")
-def check_cmd(log: Path, as_json: bool, json_path: Path | None) -> None:
+def check_cmd(log: Path, context: int, around: int | None, task: str | None, as_json: bool,
+              json_path: Path | None) -> None:
     """Check a session LOG (JSON lines, or gzip) from the records alone.
 
     Rebuilds the host's ballooned set, the driver's list, isolated pages and every handshake
-    and lock, and checks the balloon's rules. Exit 0 clean, 1 violations, 2 unreadable log.
+    and lock, and checks the balloon's rules. The first violation comes with why: the faults
+    injected before it, the waits-for chain across locks and wait queues, the task that last
+    made progress. Exit 0 clean, 1 violations, 2 unreadable log.
     """
     from run.logtools import check as chk
 
     _writable(json_path, "--output", inputs=(log,))
     try:
-        report = chk.check_log(log)
+        report = chk.check_log(log, history=context, around=around, task=task)
     except chk.LogError as e:
         raise BadInput(str(e)) from None
     _deliver_json(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2), as_json,

@@ -36,10 +36,11 @@ def parse_address(text: str) -> tuple[str, int | None]:
     return text, None
 
 
-def run_on_cluster(fn: Callable[[J], R], jobs: Iterable[J], *, address: str
-                   ) -> Iterator[R]:
+def run_on_cluster(fn: Callable[[J], R], jobs: Iterable[J], *, address: str,
+                   timeout: float = 10.0) -> Iterator[R]:
     """``fn(job)`` for every job on the cluster at ``address`` (or ``local:N``), in
-    completion order. Closing the iterator early (Ctrl-C, ``--max-failures``) cancels what
+    completion order; a scheduler that does not answer within ``timeout`` seconds is a
+    ClusterError. Closing the iterator early (Ctrl-C, ``--max-failures``) cancels what
     has not run and closes the client, and the local cluster if this started one."""
     try:  # untyped, and optional: reached through Any
         dist: Any = importlib.import_module("distributed")
@@ -54,7 +55,7 @@ def run_on_cluster(fn: Callable[[J], R], jobs: Iterable[J], *, address: str
                                    dashboard_address=None)
             client = dist.Client(cluster)
         else:
-            client = dist.Client(where, timeout="10s")
+            client = dist.Client(where, timeout=f"{timeout}s")
     except (OSError, TimeoutError, ValueError) as e:
         if cluster is not None:
             cluster.close()

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from actors.guest.mm.gfp import gfp_names
 from run.logtools.check import Report, Violation
 
 #: Record keys shown in the head of each history line, not among its fields.
@@ -66,6 +67,10 @@ def _print_first(console: Console, report: Report, v: Violation) -> None:
     tasks = list(dict.fromkeys([*v.tasks, *_tasks(report.history)]))
     if tasks:
         console.print(f"  tasks involved: {escape(', '.join(tasks))}", highlight=False)
+    if report.why:
+        console.print("[bold]why[/bold]")
+        for line in report.why:
+            console.print(f"  {escape(line)}", highlight=False)
     if not report.history:
         return
     title = "the records that led to it"
@@ -101,6 +106,8 @@ def _fields(rec: Mapping[str, Any], pages: set[int]) -> str:
                                              else "") + "]"
         elif isinstance(value, (dict, list)) and len(str(value)) > 80:
             shown = str(value)[:77] + "..."
+        elif key == "gfp" and isinstance(value, int):
+            shown = gfp_names(value)
         elif isinstance(value, float):
             shown = f"{value:.6f}".rstrip("0").rstrip(".") if value else "0"
         else:

@@ -100,6 +100,31 @@ GFP_HIGHUSER_MOVABLE: Final = GFP_HIGHUSER | GFP.MOVABLE
 #: watermark here), quietly, and never touch the emergency reserves; callers fall back to 4 KiB.
 GFP_TRANSHUGE: Final = GFP_HIGHUSER_MOVABLE | GFP.COMP | GFP.NOMEMALLOC | GFP.NORETRY | GFP.NOWARN
 
+#: The composite names show_gfp_flags() prints first (%pGg), the widest first.
+_COMPOSITES: Final = (("GFP_TRANSHUGE", GFP_TRANSHUGE), ("GFP_HIGHUSER_MOVABLE",
+                      GFP_HIGHUSER_MOVABLE), ("GFP_HIGHUSER", GFP_HIGHUSER),
+                      ("GFP_USER", GFP_USER), ("GFP_KERNEL", GFP_KERNEL),
+                      ("GFP_ATOMIC", GFP_ATOMIC), ("GFP_NOWAIT", GFP_NOWAIT))
+
+
+def gfp_names(mask: int) -> str:
+    """A gfp mask as the kernel prints it (%pGg): composite names, then the remaining
+    ``__GFP_*`` flags, then unknown bits in hex; ``0`` for none."""
+    parts, rest = [], int(mask)
+    for name, composite in _COMPOSITES:
+        m = int(composite)  # plain ints: an IntFlag's ~ would drop unknown bits
+        if rest & m == m:
+            parts.append(name)
+            rest &= ~m
+    for flag in GFP:  # the single-bit members, lowest first
+        if rest & int(flag):
+            parts.append(f"__GFP_{flag.name}")
+            rest &= ~int(flag)
+    if rest:
+        parts.append(hex(rest))
+    return "|".join(parts) or "0"
+
+
 # ---------------------------------------------------------------------------------------------
 # Allocation flags (mm/internal.h), the allocator's internal view of a request.
 # The low two bits select the watermark, as in the kernel.

@@ -104,13 +104,17 @@ __all__ = ["MAX_KEPT", "BadRecord", "Checker", "LogError", "Pending", "Report", 
            "check_log", "check_records"]
 
 
-def check_log(path: Path, *, history: int = 16) -> Report:
-    """Check the log at ``path``; LogError if it cannot be read."""
+def check_log(path: Path, *, history: int = 16, around: int | None = None,
+              task: str | None = None) -> Report:
+    """Check the log at ``path``; LogError if it cannot be read. ``history``, ``around`` and
+    ``task`` choose the records shown with the first violation (``history.history``)."""
     checker = Checker()
     report = _check(checker, iter_log(path), str(path))
     first = report.first
     if first is not None and history:
-        _history(report, iter_log(path, stop_seq=first.seq), first, checker.ppp, history)
+        stop = first.seq if around is None else max(first.seq, around + history // 2 + 1)
+        _history(report, iter_log(path, stop_seq=stop), first, checker.ppp, history,
+                 around=around, task=task)
     return report
 
 

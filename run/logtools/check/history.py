@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from actors.sim import schema
 
+from .explain import Explainer
 from .model import Record, guest_name
 from .report import Report, Violation
 
@@ -21,26 +22,45 @@ _REPORTS: Final = frozenset((schema.LOCKDEP, schema.KERNEL_WARNING, schema.HUNG_
 
 
 def history(report: Report, records: Iterable[Record], v: Violation, ppp: int,
-            limit: int) -> None:
+            limit: int, *, around: int | None = None, task: str | None = None) -> None:
     """The records up to the first violation that concern its pages, locks, handshakes and
-    tasks -- the page's or the lock's story, in log order -- the last ``limit`` of them."""
+    tasks -- the page's or the lock's story, in log order -- the last ``limit`` of them; with
+    ``around``, the ``limit`` records centred on that seq instead; with ``task``, only that
+    task's records. The same pass explains the violation (``report.why``)."""
     pfns = set(v.pfns)
     locks = set(v.locks) | {f"page:{p}" for p in pfns}
     hs = set(v.hs)
     tasks = set(v.tasks)
+    explainer = Explainer(v.guest)
+    at: Record | None = None
     out: deque[dict[str, Any]] = deque(maxlen=limit)
+    lo = 0 if around is None else around - limit // 2
+    hi = v.seq if around is None else lo + limit - 1
     n = 0
     for rec in records:
         seq = rec.get("seq", 0)
-        if seq > v.seq:
+        if seq > max(v.seq, hi):
             break
-        if _concerns(rec, v.guest, pfns, locks, hs, tasks, ppp) or (
+        if seq <= v.seq:
+            explainer.feed(rec)
+            if seq == v.seq:
+                at = rec
+        if not lo <= seq <= hi:
+            continue
+        if task is not None:
+            chosen = task in (rec.get("task"), rec.get("worker"))
+        elif around is not None:
+            chosen = rec.get("event") != schema.SESSION_END
+        else:
+            chosen = _concerns(rec, v.guest, pfns, locks, hs, tasks, ppp) or (
                 (seq == v.seq or 0 < v.window <= seq) and rec.get("event") != schema.SESSION_END
-                and (not v.guest or guest_name(str(rec.get("actor", ""))) == v.guest)):
+                and (not v.guest or guest_name(str(rec.get("actor", ""))) == v.guest))
+        if chosen:
             out.append(dict(rec))
             n += 1
     report.history_skipped = n - len(out)
     report.history = list(out)
+    report.why = explainer.explain(at, v.tasks, v.t)
 
 
 def _concerns(rec: Record, guest: str, pfns: set[int], locks: set[str], hs: set[int],

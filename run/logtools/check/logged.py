@@ -61,8 +61,11 @@ class LoggedReports(CheckerBase):
                 tasks.append(str(entry.get("task")))
                 locks.extend(map(str, entry["held"]))
         verb = "was blocked" if hung else "ran without sleeping"
-        # a busy task (a retry loop) spins on no lock: say so, never "None"
-        on = f"on {what}" if what is not None else "busy on a CPU, spinning on no lock"
+        # a busy task (a retry loop) spins on no lock: say what it polls, never "None"
+        polling = rec.get("polling")
+        on = (f"on {what}" if what is not None
+              else f"busy on a CPU, polling {polling}" if polling is not None
+              else "busy on a CPU, spinning on no lock")
         self._violation("hung-task" if hung else "soft-lockup", rec, guest_name(rec["actor"]),
                         f"task {rec['task']} {verb} for {took:.1f} s ({on})", source="log",
                         locks=dict.fromkeys(locks), tasks=dict.fromkeys(tasks))

@@ -68,6 +68,8 @@ class Report:
     #: The records that led to the first violation (its pages', locks', handshakes' story).
     history: list[dict[str, Any]] = field(default_factory=list)
     history_skipped: int = 0
+    #: Why the first violation happened: its faults, waits-for chain, last progress.
+    why: list[str] = field(default_factory=list)
 
     @property
     def first(self) -> Violation | None:
@@ -85,7 +87,7 @@ class Report:
             "records": self.records,
             "session": self.session,
             "first": None if first is None else {
-                **first.as_dict(), "history": self.history,
+                **first.as_dict(), "why": self.why, "history": self.history,
                 "history_skipped": self.history_skipped},
             "counts": dict(sorted(self.counts.items())),
             "by_source": {k: dict(sorted(v.items())) for k, v in sorted(self.by_source.items())},

@@ -9,7 +9,9 @@ import re
 from collections.abc import Callable, Iterator
 
 import pytest
+from click.testing import CliRunner
 
+from run.console.cli import main
 from run.lab import cluster as cl
 from run.lab.fuzz import Job, SeedResult, fuzz, fuzz_overrides
 
@@ -52,4 +54,20 @@ def test_bad_addresses_are_refused(text: str) -> None:
 def test_no_scheduler_at_the_address_is_a_cluster_error() -> None:
     """Nothing listens there: a ClusterError naming the address, not a hang."""
     with pytest.raises(cl.ClusterError, match=re.escape("tcp://127.0.0.1:9")):
-        list(cl.run_on_cluster(str, [1], address="tcp://127.0.0.1:9"))
+        list(cl.run_on_cluster(str, [1], address="tcp://127.0.0.1:9", timeout=1.0))
+
+
+def test_the_cli_says_in_one_line_when_the_cluster_is_unreachable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """fuzz --cluster with no scheduler there: exit 2 and the ClusterError's line, no
+    traceback (the real connection attempt is the test above)."""
+    def unreachable(fn: object, jobs: object, *, address: str) -> Iterator[SeedResult]:
+        raise cl.ClusterError(f"--cluster {address}: cannot connect: timed out")
+        yield  # a generator, as the real one
+
+    monkeypatch.setattr(cl, "run_on_cluster", unreachable)
+    result = CliRunner().invoke(main, ["fuzz", "race", "--seeds", "1",
+                                       "--cluster", "tcp://10.9.9.9:8786"])
+    assert result.exit_code == 2
+    assert "--cluster tcp://10.9.9.9:8786: cannot connect: timed out" in result.output
+    assert "Traceback" not in result.output

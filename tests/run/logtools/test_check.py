@@ -17,6 +17,7 @@ from run.console.cli import main
 from run.logtools import check
 from run.logtools.check import LogError, Report
 from run.logtools.check.virtio import in_buffer_order
+from run.logtools.logread import iter_log
 from run.session.logs import dumps
 
 # -- a tiny log writer for planted faults ------------------------------------------------------
@@ -880,15 +881,62 @@ def test_real_log_counter_drift_is_reported_at_its_snapshot(race_log: Path, tmp_
     assert again == ([] if persistent else [("counters", last_seq)])
 
 
-def test_a_busy_soft_lockup_names_no_lock_and_prints_no_none(tmp_path: Path) -> None:
-    """v9's leak_balloon polls the head page in a retry loop (race seed 46, faults on): the
-    watchdog's record spins on no lock, and the explanation says so in words."""
+@pytest.fixture(scope="module")
+def race46(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """race seed 46 under v9 with faults, to its first violation, as a debug log."""
     from run.session import scenario as scen
     from run.session.session import run_session
 
     sc = scen.load("race", ["guest.driver=v9", "guest.preempt=0.05", "faults.enabled=true"])
-    path = tmp_path / "s46.jsonl"
-    run_session(sc, seed=46, log_path=path, fail_fast=True)
-    first = check.check_log(path).first
+    path = tmp_path_factory.mktemp("race46") / "s46.jsonl"
+    run_session(sc, seed=46, log_path=path, level="debug", fail_fast=True)
+    return path
+
+
+def test_a_busy_soft_lockup_is_explained_down_to_the_injected_stall(race46: Path) -> None:
+    """race seed 46 (v9, faults on): leak_balloon polls a page lock in a retry loop while the
+    compactor that holds it (and balloon_lock, with five compactors behind it) sleeps on
+    vb->acked for a deflate the device was told by an injected host.stall to sit on. The
+    report names the polled page (never "None"), the chain through vb->acked to that stall,
+    and the faults before it."""
+    path = race46
+    report = check.check_log(path)
+    first = report.first
     assert first is not None and first.kind == "soft-lockup"
-    assert "spinning on no lock" in first.detail and "None" not in first.detail
+    assert "busy on a CPU, polling page:16101" in first.detail and "None" not in first.detail
+    why = "\n".join(report.why)
+    assert "None" not in why
+    stall = next(r for r in iter_log(path)
+                 if r["event"] == schema.FAULT and r["site"] == "host.stall"
+                 and r["seq"] < first.seq and r["t"] > 6.7)
+    chain = report.why[report.why.index(f"waits-for at t={first.t:.6f}:") + 1:]
+    assert chain[0].startswith("  vballoon (running) polls page:16101 in a retry loop "
+                               "<- held by compact_memory since")
+    assert chain[1].startswith("  compact_memory (blocked) waits on vb->acked since")
+    assert "5 wait for vb->balloon_lock" in chain[1]
+    assert ("for the ack of deflateq hs=194" in chain[1]
+            and f"injected host.stall at t={stall['t']:.6f} (seq {stall['seq']})" in chain[1])
+    assert report.why[0].startswith("faults injected before it: 20")
+    assert f"seq {stall['seq']} host.stall: {stall['detail']}" in why
+
+
+def test_around_and_task_choose_the_records_shown(race46: Path) -> None:
+    """--around SEQ shows the N records centred on it; --task NAME only that task's."""
+    first = check.check_log(race46).first
+    assert first is not None
+    seq = first.seq - 100
+    around = check.check_log(race46, history=6, around=seq)
+    assert [r["seq"] for r in around.history] == list(range(seq - 3, seq + 3))
+    mine = check.check_log(race46, history=50, task="compact_memory-3")
+    assert len(mine.history) == 50
+    assert all("compact_memory-3" in (r.get("task"), r.get("worker")) for r in mine.history)
+
+
+def test_check_options_reach_the_report(race46: Path) -> None:
+    """The CLI's --context, --around and --task select the same records as the API."""
+    result = CliRunner().invoke(main, ["check", str(race46), "--json", "--context", "4",
+                                       "--task", "compact_memory"])
+    assert result.exit_code == 1, result.output
+    story = orjson.loads(result.output)["first"]["history"]
+    assert len(story) == 4 and all(r.get("task") == "compact_memory" for r in story)
+    assert orjson.loads(result.output)["first"]["why"][0].startswith("faults injected")

@@ -51,10 +51,14 @@ def test_each_variant_visits_its_preemption_sites(driver: str) -> None:
     """With every preemption point firing (strength 1.0, choices recorded), the tiny storm
     visits every site of the variant's list in its first three seeds (whether leak_balloon
     meets isolated pages, v9's __wait_on_isolated_pages, depends on the schedule)."""
-    sc = scen.load("compact-storm", [*TINY, f"guest.driver={driver}"])
+    # (v3.8 loses isolated pages to the LRU, then deflates empty buffers for ever: it stops
+    # at the first snapshot that sees them lost, taken often)
+    extra = ["snapshot_interval=0.1s"] if driver == "v3.8" else []
+    sc = scen.load("compact-storm", [*TINY, f"guest.driver={driver}", *extra])
     visited: Counter[str] = Counter()
     for seed in (1, 2, 3):
-        out = run_session(sc, seed=seed, recorder=FlightRecorder(capacity=16), record=True)
+        out = run_session(sc, seed=seed, recorder=FlightRecorder(capacity=16), record=True,
+                          fail_fast=driver == "v3.8")
         assert out.session is not None
         visited.update(c.site.split(":", 1)[1] for c in out.session.choices.recorded)
     assert SITES[driver] <= set(visited), sorted(SITES[driver] - set(visited))

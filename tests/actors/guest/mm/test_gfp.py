@@ -71,3 +71,22 @@ def test_buddy_geometry_constants() -> None:
     assert len(G.MIGRATETYPE_NAMES) == G.MIGRATE_TYPES
     assert (G.MIGRATE_UNMOVABLE, G.MIGRATE_MOVABLE, G.MIGRATE_RECLAIMABLE) == (0, 1, 2)
     assert (G.MIGRATE_HIGHATOMIC, G.MIGRATE_ISOLATE) == (3, 4)
+
+
+GFP_NAMES: list[tuple[int, str]] = [
+    (0, "0"),
+    (int(G.GFP_TRANSHUGE), "GFP_TRANSHUGE"),
+    (int(G.GFP_HIGHUSER_MOVABLE | G.GFP.NOWARN), "GFP_HIGHUSER_MOVABLE|__GFP_NOWARN"),
+    # the 2012 driver's balloon page: GFP_HIGHUSER | __GFP_NORETRY | __GFP_NOMEMALLOC | ...
+    (int(G.GFP_HIGHUSER | G.GFP.NORETRY | G.GFP.NOMEMALLOC | G.GFP.NOWARN),
+     "GFP_HIGHUSER|__GFP_NOWARN|__GFP_NORETRY|__GFP_NOMEMALLOC"),
+    (int(G.GFP_ATOMIC), "GFP_ATOMIC"),
+    (int(G.GFP.MOVABLE | G.GFP.COMP), "__GFP_MOVABLE|__GFP_COMP"),
+    (int(G.GFP_KERNEL) | 1 << 30, "GFP_KERNEL|0x40000000"),
+]
+
+
+@pytest.mark.parametrize(("mask", "names"), GFP_NAMES, ids=[n for _, n in GFP_NAMES])
+def test_gfp_names_print_as_the_kernel_does(mask: int, names: str) -> None:
+    """Composite names first, widest first, then the __GFP_ flags, then unknown bits."""
+    assert G.gfp_names(mask) == names
