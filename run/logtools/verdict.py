@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -104,8 +105,11 @@ def _fields(rec: Mapping[str, Any], pages: set[int]) -> str:
             hit = sorted(pages.intersection(value))[:4]
             shown = f"[{len(value)} PFNs" + (f", incl. {', '.join(map(str, hit))}" if hit
                                              else "") + "]"
-        elif isinstance(value, (dict, list)) and len(str(value)) > 80:
-            shown = str(value)[:77] + "..."
+        elif isinstance(value, (dict, list)):  # as the log writes it (null, not None)
+            text = orjson.dumps(value).decode()
+            shown = text if len(text) <= 80 else text[:77] + "..."
+        elif value is None:
+            shown = "null"  # the log's word: a message never prints a Python None
         elif key == "gfp" and isinstance(value, int):
             shown = gfp_names(value)
         elif isinstance(value, float):

@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from actors.kernel import Kernel, Mutex, Perturbation, SpinLock, WaitQueue
+from actors.kernel.preempt import Priorities
 from actors.sim import schema
 from actors.sim.clock import SessionClock
 from actors.sim.costs import CostModel
@@ -184,3 +185,41 @@ def test_bad_strength_rejected() -> None:
     """A strength outside [0, 1] is an error naming the value."""
     with pytest.raises(ValueError, match=r"strength 1\.5 not in"):
         Perturbation(random.Random(0), strength=1.5)
+
+
+async def test_a_task_steps_aside_only_for_a_runnable_higher_priority_task(
+        autojump_clock: trio.abc.Clock) -> None:
+    """Priorities (PCT, POS): the running task's point is a step-aside of ``max_delay``
+    exactly while a task ranked above it is runnable -- not while that task sleeps, or polls
+    in a cpu_relax retry loop (it waits for another task, as a spinner does)."""
+    rig = make_rig()
+    k = rig.kernel
+    p = Priorities(random.Random(0), 1e-6, k.tasks)
+    p.prio.update(hi=2.0, lo=1.0)
+    seen: list[tuple[str, float | None]] = []
+
+    async def hi() -> None:
+        await anyio.sleep(1.0)  # running (not a kernel sleep) until t=1
+        await k.msleep(1.0)
+
+    async def lo() -> None:
+        await anyio.sleep(0.5)
+        seen.append(("hi running", p.decide("site")))
+        k.tasks["hi"].relaxing = True
+        seen.append(("hi polling", p.decide("site")))
+        k.tasks["hi"].relaxing = False
+        await anyio.sleep(1.0)
+        seen.append(("hi asleep", p.decide("site")))
+
+    async def top() -> None:
+        await anyio.sleep(0.5)
+        p.prio["top"] = 3.0
+        seen.append(("top, hi running", p.decide("site")))
+
+    with trio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            k.spawn(tg, "hi", hi)
+            k.spawn(tg, "lo", lo)
+            k.spawn(tg, "top", top)
+    assert sorted(seen) == sorted([("hi running", 1e-6), ("hi polling", None),
+                                   ("hi asleep", None), ("top, hi running", None)])

@@ -932,6 +932,13 @@ def test_around_and_task_choose_the_records_shown(race46: Path) -> None:
     assert all("compact_memory-3" in (r.get("task"), r.get("worker")) for r in mine.history)
 
 
+def test_the_printed_report_never_shows_a_python_none(race46: Path) -> None:
+    """The watchdog record's null fields print as the log writes them."""
+    result = CliRunner().invoke(main, ["check", str(race46), "--context", "3"])
+    assert result.exit_code == 1
+    assert "None" not in result.output and "spinning_on=null" in result.output
+
+
 def test_check_options_reach_the_report(race46: Path) -> None:
     """The CLI's --context, --around and --task select the same records as the API."""
     result = CliRunner().invoke(main, ["check", str(race46), "--json", "--context", "4",
