@@ -325,38 +325,33 @@ class Kernel:
                 lift_page_first(self, t)  # polling again: it took no page it was first for
         # a spinning CPU is a busy CPU
         async with self.on_a_cpu(t) if t is not None else nullcontext():
-            if t is None:
-                assert page is None, "cpu_relax(page=) polls a page lock: a kernel task's"
-                await sleep(step + debt)
-                return
-            t.relaxing, t.relax_page = True, -1 if page is None else page
+            start = self.now()
+            if t is not None:
+                t.relaxing, t.relax_page = True, -1 if page is None else page
             try:
-                await self._poll(t, step + debt, debt, page)
+                if page is None:
+                    await sleep(step + debt)
+                else:
+                    assert t is not None, "cpu_relax(page=) polls a page lock: a kernel task's"
+                    released = new_event()
+                    entry = (t, released)
+                    self.page_spinners.setdefault(page, []).append(entry)
+                    with move_on_after(step + debt):
+                        await released.wait()
+                    if released.is_set():  # the lock came free: the next poll is a fresh one
+                        t.relax_step, t.relax_end = self.costs.spin_relax, -1.0
+                        t.debt += max(0.0, debt - (self.now() - start))  # unpaid: carried
+                        return
+                    spinners = self.page_spinners.get(page)
+                    if spinners is not None:
+                        spinners.remove(entry)
+                        if not spinners:
+                            del self.page_spinners[page]
+                if t is not None:
+                    t.relax_end = self.now()
             finally:
-                t.relaxing = False
-
-    async def _poll(self, t: KTask, length: float, debt: float, page: int | None) -> None:
-        """The relax itself, on a CPU: ``length`` of virtual time, or until ``page``'s lock
-        comes free."""
-        start = self.now()
-        if page is None:
-            await sleep(length)
-        else:
-            released = new_event()
-            entry = (t, released)
-            self.page_spinners.setdefault(page, []).append(entry)
-            with move_on_after(length):
-                await released.wait()
-            if released.is_set():  # the lock came free: the next poll is a fresh one
-                t.relax_step, t.relax_end = self.costs.spin_relax, -1.0
-                t.debt += max(0.0, debt - (self.now() - start))  # unpaid: carried
-                return
-            spinners = self.page_spinners.get(page)
-            if spinners is not None:
-                spinners.remove(entry)
-                if not spinners:
-                    del self.page_spinners[page]
-        t.relax_end = self.now()
+                if t is not None:
+                    t.relaxing = False
 
     async def msleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of virtual time (a sleeping primitive: atomic context is a bug)."""

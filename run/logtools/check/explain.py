@@ -13,6 +13,7 @@ wait queue the device must wake) or a task that is running.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -37,7 +38,6 @@ class _Handshake:
     queue: str
     added: float
     done: float | None = None
-    acked: bool = False
     fault: Record | None = None
 
 
@@ -46,11 +46,14 @@ class Explainer:
     """The state the explanation needs, rebuilt record by record (pure, no I/O)."""
 
     guest: str
-    faults: list[Record] = field(default_factory=list)
+    #: The last faults injected (FAULTS_SHOWN of them), and how many there were.
+    faults: deque[Record] = field(default_factory=lambda: deque(maxlen=FAULTS_SHOWN))
+    fault_count: int = 0
     #: lock -> (holder task, since t).
     holders: dict[str, tuple[str, float]] = field(default_factory=dict)
     #: task -> (what it waits for: a lock or a wait queue, since t, "lock" | "queue").
     waits: dict[str, tuple[str, float, str]] = field(default_factory=dict)
+    #: Handshakes added and not yet acked, by number (acked ones are dropped).
     handshakes: dict[int, _Handshake] = field(default_factory=dict)
     #: The handshake the device is working on (its last pop), which a fault it injects hits.
     popped: int | None = None
@@ -69,6 +72,7 @@ class Explainer:
                 del self.waits[task]  # it runs again
         if event == schema.FAULT:
             self.faults.append(rec)
+            self.fault_count += 1
             if actor.startswith("host.") and self.popped is not None:
                 hs = self.handshakes.get(self.popped)
                 if hs is not None and hs.fault is None:
@@ -90,9 +94,7 @@ class Explainer:
             if hs is not None:
                 hs.done = float(rec["t"])
         elif event == schema.VQ_ACK:
-            hs = self.handshakes.get(int(rec["hs"]))
-            if hs is not None:
-                hs.acked = True
+            self.handshakes.pop(int(rec["hs"]), None)
         if isinstance(task, str) and event not in _NOT_PROGRESS and event not in _REPORTS and not (
                 event == schema.LOCK_ACQUIRE and rec.get("kind") == "spin"):
             self.last_progress = rec
@@ -100,12 +102,12 @@ class Explainer:
     # -- the explanation -----------------------------------------------------------------------
     def explain(self, violation: Record | None, tasks: Sequence[str], t: float) -> list[str]:
         """The lines of the explanation at the violation (its record, if it has one)."""
-        lines = self._fault_lines(t)
+        lines = self._fault_lines()
         states = self._states(violation)
         start = tasks[0] if tasks else None
         if start is not None and start in states:
             lines.append(f"waits-for at t={t:.6f}:")
-            lines += ["  " + line for line in self._chain(start, states, violation, t)]
+            lines += ["  " + line for line in self._chain(start, states, violation)]
         progress = self.last_progress
         if progress is not None:
             lines.append(f"last progress: {progress.get('task')} at t={float(progress['t']):.6f}"
@@ -114,12 +116,12 @@ class Explainer:
                          + f"), {t - float(progress['t']):.6f} s before it")
         return lines
 
-    def _fault_lines(self, t: float) -> list[str]:
+    def _fault_lines(self) -> list[str]:
         if not self.faults:
             return ["faults injected before it: none"]
-        shown = self.faults[-FAULTS_SHOWN:]
-        head = (f"faults injected before it: {len(self.faults)}"
-                + (f" (the last {len(shown)})" if len(shown) < len(self.faults) else ""))
+        shown = list(self.faults)
+        head = (f"faults injected before it: {self.fault_count}"
+                + (f" (the last {len(shown)})" if len(shown) < self.fault_count else ""))
         return [head] + [f"  t={float(f['t']):.6f} seq {f.get('seq')} {f.get('site')}: "
                          f"{f.get('detail')}" for f in shown]
 
@@ -143,7 +145,7 @@ class Explainer:
         return out
 
     def _chain(self, task: str, states: Mapping[str, tuple[str, str | None, list[str]]],
-               violation: Record | None, t: float) -> list[str]:
+               violation: Record | None) -> list[str]:
         lines: list[str] = []
         seen: set[str] = set()
         polling = violation.get("polling") if violation is not None else None
@@ -172,19 +174,18 @@ class Explainer:
                 lines.append(f"{doing}{holds} <- held by {who} since t={since_t:.6f}")
                 task = who
                 continue
-            lines.append(doing + holds + self._queue_cause(what, t))
+            lines.append(doing + holds + self._queue_cause(what))
             break
         return lines
 
-    def _queue_cause(self, queue: str, t: float) -> str:
+    def _queue_cause(self, queue: str) -> str:
         """For a wait on the device (vb->acked): the handshake not acked, and the fault that
         delayed it."""
         if queue != "vb->acked":
             return ""
-        open_hs = [(n, hs) for n, hs in self.handshakes.items() if not hs.acked]
-        if not open_hs:
+        if not self.handshakes:
             return " (no handshake open)"
-        n, hs = open_hs[-1]
+        n, hs = next(reversed(self.handshakes.items()))  # the newest one not acked
         done = (f"device done at t={hs.done:.6f}, no interrupt yet" if hs.done is not None
                 else "not done by the device yet")
         out = f" -- for the ack of {hs.queue} hs={n} (added at t={hs.added:.6f}; {done})"
