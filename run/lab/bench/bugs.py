@@ -94,9 +94,12 @@ def bench_bugs(quick: bool) -> Result:
             ratio = medians["random"] / medians[best]
             quickest, how = min(((s, k) for k in STRATEGIES for s in row[k] if s is not None),
                                 key=lambda found: found[0].wall)
+            verdict = (f"{best}, {ratio:.1f}x fewer runs than random"
+                       + ("" if medians["random"] <= budget
+                          else " (random: censored at the budget)")
+                       if medians[best] <= budget else "no strategy's median within the budget")
             out[f"{driver} · {sig[:70]} · best"] = (
-                f"{best}, {ratio:.1f}x fewer runs than random"
-                + ("" if medians["random"] <= budget else " (random: censored at the budget)")
+                verdict
                 + f"; quickest campaign: {how}, {quickest.runs} runs, {quickest.wall:.1f} s "
                   f"(seed {quickest.seed})")
             if driver == "v9" and ratio >= 5:

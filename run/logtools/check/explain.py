@@ -85,7 +85,9 @@ class Explainer:
             self.waits[str(task)] = (str(rec["lock"]), float(rec["t"]), "lock")
         elif event == schema.WAIT_SLEEP:
             self.waits[str(task)] = (str(rec["queue"]), float(rec["t"]), "queue")
-        elif event == schema.VQ_ADD:
+        elif event == schema.VQ_ADD and rec.get("queue") != "statsq":
+            # (a stats buffer is taken back without an ack record: never what vb->acked
+            # waits for)
             self.handshakes[int(rec["hs"])] = _Handshake(str(rec["queue"]), float(rec["t"]))
         elif event == schema.HOST_POP:
             self.popped = int(rec["hs"])
@@ -169,7 +171,13 @@ class Explainer:
                 at = f" since t={since[1]:.6f}" if since is not None and since[0] == what else ""
                 doing = f"{task} ({state}) waits on {what}{at}"
             holder = self.holders.get(what)
-            if holder is not None:
+            if holder is None:  # no lock records (an info log): the watchdog's own list
+                who = next((w for w, st in states.items() if what in st[2]), None)
+                if who is not None:
+                    lines.append(f"{doing}{holds} <- held by {who}")
+                    task = who
+                    continue
+            else:
                 who, since_t = holder
                 lines.append(f"{doing}{holds} <- held by {who} since t={since_t:.6f}")
                 task = who

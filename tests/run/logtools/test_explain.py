@@ -20,6 +20,7 @@ RECORDS = [
     _rec(3, 0.2, "host.guest0", schema.HOST_POP, queue="inflateq", hs=1, len=4),
     _rec(4, 0.3, "guest0.balloon", schema.VQ_ACK, queue="inflateq", hs=1),
     _rec(5, 0.4, "guest0.balloon", schema.VQ_ADD, queue="deflateq", hs=2, pfns=[5]),
+    _rec(55, 0.4, "guest0.balloon", schema.VQ_ADD, queue="statsq", hs=3, pfns=[]),
     _rec(6, 0.4, "host.guest0", schema.HOST_POP, queue="deflateq", hs=2, len=4),
     _rec(7, 0.4, "host.guest0", schema.FAULT, site="host.stall", detail="device delayed 2s"),
     _rec(8, 0.4, "guest0.kernel", schema.WAIT_SLEEP, task="A", queue="vb->acked"),
@@ -59,3 +60,20 @@ def test_a_task_that_runs_again_waits_no_more() -> None:
     assert e.explain(None, ["B"], 1.0)[2:] == [
         "waits-for at t=1.000000:", "  B (running, waits on nothing); holds L",
         "last progress: B at t=0.800000 (seq 13, lock.acquire L), 0.200000 s before it"]
+
+
+def test_an_info_log_follows_the_chain_through_the_watchdogs_own_list() -> None:
+    """No lock records (an info-level log): the holder comes from show_all_locks()."""
+    hung = _rec(9, 5.0, "guest0.kernel", schema.HUNG_TASK, task="kcompactd0",
+                waiting_on="vb->balloon_lock", blocked_for=4.5, all_locks=[
+                    {"task": "kcompactd0", "state": "blocked", "waiting_on": "vb->balloon_lock",
+                     "held": ["page:7"]},
+                    {"task": "vballoon", "state": "blocked", "waiting_on": "vb->acked",
+                     "held": ["vb->balloon_lock"]}])
+    e = Explainer("guest0")
+    e.feed(hung)
+    chain = e.explain(hung, ["kcompactd0"], 5.0)
+    assert chain[2:4] == [
+        "  kcompactd0 (blocked) waits on vb->balloon_lock; holds page:7 <- held by vballoon",
+        "  vballoon (blocked) waits on vb->acked; holds vb->balloon_lock (1 wait for "
+        "vb->balloon_lock: kcompactd0) (no handshake open)"]
