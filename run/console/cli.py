@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from actors.guest.balloon import DRIVERS
+from actors.guest.config import STRATEGIES
 from actors.host.policy import PolicyError
 from actors.sim.choices import Choice
 from run.console.options import session_options
@@ -355,7 +356,7 @@ def replay(log: Path, policy: str | None, trust_policy: bool) -> None:
               show_default=True, help="Balloon driver variant to fuzz.")
 @_seeds_option("0..99")
 @_jobs
-@click.option("--strategy", type=click.Choice(["random", "pct", "pos"]), default="random",
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="random",
               show_default=True,
               help="Exploration at preemption points: seeded random, PCT or POS priorities.")
 @click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,

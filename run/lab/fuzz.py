@@ -141,7 +141,8 @@ def fuzz(spec: str | None, seeds: Sequence[int], overrides: Sequence[str], *, jo
     (Ctrl-C, or a stop signal turned into one) stops the workers at once: the campaign
     returns what finished, marked interrupted, and re-runs nothing.
     """
-    scen.load(spec, list(overrides))  # bad input fails here, before any process starts
+    # bad input fails here, before any process starts; the strategy is the scenario's own
+    strategy = scen.load(spec, list(overrides)).guest.strategy
     if runner is None:
         def runner(fn: Callable[[Job], SeedResult], work: list[Job]) -> Iterator[SeedResult]:
             return run_all(fn, work, processes=jobs)
@@ -151,7 +152,6 @@ def fuzz(spec: str | None, seeds: Sequence[int], overrides: Sequence[str], *, jo
     if max_failures is not None and failing >= max_failures:
         stopped_early = True
     else:
-        strategy = strategy_of(overrides)
         stream = runner(run_seed, [Job(spec, tuple(overrides), s) for s in seeds])
         try:
             for result in stream:
@@ -183,15 +183,6 @@ def group_failures(results: Sequence[SeedResult]) -> list[Group]:
     first = {r.seed: r.failure for r in results}
     return [Group(sig, kind, seeds, dict(first[seeds[0]] or {}))
             for sig, kind, seeds in campaign_groups(lines)]
-
-
-def strategy_of(overrides: Sequence[str]) -> str:
-    """The exploration strategy a run's overrides select (``guest.strategy``)."""
-    for o in reversed(overrides):
-        key, _, value = o.partition("=")
-        if key.strip() == "guest.strategy":
-            return value.strip().strip('"')
-    return "random"
 
 
 def strategy_overrides(strategy: str, depth: int, steps: int) -> list[str]:

@@ -97,6 +97,7 @@ from run.session.logs import dumps
 
 from .checker import Checker
 from .history import history as _history
+from .history import window
 from .model import Record
 from .report import MAX_KEPT, Pending, Report, Violation
 
@@ -112,7 +113,7 @@ def check_log(path: Path, *, history: int = 16, around: int | None = None,
     report = _check(checker, iter_log(path), str(path))
     first = report.first
     if first is not None and history:
-        stop = first.seq if around is None else max(first.seq, around + history // 2 + 1)
+        stop = max(first.seq, window(first.seq, history, around)[1])
         _history(report, iter_log(path, stop_seq=stop), first, checker.ppp, history,
                  around=around, task=task)
     return report

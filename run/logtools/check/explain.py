@@ -24,13 +24,14 @@ from .model import Record, guest_name
 
 #: Faults shown in full (the count says how many there were).
 FAULTS_SHOWN: Final = 6
-#: Records that are not progress: a task going to sleep, a retry loop's spinlock round trip.
-_NOT_PROGRESS: Final = frozenset((schema.PREEMPT, schema.WAIT_SLEEP, schema.LOCK_CONTENDED,
-                                  schema.LOCK_RELEASE))
 _DONE: Final = frozenset((schema.HOST_INFLATE_DONE, schema.HOST_DEFLATE_DONE))
-#: The reports themselves (a watchdog, lockdep, a WARN) say something stopped, not moved.
-_REPORTS: Final = frozenset((schema.LOCKDEP, schema.KERNEL_WARNING, schema.HUNG_TASK,
-                              schema.SOFT_LOCKUP))
+#: The reports (a watchdog, lockdep, a WARN): they say something stopped, not moved.
+REPORTS: Final = frozenset((schema.LOCKDEP, schema.KERNEL_WARNING, schema.HUNG_TASK,
+                            schema.SOFT_LOCKUP))
+#: Records that are not progress: a task going to sleep, a retry loop's spinlock round trip,
+#: a report.
+_NOT_PROGRESS: Final = REPORTS | {schema.PREEMPT, schema.WAIT_SLEEP, schema.LOCK_CONTENDED,
+                                  schema.LOCK_RELEASE}
 
 
 @dataclass(slots=True)
@@ -97,7 +98,7 @@ class Explainer:
                 hs.done = float(rec["t"])
         elif event == schema.VQ_ACK:
             self.handshakes.pop(int(rec["hs"]), None)
-        if isinstance(task, str) and event not in _NOT_PROGRESS and event not in _REPORTS and not (
+        if isinstance(task, str) and event not in _NOT_PROGRESS and not (
                 event == schema.LOCK_ACQUIRE and rec.get("kind") == "spin"):
             self.last_progress = rec
 
@@ -171,19 +172,17 @@ class Explainer:
                 at = f" since t={since[1]:.6f}" if since is not None and since[0] == what else ""
                 doing = f"{task} ({state}) waits on {what}{at}"
             holder = self.holders.get(what)
-            if holder is None:  # no lock records (an info log): the watchdog's own list
+            if holder is not None:
+                who: str | None = holder[0]
+                doing += f"{holds} <- held by {who} since t={holder[1]:.6f}"
+            else:  # no lock records (an info log): the watchdog's own list
                 who = next((w for w, st in states.items() if what in st[2]), None)
-                if who is not None:
-                    lines.append(f"{doing}{holds} <- held by {who}")
-                    task = who
-                    continue
-            else:
-                who, since_t = holder
-                lines.append(f"{doing}{holds} <- held by {who} since t={since_t:.6f}")
-                task = who
-                continue
-            lines.append(doing + holds + self._queue_cause(what))
-            break
+                doing += f"{holds} <- held by {who}" if who is not None else holds
+            if who is None:  # nobody holds it: a wait queue, or a lock seen free
+                lines.append(doing + self._queue_cause(what))
+                break
+            lines.append(doing)
+            task = who
         return lines
 
     def _queue_cause(self, queue: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from actors.sim import schema
 
-from .explain import Explainer
+from .explain import REPORTS, Explainer
 from .model import Record, guest_name
 from .report import Report, Violation
 
@@ -17,8 +17,6 @@ _HS_EVENTS: Final = frozenset((schema.VQ_ADD, schema.HOST_POP, schema.HOST_INFLA
                                schema.HOST_DEFLATE_DONE, schema.HOST_STATS, schema.VQ_ACK))
 _WIRE_EVENTS: Final = frozenset((schema.VQ_ADD, schema.HOST_INFLATE_DONE,
                                  schema.HOST_DEFLATE_DONE, schema.HOST_VIOLATION))
-_REPORTS: Final = frozenset((schema.LOCKDEP, schema.KERNEL_WARNING, schema.HUNG_TASK,
-                              schema.SOFT_LOCKUP))
 
 
 def history(report: Report, records: Iterable[Record], v: Violation, ppp: int,
@@ -34,8 +32,7 @@ def history(report: Report, records: Iterable[Record], v: Violation, ppp: int,
     explainer = Explainer(v.guest)
     at: Record | None = None
     out: deque[dict[str, Any]] = deque(maxlen=limit)
-    lo = 0 if around is None else around - limit // 2
-    hi = v.seq if around is None else lo + limit - 1
+    lo, hi = window(v.seq, limit, around)
     n = 0
     for rec in records:
         seq = rec.get("seq", 0)
@@ -63,6 +60,15 @@ def history(report: Report, records: Iterable[Record], v: Violation, ppp: int,
     report.why = explainer.explain(at, v.tasks, v.t)
 
 
+def window(seq: int, limit: int, around: int | None) -> tuple[int, int]:
+    """The seqs a history may show: up to the violation's ``seq``, or the ``limit`` centred
+    on ``around``."""
+    if around is None:
+        return 0, seq
+    lo = around - limit // 2
+    return lo, lo + limit - 1
+
+
 def _concerns(rec: Record, guest: str, pfns: set[int], locks: set[str], hs: set[int],
               tasks: set[str], ppp: int) -> bool:
     """Whether ``rec`` is part of the story of these pages, locks, handshakes or tasks."""
@@ -85,4 +91,4 @@ def _concerns(rec: Record, guest: str, pfns: set[int], locks: set[str], hs: set[
         return True
     if locks and (rec.get("lock") in locks or rec.get("waiting_on") in locks):
         return True
-    return bool(tasks and event in _REPORTS and rec.get("task") in tasks)
+    return bool(tasks and event in REPORTS and rec.get("task") in tasks)
